@@ -1,0 +1,76 @@
+"""The headless front end: parse flags, call the core, print data.
+
+stdout is data (tables or JSON) and nothing else; diagnostics go to stderr. Every user error is
+one line on stderr and an exit code from `ExitCode`, never a traceback. With no subcommand the
+terminal UI opens.
+
+Each group of subcommands lives in its own module with a `register(subparsers)` function, so the
+commands can grow without this file growing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from peft_advisor import __version__
+from peft_advisor.core.errors import ExitCode, UserError
+
+# Modules that contribute subcommands; each has register(subparsers).
+_COMMAND_MODULES = (
+    "peft_advisor.cli.advise",  # recommend, estimate
+    "peft_advisor.cli.matrix_cmd",  # matrix
+    "peft_advisor.cli.probe_cmd",  # probe
+    "peft_advisor.cli.recipes_cmd",  # export, validate
+    "peft_advisor.cli.runs_cmd",  # train, monitor, bench, runs
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints usage plus an error; we keep its one-line error and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401
+        raise UserError(f"{self.prog}: {message}", ExitCode.USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = _Parser(prog="peft-advisor", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"peft-advisor {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:  # a real import error inside the module: surface it
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if not argv:
+            return _open_tui()
+        args = build_parser().parse_args(argv)
+        if not getattr(args, "func", None):
+            build_parser().print_help(sys.stderr)
+            return ExitCode.USAGE
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"peft-advisor: {err}", file=sys.stderr)
+        return int(err.code)
+    except KeyboardInterrupt:
+        print("peft-advisor: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:  # `peft-advisor matrix | head`
+        return int(ExitCode.OK)
+
+
+def _open_tui(**kwargs) -> int:
+    from peft_advisor.tui.app import run_app
+
+    return int(run_app(**kwargs) or 0)

@@ -1,0 +1,148 @@
+"""`peft-advisor export` (a recipe from explicit flags) and `peft-advisor validate FILE...`.
+
+`export` writes commented TOML atomically and refuses to overwrite without `--force`; with
+`-o -` (the default) the recipe goes to stdout. When the model is a preset, a local folder or a
+Hub id that resolves to a preset, the recipe carries the estimate at export time.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from peft_advisor.core import recipe as rc
+from peft_advisor.core.errors import ExitCode, UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="write a recipe (TOML) from explicit settings")
+    p.add_argument("-o", "--output", default="-", metavar="FILE", help="recipe file to write; - for stdout")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.add_argument("--model", default="demo", help='"demo", a preset id, a local folder or a Hub id')
+    p.add_argument("--method", default="lora", help=" | ".join(rc.methods()))
+    p.add_argument("--rank", type=int, help="LoRA-family rank (default 16)")
+    p.add_argument("--alpha", type=int, help="LoRA alpha (default 2 * rank)")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--targets", help='all-linear | attention | mlp | comma-separated module names')
+    p.add_argument("--batch", type=int, help="micro-batch size")
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--seq", type=int, help="max sequence length in tokens")
+    p.add_argument("--grad-ckpt", action="store_true", default=None, help="gradient checkpointing")
+    p.add_argument("--lr", type=float, help="learning rate (default: a per-method starting point)")
+    p.add_argument("--steps", type=int, help="max optimizer steps; 0 = use --epochs")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--data", help='"demo", a data file, a save_to_disk folder or a Hub dataset id')
+    p.add_argument("--format", dest="data_format", help=" | ".join(rc.DATA_FORMATS))
+    p.add_argument("--output-dir", help="run folder (default runs/<model>-<method>)")
+    p.add_argument("--dtype", help=" | ".join(rc.DTYPES))
+    p.add_argument("--trust-remote-code", action="store_true", default=None)
+    p.add_argument("--vram", type=float, dest="vram_gib", help="GPU budget it is meant for, GiB")
+    p.add_argument("--adapter-mb", type=float, help="adapter size budget, MB")
+    p.add_argument("--gpu", help="name of the GPU it is meant for")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="any recipe key, e.g. --set train.warmup_ratio=0.1 (VALUE in TOML syntax; repeatable)",
+    )
+    p.add_argument("--no-estimate", action="store_true", help="do not compute the estimate")
+    p.set_defaults(func=run_export)
+
+    v = sub.add_parser("validate", help="check recipe files: ok, or one line naming the key and line")
+    v.add_argument("files", nargs="+", metavar="FILE")
+    v.set_defaults(func=run_validate)
+
+
+# Flag name -> recipe key, for the flags that map one to one.
+_FLAG_KEYS = {
+    "model": "model.id", "dtype": "model.dtype", "trust_remote_code": "model.trust_remote_code",
+    "method": "method.name", "rank": "method.rank", "alpha": "method.alpha", "dropout": "method.dropout",
+    "data": "data.path", "data_format": "data.format", "seq": "data.max_seq_len",
+    "batch": "train.micro_batch", "grad_accum": "train.grad_accum", "grad_ckpt": "train.grad_ckpt",
+    "lr": "train.lr", "steps": "train.max_steps", "epochs": "train.epochs", "output_dir": "output.dir",
+    "vram_gib": "budget.vram_gib", "adapter_mb": "budget.adapter_mb", "gpu": "budget.gpu",
+}
+
+
+def _targets(text: str):
+    return text if text in rc.TARGET_PRESETS else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _toml_value(text: str):
+    """`--set` values use TOML syntax; a bare word is taken as a string (`linear`)."""
+    try:
+        return rc.toml_loads(f"x = {text}")["x"]
+    except ValueError:
+        return text
+
+
+def changes_from_args(args) -> dict:
+    """The recipe keys the flags set, with per-method defaults for lr, alpha and the run folder."""
+    changes = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items() if getattr(args, flag) is not None}
+    if args.targets is not None:
+        changes["method.targets"] = _targets(args.targets)
+    if args.alpha is None and args.rank is not None:
+        changes["method.alpha"] = 2 * args.rank
+    changes.setdefault("train.lr", rc.DEFAULT_LR.get(args.method, 2e-4))
+    changes.setdefault("output.dir", rc.default_output_dir(args.model, args.method))
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item}: expected KEY=VALUE", ExitCode.USAGE)
+        changes[key.strip()] = _toml_value(value.strip())
+    return changes
+
+
+def with_estimate(recipe: rc.Recipe) -> rc.Recipe:
+    """The recipe with its estimate filled in, when the model's shapes are known offline."""
+    try:
+        from peft_advisor.core.estimate import estimate
+        from peft_advisor.core.model_spec import load_model_spec
+
+        spec = load_model_spec(recipe.model.id)
+        est = estimate(spec, rc.settings_from_recipe(recipe))
+    except ImportError:
+        return recipe
+    except UserError as err:
+        print(f"peft-advisor: note: no estimate in the recipe ({err})", file=sys.stderr)
+        return recipe
+    return rc.updated(recipe, {
+        "estimate.peak_bytes": int(est.peak_bytes),
+        "estimate.adapter_bytes": int(est.adapter_bytes),
+        "estimate.trainable_params": int(est.trainable_params),
+    })
+
+
+def write_recipe(recipe: rc.Recipe, path, force: bool = False, header: str = ""):
+    """Write `recipe` to `path` atomically (or to stdout for "-"); for `recommend --export` too."""
+    if str(path) == "-":
+        sys.stdout.write(rc.dumps(recipe, header=header))
+        return None
+    return rc.save(recipe, path, force=force, header=header)
+
+
+def run_export(args) -> int:
+    if args.method not in rc.methods():
+        hint = rc.did_you_mean(args.method, rc.methods()) or f"; expected one of {', '.join(rc.methods())}"
+        raise UserError(f"unknown method {args.method!r}{hint}", ExitCode.UNKNOWN_METHOD)
+    recipe = rc.updated(rc.Recipe(), changes_from_args(args))
+    if not args.no_estimate:
+        recipe = with_estimate(recipe)
+    path = write_recipe(recipe, args.output, force=args.force)
+    if path is not None:
+        print(f"wrote {path} ({recipe.method.name} on {recipe.model.id})", file=sys.stderr)
+    return int(ExitCode.OK)
+
+
+def run_validate(args) -> int:
+    """Each file: `ok: FILE (method, model)` on stdout, or its one-line error on stderr."""
+    failed = 0
+    for name in args.files:
+        if len(args.files) == 1:
+            recipe = rc.load(name)  # a single file: the dispatcher prints the error and exit code
+        else:
+            try:
+                recipe = rc.load(name)
+            except UserError as err:
+                print(f"peft-advisor: {err}", file=sys.stderr)
+                failed += 1
+                continue
+        print(f"ok: {name} ({recipe.method.name}, {recipe.model.id})")
+    return int(ExitCode.BAD_RECIPE if failed else ExitCode.OK)

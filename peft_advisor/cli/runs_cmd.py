@@ -1,0 +1,211 @@
+"""`peft-advisor train RECIPE` (run a fine-tune in a child process) and `peft-advisor monitor RUN_DIR`.
+
+Both follow the run's events.jsonl and print a line per step (progress bar, loss, speed, ETA) on
+stdout; diagnostics go to stderr. The exit code comes from the run's `end` event: ok 0,
+cancelled 130, oom 11, error 10 (also when the trainer died without an `end`). This process
+never imports torch: the training stack lives only in the child.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.events import EventTail, RunSummary
+from peft_advisor.core.units import fmt_bytes, fmt_count, fmt_file_bytes
+
+END_CODES = {"ok": ExitCode.OK, "cancelled": ExitCode.INTERRUPTED, "oom": ExitCode.OOM, "error": ExitCode.TRAIN_FAILED}
+BAR_WIDTH = 20
+
+
+def register(sub) -> None:
+    t = sub.add_parser("train", help="fine-tune from a recipe in a child process and follow it")
+    t.add_argument("recipe", metavar="RECIPE", help="recipe TOML file")
+    t.add_argument("--run-dir", help="run folder (default: the recipe's output.dir)")
+    t.add_argument("--resume", action="store_true", help="continue the run folder from its last checkpoint")
+    t.add_argument("--detach", action="store_true", help="return once training has started; follow with monitor")
+    t.set_defaults(func=run_train)
+
+    m = sub.add_parser("monitor", help="follow a run folder (live or finished): a line per step")
+    m.add_argument("run_dir", metavar="RUN_DIR")
+    m.add_argument("--poll", type=float, default=0.5, help="seconds between reads (default 0.5)")
+    m.set_defaults(func=run_monitor)
+
+
+# ---------------------------------------------------------------- train
+
+
+def run_train(args) -> int:
+    from peft_advisor import launch
+    from peft_advisor.core import recipe as rc
+
+    recipe = rc.load(args.recipe)  # a bad recipe is one line here, before any process or folder
+    run_dir = Path(args.run_dir or recipe.output.dir)
+    launched = launch.start(args.recipe, run_dir, resume=args.resume)
+    print(f"peft-advisor: trainer pid {launched.pid}; setting up {recipe.method.name} on {recipe.model.id}", file=sys.stderr)
+    try:
+        launch.wait_started(launched)
+    except KeyboardInterrupt:
+        launched.stop()
+        print("peft-advisor: interrupted during setup; the trainer stops without creating a run", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    print(f"peft-advisor: run folder {launched.run_dir}", file=sys.stderr)
+    if args.detach:
+        print(f"peft-advisor: detached; follow with: peft-advisor monitor {launched.run_dir}", file=sys.stderr)
+        return 0
+    return follow(launched.run_dir, launched=launched, offset=launched.events_offset)
+
+
+# ---------------------------------------------------------------- monitor
+
+
+def run_monitor(args) -> int:
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder", ExitCode.USAGE)
+    if not (run_dir / "events.jsonl").is_file() and not (run_dir / "run.json").is_file():
+        raise UserError(f"{run_dir}: not a run folder (no events.jsonl or run.json)", ExitCode.USAGE)
+    return follow(run_dir, poll_s=args.poll)
+
+
+def follow(run_dir: Path, launched=None, offset: int = 0, poll_s: float = 0.5, out=None) -> int:
+    """Print events until the run ends or its trainer is gone; return the exit code.
+
+    With `launched` (our own child), Ctrl-C is forwarded to it as SIGINT so it checkpoints; a
+    third Ctrl-C detaches and leaves it running.
+    """
+    from peft_advisor import launch
+
+    out = out or sys.stdout
+    tail, summary = EventTail(run_dir / "events.jsonl"), RunSummary()
+    tail.offset = offset
+    interrupts = [0]
+    previous = signal.signal(signal.SIGINT, _forwarder(launched, interrupts)) if launched else None
+    try:
+        while interrupts[0] < 3:
+            _show(tail.poll(), summary, out)
+            if summary.done:
+                if launched:
+                    _reap(launched)
+                break
+            alive = launched.running() if launched else launch.trainer_alive(launch.read_run_json(run_dir).get("pid"))
+            if not alive:
+                _show(tail.poll(final=True), summary, out)
+                if not summary.done:
+                    return _died(run_dir, launched)
+                break
+            time.sleep(poll_s)
+        else:
+            print(f"peft-advisor: detached; the trainer keeps running: peft-advisor monitor {run_dir}", file=sys.stderr)
+            return int(ExitCode.INTERRUPTED)
+    finally:
+        if launched:
+            signal.signal(signal.SIGINT, previous)
+    return int(END_CODES.get(summary.status, ExitCode.TRAIN_FAILED))
+
+
+def _reap(launched, timeout_s: float = 30) -> None:
+    """The child exits right after its `end` event; wait for it so no zombie is left."""
+    import subprocess
+
+    try:
+        launched.process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _forwarder(launched, interrupts):
+    def forward(signum, frame):
+        interrupts[0] += 1
+        if interrupts[0] < 3:
+            launched.stop()
+        what = ("stopping: the trainer saves a checkpoint after this step", "stopping now", "detaching")
+        print(f"peft-advisor: {what[min(interrupts[0], 3) - 1]}", file=sys.stderr)
+
+    return forward
+
+
+def _died(run_dir: Path, launched) -> int:
+    code = launched.process.returncode if launched else None
+    how = f"exited with code {code}" if code is not None else "is gone"
+    print(f"peft-advisor: the trainer {how} without an end event; last lines of train.log:", file=sys.stderr)
+    log = run_dir / "train.log"
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-10:] if log.is_file() else []
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)
+    return int(ExitCode.TRAIN_FAILED)
+
+
+# ---------------------------------------------------------------- lines
+
+
+def _show(events, summary: RunSummary, out) -> None:
+    for event in events:
+        summary.apply(event)
+        line = format_event(event, summary)
+        if line:
+            print(line, file=out, flush=True)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def progress_bar(fraction: float | None, width: int = BAR_WIDTH) -> str:
+    if fraction is None:
+        return "[" + "?" * width + "]"
+    filled = int(round(fraction * width))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def format_event(e: dict, s: RunSummary) -> str | None:
+    """One line for an event, after it was applied to the summary `s`."""
+    kind = e.get("kind")
+    if kind == "start":
+        resumed = f", resumed at step {e['resumed_from_step']}" if e.get("resumed_from_step") else ""
+        est = f"; estimate peak {fmt_bytes(s.estimate_peak_bytes)}" if s.estimate_peak_bytes else ""
+        return (
+            f"start  {s.method} on {s.model} ({s.device}): {fmt_count(s.trainable_params)} trainable of "
+            f"{fmt_count(s.total_params)} params, {s.total_steps} steps{resumed}{est}"
+        )
+    if kind == "step":
+        total = s.total_steps or "?"
+        parts = [f"step {s.step:>5}/{total}", progress_bar(s.progress), f"{(s.progress or 0) * 100:3.0f}%"]
+        parts.append(f"loss {_num(e.get('loss'), '.4f')}")
+        parts.append(f"lr {_num(e.get('lr'), '.2e')}")
+        if e.get("tokens_per_s") is not None:
+            parts.append(f"{e['tokens_per_s']:.0f} tok/s")
+        if e.get("mem_peak_bytes"):
+            parts.append(f"peak {fmt_bytes(e['mem_peak_bytes'])}")
+        parts.append(f"ETA {fmt_duration(s.eta_s)}")
+        return "  ".join(parts)
+    if kind == "eval":
+        acc = e.get("eval_accuracy")
+        accuracy = f"  accuracy {acc * 100:.1f}%" if isinstance(acc, (int, float)) else ""
+        return f"eval   step {e.get('step')}  eval_loss {_num(e.get('eval_loss'), '.4f')}{accuracy}"
+    if kind == "checkpoint":
+        return f"saved  {e.get('path')} ({fmt_file_bytes(e.get('adapter_bytes'))})"
+    if kind == "end":
+        parts = [f"end    {s.status}"]
+        if s.message:
+            parts.append(s.message)
+        parts.append(f"final loss {_num(s.final_loss, '.4f')}")
+        if s.best_eval_loss is not None:
+            parts.append(f"best eval loss {_num(s.best_eval_loss, '.4f')}")
+        parts.append(f"wall {fmt_duration(s.wall_s)}")
+        if s.mem_peak_bytes:
+            est = f" (estimate {fmt_bytes(s.estimate_peak_bytes)})" if s.estimate_peak_bytes else ""
+            parts.append(f"peak {fmt_bytes(s.mem_peak_bytes)}{est}")
+        return "  ".join(parts)
+    return None
+
+
+def _num(value, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"

@@ -1,0 +1,402 @@
+"""The `events.jsonl` stream between the trainer child and its watchers (TUI, `monitor`).
+
+One JSON object per line, append-only, flushed per line; every line has `v` (schema version),
+`kind` and `t` (unix seconds). A file is the channel because it survives crashes, lets a watcher
+re-attach to a run, and library noise on stdout cannot corrupt it. Readers follow three rules:
+skip malformed lines (and count them), tolerate unknown kinds, buffer partial lines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
+
+SCHEMA_VERSION = 1
+KINDS = ("start", "step", "eval", "checkpoint", "end")
+END_STATUSES = ("ok", "cancelled", "oom", "error")
+
+Event = dict[str, Any]
+
+
+class StartEvent(TypedDict, total=False):
+    v: int
+    kind: str  # "start"
+    t: float
+    method: str
+    model: str
+    trainable_params: int
+    total_params: int
+    total_steps: int
+    estimate_peak_bytes: int
+    estimate_adapter_bytes: int
+    device: str  # "cuda:0" | "cpu"
+    pid: int
+    run_dir: str
+
+
+class StepEvent(TypedDict, total=False):
+    v: int
+    kind: str  # "step"
+    t: float
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float
+    tokens_per_s: float
+    samples: int
+    mem_allocated_bytes: int
+    mem_reserved_bytes: int
+    mem_peak_bytes: int
+    epoch: float
+
+
+class EvalEvent(TypedDict, total=False):
+    v: int
+    kind: str  # "eval"
+    t: float
+    step: int
+    eval_loss: float
+    eval_accuracy: float  # exact match, where the data defines answers
+
+
+class CheckpointEvent(TypedDict, total=False):
+    v: int
+    kind: str  # "checkpoint"
+    t: float
+    step: int
+    path: str
+    adapter_bytes: int
+
+
+class EndEvent(TypedDict, total=False):
+    v: int
+    kind: str  # "end"
+    t: float
+    status: str  # one of END_STATUSES
+    message: str  # when status is not "ok"
+    final_loss: float
+    best_eval_loss: float
+    wall_s: float
+    mem_peak_bytes: int
+    estimate_peak_bytes: int
+
+
+def make_event(kind: str, *, t: float | None = None, **fields) -> Event:
+    """An event with `v`, `kind` and `t` first; fields that are None are left out."""
+    event: Event = {"v": SCHEMA_VERSION, "kind": kind, "t": time.time() if t is None else t}
+    event.update((k, v) for k, v in fields.items() if v is not None)
+    return event
+
+
+def to_line(event: Event) -> str:
+    """One line of JSON ending in a newline. A NaN loss is written as NaN (Python reads it back)."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+def parse_line(line: str | bytes) -> Event | None:
+    """The event on one line, or None when the line is not a JSON object with a string `kind`."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("kind"), str):
+        return None
+    return event
+
+
+class LineBuffer:
+    """Cuts a byte stream into lines, keeping the unfinished last line for the next chunk.
+
+    Works on bytes, so a chunk that ends inside a multi-byte UTF-8 character is harmless.
+    """
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    @property
+    def pending(self) -> bytes:
+        return self._tail
+
+    def feed(self, chunk: bytes | str) -> list[str]:
+        if isinstance(chunk, str):
+            chunk = chunk.encode("utf-8")
+        *lines, self._tail = (self._tail + chunk).split(b"\n")
+        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
+
+    def flush(self) -> list[str]:
+        """The unfinished line, once the writer is known to be done."""
+        tail, self._tail = self._tail, b""
+        return [tail.decode("utf-8", "replace").rstrip("\r")] if tail.strip() else []
+
+
+class EventTail:
+    """Follows an events file: each `poll()` reads only bytes after the last offset.
+
+    A file that does not exist yet gives no events; a file that shrank or was replaced (a new
+    run in the same folder) is read again from the start. Malformed lines are counted in
+    `skipped`, never raised.
+    """
+
+    def __init__(self, path, max_bytes_per_poll: int | None = 8 * 1024 * 1024) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.skipped = 0
+        self.bytes_read = 0
+        self.max_bytes_per_poll = max_bytes_per_poll
+        self._buffer = LineBuffer()
+        self._identity: tuple[int, int] | None = None
+
+    def poll(self, final: bool = False) -> list[Event]:
+        """New events since the last poll; `final=True` also parses an unterminated last line."""
+        try:
+            fh = open(self.path, "rb")
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        with fh:
+            st = os.fstat(fh.fileno())
+            identity = (st.st_dev, st.st_ino)
+            if identity != self._identity or st.st_size < self.offset:
+                self._identity, self.offset, self._buffer = identity, 0, LineBuffer()
+            fh.seek(self.offset)
+            data = fh.read(-1 if self.max_bytes_per_poll is None else self.max_bytes_per_poll)
+        self.offset += len(data)
+        self.bytes_read += len(data)
+        lines = self._buffer.feed(data)
+        if final:
+            lines += self._buffer.flush()
+        return self._parse(lines)
+
+    def _parse(self, lines: list[str]) -> list[Event]:
+        events = []
+        for line in lines:
+            if not line.strip():
+                continue
+            event = parse_line(line)
+            if event is None:
+                self.skipped += 1
+            else:
+                events.append(event)
+        return events
+
+
+def read_events(path) -> tuple[list[Event], int]:
+    """Every event of a file (a finished run) and the count of malformed lines."""
+    tail = EventTail(path, max_bytes_per_poll=None)
+    events = tail.poll(final=True)
+    return events, tail.skipped
+
+
+# ---------------------------------------------------------------- the summary both front ends show
+
+
+def _num(value) -> float | None:
+    """A finite-or-NaN number from an event field; anything else (a string, a bool) is None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _int(value) -> int | None:
+    value = _num(value)
+    return None if value is None or not math.isfinite(value) else int(value)
+
+
+@dataclass
+class RunSummary:
+    """A run as its events describe it so far. Fold events in with `apply` (or `summarize`)."""
+
+    status: str = "waiting"  # waiting | running | ok | cancelled | oom | error
+    method: str | None = None
+    model: str | None = None
+    device: str | None = None
+    run_dir: str | None = None
+    pid: int | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    total_steps: int | None = None
+    step: int = 0
+    epoch: float | None = None
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    eval_accuracies: list[tuple[int, float]] = field(default_factory=list)
+    lr: float | None = None
+    grad_norm: float | None = None
+    tokens_per_s: float | None = None
+    samples: int | None = None
+    mem_allocated_bytes: int | None = None
+    mem_reserved_bytes: int | None = None
+    mem_peak_bytes: int | None = None  # the highest seen in any event
+    estimate_peak_bytes: int | None = None
+    estimate_adapter_bytes: int | None = None
+    adapter_bytes: int | None = None  # of the last checkpoint
+    checkpoints: list[tuple[int, str]] = field(default_factory=list)
+    final_loss: float | None = None
+    best_eval_loss: float | None = None
+    message: str | None = None
+    start_t: float | None = None
+    last_t: float | None = None
+    end_wall_s: float | None = None
+    events: int = 0
+    _step_times: deque = field(default_factory=lambda: deque(maxlen=20), repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        return self.status in END_STATUSES
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction of the steps done, when the total is known."""
+        if not self.total_steps:
+            return None
+        return min(1.0, self.step / self.total_steps)
+
+    @property
+    def last_loss(self) -> float | None:
+        return self.losses[-1][1] if self.losses else None
+
+    @property
+    def last_eval_loss(self) -> float | None:
+        return self.eval_losses[-1][1] if self.eval_losses else None
+
+    @property
+    def wall_s(self) -> float | None:
+        """The trainer's own figure once it ended, else the time between the first and last event."""
+        if self.end_wall_s is not None:
+            return self.end_wall_s
+        if self.start_t is None or self.last_t is None:
+            return None
+        return self.last_t - self.start_t
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """Over the last steps only, so slow first steps (GaLore's SVDs, warm-up) fade out."""
+        if len(self._step_times) < 2:
+            return None
+        (t0, s0), (t1, s1) = self._step_times[0], self._step_times[-1]
+        return (t1 - t0) / (s1 - s0) if s1 > s0 and t1 >= t0 else None
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.done:
+            return 0.0
+        per_step = self.seconds_per_step
+        if per_step is None or not self.total_steps:
+            return None
+        return max(0, self.total_steps - self.step) * per_step
+
+    def apply(self, event: Event) -> RunSummary:
+        """Fold one event in; unknown kinds only count."""
+        self.events += 1
+        t = _num(event.get("t"))
+        if t is not None:
+            self.last_t = t if self.last_t is None else max(self.last_t, t)
+        handler = getattr(self, f"_on_{event.get('kind')}", None)
+        if handler is not None and event.get("kind") in KINDS:
+            handler(event, t)
+        return self
+
+    def _peak(self, value) -> None:
+        value = _int(value)
+        if value is not None:
+            self.mem_peak_bytes = value if self.mem_peak_bytes is None else max(self.mem_peak_bytes, value)
+
+    def _on_start(self, e: Event, t: float | None) -> None:
+        """A second `start` is a resume: the run is running again; its history is kept."""
+        self.status, self.message, self.end_wall_s = "running", None, None
+        if self.start_t is None:
+            self.start_t = t
+        for key in ("method", "model", "device", "run_dir"):
+            if isinstance(e.get(key), str):
+                setattr(self, key, e[key])
+        for key in ("pid", "trainable_params", "total_params", "total_steps"):
+            if _int(e.get(key)) is not None:
+                setattr(self, key, _int(e.get(key)))
+        self.estimate_peak_bytes = _int(e.get("estimate_peak_bytes")) or self.estimate_peak_bytes
+        self.estimate_adapter_bytes = _int(e.get("estimate_adapter_bytes")) or self.estimate_adapter_bytes
+        self._step_times.clear()
+
+    def _on_step(self, e: Event, t: float | None) -> None:
+        step = _int(e.get("step"))
+        if step is None:
+            return
+        if self.status == "waiting":
+            self.status = "running"
+        self.step = step
+        loss = _num(e.get("loss"))
+        if loss is not None:
+            _append(self.losses, step, loss)
+        for key in ("lr", "grad_norm", "tokens_per_s", "epoch"):
+            if _num(e.get(key)) is not None:
+                setattr(self, key, _num(e.get(key)))
+        for key in ("samples", "mem_allocated_bytes", "mem_reserved_bytes"):
+            if _int(e.get(key)) is not None:
+                setattr(self, key, _int(e.get(key)))
+        self._peak(e.get("mem_peak_bytes"))
+        if t is not None:
+            if self._step_times and self._step_times[-1][1] >= step:
+                self._step_times.clear()  # resumed from an earlier checkpoint
+            self._step_times.append((t, step))
+
+    def _on_eval(self, e: Event, t: float | None) -> None:
+        step = _int(e.get("step"))
+        step = self.step if step is None else step
+        if _num(e.get("eval_loss")) is not None:
+            _append(self.eval_losses, step, _num(e.get("eval_loss")))
+        if _num(e.get("eval_accuracy")) is not None:
+            _append(self.eval_accuracies, step, _num(e.get("eval_accuracy")))
+
+    def _on_checkpoint(self, e: Event, t: float | None) -> None:
+        step = _int(e.get("step"))
+        if step is not None and isinstance(e.get("path"), str):
+            self.checkpoints.append((step, e["path"]))
+        self.adapter_bytes = _int(e.get("adapter_bytes")) or self.adapter_bytes
+
+    def _on_end(self, e: Event, t: float | None) -> None:
+        status = e.get("status")
+        self.status = status if status in END_STATUSES else "error"
+        message = e.get("message")
+        self.message = message if isinstance(message, str) else None
+        if status not in END_STATUSES and not self.message:
+            self.message = f"unknown end status {status!r}"
+        self.final_loss = _num(e.get("final_loss")) if _num(e.get("final_loss")) is not None else self.last_loss
+        best = _num(e.get("best_eval_loss"))
+        evals = [loss for _, loss in self.eval_losses if not math.isnan(loss)]
+        self.best_eval_loss = best if best is not None else (min(evals) if evals else None)
+        self.end_wall_s = _num(e.get("wall_s"))
+        self._peak(e.get("mem_peak_bytes"))
+        self.estimate_peak_bytes = _int(e.get("estimate_peak_bytes")) or self.estimate_peak_bytes
+
+    def to_dict(self) -> dict:
+        """JSON-able, for `monitor --json`."""
+        from dataclasses import fields
+
+        out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        out.update(wall_s=self.wall_s, eta_s=self.eta_s, progress=self.progress)
+        return out
+
+
+def _append(series: list[tuple[int, float]], step: int, value: float) -> None:
+    """Add a point; points at or after `step` are dropped first, so a resumed run that replays
+    steps after its checkpoint does not draw them twice."""
+    while series and series[-1][0] >= step:
+        series.pop()
+    series.append((step, value))
+
+
+def summarize(events, summary: RunSummary | None = None) -> RunSummary:
+    """Fold events into a summary (a new one, or `summary` updated in place)."""
+    summary = RunSummary() if summary is None else summary
+    for event in events:
+        summary.apply(event)
+    return summary

@@ -1,0 +1,768 @@
+"""Recipes: one TOML file holds everything needed to reproduce a fine-tune.
+
+Reading is strict, because a typo that is silently ignored trains the wrong thing for hours: an
+unknown key, a wrong type or a value out of range is one line naming the key and its line
+(`train.lr: expected a number, got "fast" (line 12)`). Reading never runs code: methods are ids,
+never import paths, and `trust_remote_code` is only ever what the file says.
+
+Writing produces commented TOML (a short note per key, like torchtune's configs) by hand, since
+tomli-w writes no comments and tomlkit is not in the stack. The note of each key is the first
+line of its attribute docstring below, so the docs and the file never disagree.
+
+To add a section: write a frozen dataclass whose fields use `_f(...)` and have attribute
+docstrings, and add it as a field of `Recipe`. Parsing, validation and writing follow.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
+from pathlib import Path
+
+from peft_advisor.core.errors import ExitCode, UserError, closest
+
+VERSION = 1
+FALLBACK_METHODS = ("full", "lora", "rslora", "dora", "loraplus", "vera", "galore", "qlora")
+DTYPES = ("bfloat16", "float16", "float32")
+TARGET_PRESETS = ("all-linear", "attention", "mlp")
+DATA_FORMATS = ("auto", "instruction", "chat", "prompt_completion", "text")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
+
+# Starting learning rates per method (peft's method_comparison defaults, STUDY.md): VeRA trains
+# few scaling vectors and needs a larger lr; full and GaLore update every weight and need a small one.
+DEFAULT_LR = {
+    "full": 1e-5,
+    "lora": 2e-4,
+    "rslora": 1e-4,
+    "dora": 1e-4,
+    "loraplus": 1e-4,
+    "vera": 1e-3,
+    "galore": 1e-5,
+    "qlora": 2e-4,
+}
+
+
+def methods() -> tuple[str, ...]:
+    """The method ids the estimator knows (the core's single list), else the schema's list."""
+    try:
+        from peft_advisor.core.estimate import METHODS
+    except ImportError:
+        return FALLBACK_METHODS
+    return tuple(METHODS)
+
+
+# ---------------------------------------------------------------- value checks
+
+
+def did_you_mean(word: str, choices) -> str:
+    """The single closest name: one suggestion reads better in a one-line error than three."""
+    near = closest(word, choices, n=1)
+    return f"; did you mean {near[0]}?" if near else ""
+
+
+class _Bad(ValueError):
+    """One field's problem, without the key or line (the caller adds those)."""
+
+
+def _show(value) -> str:
+    """A value as the user wrote it in TOML, short enough for a one-line message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return toml_str(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, float):
+        return fmt_float(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _as_int(value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"expected an integer, got {_show(value)}")
+    return value
+
+
+def _as_float(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Bad(f"expected a number, got {_show(value)}")
+    if not math.isfinite(value):
+        raise _Bad(f"expected a finite number, got {_show(value)}")
+    return float(value)
+
+
+def _as_bool(value):
+    if not isinstance(value, bool):
+        raise _Bad(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _as_str(value):
+    if not isinstance(value, str):
+        raise _Bad(f"expected a string, got {_show(value)}")
+    return value
+
+
+def _as_targets(value):
+    """A preset name, or a non-empty list of module names (kept as a tuple so recipes hash)."""
+    if isinstance(value, str) and value in TARGET_PRESETS:
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v.strip() for v in value):
+        return tuple(value)
+    hint = did_you_mean(value, TARGET_PRESETS) if isinstance(value, str) else ""
+    raise _Bad(f'expected "all-linear", "attention", "mlp" or a list of module names, got {_show(value)}{hint}')
+
+
+def _as_split(value):
+    """A fraction of the rows, or a count of rows (an integer >= 1)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    try:
+        fraction = _as_float(value)
+    except _Bad:
+        fraction = -1.0
+    if not 0 <= fraction < 0.5:
+        raise _Bad(f"expected a fraction in [0, 0.5) or a row count >= 1, got {_show(value)}")
+    return fraction
+
+
+def _as_template(value):
+    """Only plain `{column}` fields: `str.format` would otherwise reach attributes (`{x.__class__}`)."""
+    import string
+
+    text = _as_str(value)
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as err:
+        raise _Bad(f"bad template: {err}") from None
+    for name in names:
+        if not name.isidentifier():
+            raise _Bad(f"template fields must be plain column names like {{instruction}}, got {{{name}}}")
+    return text
+
+
+_PARSERS = {int: _as_int, float: _as_float, bool: _as_bool, str: _as_str}
+
+
+def _f(default, *, ge=None, gt=None, lt=None, choices=None, nonempty=False, parse=None):
+    """A recipe field: its default and the checks on its value (choices may be a callable)."""
+    meta = {"ge": ge, "gt": gt, "lt": lt, "choices": choices, "nonempty": nonempty, "parse": parse}
+    return field(default=default, metadata=meta)
+
+
+def _check_range(value, meta) -> None:
+    ge, gt, lt = meta["ge"], meta["gt"], meta["lt"]
+    if meta["nonempty"] and not value.strip():
+        raise _Bad("must not be empty")
+    low_ok = (ge is None or value >= ge) and (gt is None or value > gt)
+    if low_ok and (lt is None or value < lt):
+        return
+    low = f"[{_show(ge)}" if ge is not None else f"({_show(gt)}" if gt is not None else ""
+    if lt is not None and low:
+        raise _Bad(f"must be in {low}, {_show(lt)}), got {_show(value)}")
+    if lt is not None:
+        raise _Bad(f"must be < {_show(lt)}, got {_show(value)}")
+    raise _Bad(f"must be {'>=' if ge is not None else '>'} {_show(ge if ge is not None else gt)}, got {_show(value)}")
+
+
+def _check_choice(value, meta) -> None:
+    choices = meta["choices"]
+    choices = choices() if callable(choices) else choices
+    if choices is None or value in choices:
+        return
+    hint = did_you_mean(value, choices) or f"; expected one of {', '.join(choices)}"
+    raise _Bad(f"unknown value {_show(value)}{hint}")
+
+
+# ---------------------------------------------------------------- the schema
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """[model] which base model to load, and how"""
+
+    id: str = _f("demo", nonempty=True)
+    """"demo" (embedded SmolLM2-135M-Instruct), a preset id, a local folder or a Hub id"""
+    dtype: str = _f("bfloat16", choices=DTYPES)
+    """bfloat16 | float16 | float32; the trainer uses float32 on CPU"""
+    load_in_4bit: bool = _f(False)
+    """NF4 4-bit base weights: qlora only (set automatically for qlora; needs CUDA)"""
+    trust_remote_code: bool = _f(False)
+    """run Python code shipped with the model; only for repos you trust"""
+
+
+@dataclass(frozen=True)
+class MethodSection:
+    """[method] the fine-tuning method; each method reads only its own keys"""
+
+    name: str = _f("lora", choices=methods)
+    """full | lora | rslora | dora | loraplus | vera | galore | qlora"""
+    rank: int = _f(16, ge=1)
+    """LoRA-family rank; higher: better fit, more memory, larger adapter"""
+    alpha: int = _f(32, ge=1)
+    """LoRA scale numerator: scale = alpha/rank (alpha/sqrt(rank) for rslora)"""
+    dropout: float = _f(0.0, ge=0, lt=1)
+    """dropout on the adapter's input; 0 is fastest, 0.05-0.1 helps on small data"""
+    targets: str | tuple[str, ...] = _f("all-linear", parse=_as_targets)
+    """"all-linear" | "attention" | "mlp" | ["q_proj", ...]; more: better fit, more memory"""
+    loraplus_lr_ratio: float = _f(16.0, ge=1)
+    """loraplus: B matrices learn this many times faster than A"""
+    vera_rank: int = _f(256, ge=1)
+    """vera: rank of the shared frozen random projections"""
+    vera_d_initial: float = _f(0.1, gt=0)
+    """vera: initial value of the trainable scaling vector d"""
+    vera_save_projection: bool = _f(True)
+    """vera: store the projections in the adapter (larger file, reload needs no seed)"""
+    galore_rank: int = _f(128, ge=1)
+    """galore: rank of the gradient projection; higher: closer to AdamW, more memory"""
+    galore_update_proj_gap: int = _f(200, ge=1)
+    """galore: steps between SVDs of the gradients (each SVD costs time)"""
+    galore_scale: float = _f(0.25, gt=0)
+    """galore: multiplier on the projected update (acts like an lr factor)"""
+    galore_layerwise: bool = _f(False)
+    """galore: update each layer during backward; less memory, needs train.grad_accum = 1"""
+    galore_8bit: bool = _f(False)
+    """galore: 8-bit optimizer states; less memory, needs CUDA"""
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """[data] the training data and how it becomes tokens"""
+
+    path: str = _f("demo", nonempty=True)
+    """"demo" (shipped arithmetic problems), a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or a Hub id"""
+    format: str = _f("auto", choices=DATA_FORMATS)
+    """auto | instruction | chat | prompt_completion | text"""
+    prompt_template: str = _f("", parse=_as_template)
+    """optional, e.g. "Question: {instruction}\\nAnswer:"; plain {column} fields only"""
+    eval_split: float | int = _f(0.1, parse=_as_split)
+    """rows held out for eval: a fraction in [0, 0.5) or a row count"""
+    max_seq_len: int = _f(512, ge=1)
+    """tokens per example, longer ones are truncated; memory grows with it"""
+    packing: bool = _f(False)
+    """pack short examples into full-length rows: fewer pad tokens, faster"""
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """[train] the optimisation loop"""
+
+    max_steps: int = _f(200, ge=0)
+    """optimizer steps; 0 = run train.epochs instead"""
+    epochs: float = _f(1.0, ge=0)
+    """passes over the data, used when max_steps = 0"""
+    micro_batch: int = _f(4, ge=1)
+    """examples per forward pass; memory grows with it"""
+    grad_accum: int = _f(1, ge=1)
+    """micro-batches per optimizer step: effective batch = micro_batch * grad_accum"""
+    lr: float = _f(2e-4, gt=0)
+    """peak learning rate"""
+    lr_scheduler: str = _f("cosine", choices=SCHEDULERS)
+    """linear | cosine | constant | constant_with_warmup"""
+    warmup_ratio: float = _f(0.03, ge=0, lt=1)
+    """fraction of the steps spent warming the learning rate up"""
+    weight_decay: float = _f(0.0, ge=0)
+    """AdamW weight decay"""
+    max_grad_norm: float = _f(1.0, ge=0)
+    """gradient clipping norm; 0 = no clipping"""
+    grad_ckpt: bool = _f(False)
+    """recompute activations in backward: much less memory, ~30% slower"""
+    seed: int = _f(42, ge=0)
+    """random seed for data order and adapter init"""
+    eval_every: int = _f(50, ge=0)
+    """steps between evals; 0 = only at the end"""
+    save_every: int = _f(100, ge=0)
+    """steps between checkpoints; 0 = only at the end"""
+    log_every: int = _f(1, ge=1)
+    """steps between step events"""
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    """[output] where the run goes"""
+
+    dir: str = _f("runs/demo-lora", nonempty=True)
+    """run folder: checkpoints, adapter, events.jsonl, train.log"""
+    report_to: str = _f("none", choices=REPORT_TO)
+    """none | tensorboard | wandb | mlflow"""
+
+
+@dataclass(frozen=True)
+class BudgetSection:
+    """[budget] what the recipe was advised for (informational)"""
+
+    vram_gib: float = _f(0.0, ge=0)
+    """GPU memory budget in GiB; 0 = not set"""
+    adapter_mb: float = _f(0.0, ge=0)
+    """adapter size budget in MB; 0 = no limit"""
+    priority: str = _f("quality")
+    """what the advice favoured"""
+    gpu: str = _f("")
+    """the GPU it was advised for"""
+
+
+@dataclass(frozen=True)
+class EstimateSection:
+    """[estimate] the estimate at advice time (informational; 0 = not estimated)"""
+
+    peak_bytes: int = _f(0, ge=0)
+    """expected peak memory reserved by PyTorch, CUDA context excluded"""
+    adapter_bytes: int = _f(0, ge=0)
+    """expected size of the saved adapter (the whole model for full and galore)"""
+    trainable_params: int = _f(0, ge=0)
+    """parameters the optimizer updates"""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole recipe. Frozen: change it with `updated(recipe, {"train.lr": 1e-4})`."""
+
+    version: int = VERSION
+    model: ModelSection = field(default_factory=ModelSection)
+    method: MethodSection = field(default_factory=MethodSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    estimate: EstimateSection = field(default_factory=EstimateSection)
+
+    @classmethod
+    def from_settings(cls, model_id: str, settings, estimate=None, **kwargs) -> Recipe:
+        """The recipe for an estimator `Settings`; see `recipe_from_recommendation`."""
+        return recipe_from_recommendation(model_id, settings, estimate, **kwargs)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able data, tables as dicts (what `loads` reads, minus the comments)."""
+        return {
+            "version": self.version,
+            **{name: {f.name: _plain(getattr(sec, f.name)) for f in fields(sec)} for name, sec in _sections(self)},
+        }
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _sections(recipe: Recipe):
+    return [(f.name, getattr(recipe, f.name)) for f in fields(recipe) if f.name != "version"]
+
+
+@cache
+def _section_types() -> dict[str, type]:
+    import typing
+
+    hints = typing.get_type_hints(Recipe)
+    return {f.name: hints[f.name] for f in fields(Recipe) if f.name != "version"}
+
+
+@cache
+def _field_hints(cls) -> dict:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+# ---------------------------------------------------------------- problems and line numbers
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a recipe: `str()` is the one line shown to the user."""
+
+    key: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.key}: {self.message}{where}" if self.key else f"{self.message}{where}"
+
+
+_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _norm_key(text: str) -> str:
+    return ".".join(part.strip().strip("\"'").strip() for part in text.split("."))
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """The line (1-based) of each table header and `key = ...` in the text.
+
+    tomllib gives no positions, so a small scan is enough for messages: it knows tables, dotted
+    keys and quoted keys, and skips the inside of multi-line strings.
+    """
+    lines: dict[str, int] = {}
+    table, in_multi = "", False
+    for number, line in enumerate(text.splitlines(), 1):
+        was_multi = in_multi
+        if (line.count('"""') + line.count("'''")) % 2:
+            in_multi = not in_multi
+        if was_multi:
+            continue
+        header = _HEADER_RE.match(line)
+        if header:
+            table = _norm_key(header.group(1))
+            lines.setdefault(table, number)
+        elif "=" in line and not line.lstrip().startswith("#"):
+            key = _norm_key(line.split("=", 1)[0])
+            lines.setdefault(f"{table}.{key}" if table else key, number)
+    return lines
+
+
+def _line_of(lines: dict[str, int], key: str) -> int | None:
+    """The key's own line, else the line of the nearest enclosing table (inline tables)."""
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key.rpartition(".")[0]
+    return None
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _parse_field(f, hints, value):
+    parse = f.metadata.get("parse") or _PARSERS[hints[f.name]]
+    value = parse(value)
+    if f.metadata.get("choices") is not None:
+        _check_choice(value, f.metadata)
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        _check_range(value, f.metadata)
+    return value
+
+
+def _build_section(cls, name: str, raw: dict, problems: list, lines: dict):
+    hints = _field_hints(cls)
+    by_name = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        path = f"{name}.{key}"
+        if key not in by_name:
+            message = f"unknown key{did_you_mean(key, by_name)}"
+            problems.append(Problem(path, message, _line_of(lines, path)))
+            continue
+        try:
+            values[key] = _parse_field(by_name[key], hints, value)
+        except _Bad as bad:
+            problems.append(Problem(path, str(bad), _line_of(lines, path)))
+    return cls(**values)
+
+
+def _build(doc: dict, lines: dict) -> tuple[Recipe, list[Problem]]:
+    """Every problem in a parsed document, and the recipe made of its good values."""
+    problems: list[Problem] = []
+    sections = _section_types()
+    built = {}
+    for key, raw in doc.items():
+        if key == "version":
+            if isinstance(raw, bool) or not isinstance(raw, int):
+                problems.append(Problem(key, f"expected an integer, got {_show(raw)}", _line_of(lines, key)))
+            elif raw != VERSION:
+                message = f"unsupported recipe version {raw}; this peft-advisor reads version {VERSION}"
+                problems.append(Problem(key, message, _line_of(lines, key)))
+        elif key not in sections:
+            what = "table" if isinstance(raw, dict) else "key"
+            problems.append(Problem(key, f"unknown {what}{did_you_mean(key, sections)}", _line_of(lines, key)))
+        elif not isinstance(raw, dict):
+            problems.append(Problem(key, f"expected a table, got {_show(raw)}", _line_of(lines, key)))
+        else:
+            built[key] = _build_section(sections[key], key, raw, problems, lines)
+    recipe = _normalise(Recipe(**built))
+    if not problems:
+        problems = [Problem(k, m, _line_of(lines, k)) for k, m in _cross_checks(recipe)]
+    problems.sort(key=lambda p: p.line or 10**9)
+    return recipe, problems
+
+
+def _normalise(recipe: Recipe) -> Recipe:
+    """QLoRA is LoRA on a 4-bit base: its recipes always say so, whatever the file said."""
+    if recipe.method.name == "qlora" and not recipe.model.load_in_4bit:
+        recipe = replace(recipe, model=replace(recipe.model, load_in_4bit=True))
+    return recipe
+
+
+def _cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
+    """Rules that tie keys of different sections together, as (key, message)."""
+    m, t = recipe.method, recipe.train
+    out = []
+    if recipe.model.load_in_4bit and m.name != "qlora":
+        out.append(("model.load_in_4bit", f'true only for method "qlora" (method.name is {_show(m.name)})'))
+    if m.name == "galore" and m.galore_layerwise and t.grad_accum != 1:
+        out.append(("train.grad_accum", f"must be 1 with method.galore_layerwise = true, got {t.grad_accum}"))
+    if t.max_steps == 0 and t.epochs <= 0:
+        out.append(("train.epochs", "must be > 0 when train.max_steps = 0"))
+    return out
+
+
+def _syntax_problem(err) -> Problem:
+    message = re.sub(r"\(at line (\d+), column (\d+)\)", r"(line \1, column \2)", str(err))
+    return Problem("", f"invalid TOML: {message}")
+
+
+def toml_loads(text: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def problems(text: str) -> list[Problem]:
+    """Every problem in a recipe's text, in file order (for the TUI to show at once)."""
+    try:
+        doc = toml_loads(text)
+    except ValueError as err:  # TOMLDecodeError is a ValueError
+        return [_syntax_problem(err)]
+    return _build(doc, key_lines(text))[1]
+
+
+def loads(text: str, source: str = "recipe.toml") -> Recipe:
+    """Parse and check a recipe; the first problem becomes a one-line UserError(BAD_RECIPE)."""
+    try:
+        doc = toml_loads(text)
+    except ValueError as err:
+        raise UserError(f"{source}: {_syntax_problem(err)}", ExitCode.BAD_RECIPE) from None
+    recipe, found = _build(doc, key_lines(text))
+    if found:
+        raise UserError(f"{source}: {found[0]}", ExitCode.BAD_RECIPE)
+    return recipe
+
+
+def load(path) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such recipe file", ExitCode.BAD_RECIPE) from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text", ExitCode.BAD_RECIPE) from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read: {err.strerror}", ExitCode.BAD_RECIPE) from None
+    return loads(text, source=str(path))
+
+
+def validate(recipe: Recipe) -> list[str]:
+    """Problems of a recipe built in code (TUI edits, flags): field checks, then cross-field rules."""
+    return [str(p) for p in _build(recipe.to_dict(), {})[1]]
+
+
+def updated(recipe: Recipe, changes: dict) -> Recipe:
+    """A copy with dotted keys changed (`{"method.rank": 8}`), each checked like in a file."""
+    doc = recipe.to_dict()
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if section not in doc or not name:
+            sections = [k for k in doc if k != "version"]
+            raise UserError(f"{key}: unknown key{did_you_mean(section, sections)}", ExitCode.BAD_RECIPE)
+        doc[section][name] = value
+    new, found = _build(doc, {})
+    if found:
+        raise UserError(str(found[0]), ExitCode.BAD_RECIPE)
+    return new
+
+
+# ---------------------------------------------------------------- writing
+
+
+def fmt_float(x: float) -> str:
+    """Shortest text that reads back as the same float, in TOML syntax (2e-4 -> 0.0002)."""
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    text = repr(float(x))
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def toml_str(s: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    out = []
+    for ch in s:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return fmt_float(value)
+    if isinstance(value, str):
+        return toml_str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to a recipe")
+
+
+@cache
+def _notes(cls) -> tuple[str, dict[str, str]]:
+    """The class docstring and the first line of each field's attribute docstring."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return (cls.__doc__ or "").strip(), {}
+    body = tree.body[0].body
+    notes = {}
+    for node, nxt in zip(body, body[1:]):
+        doc = getattr(getattr(nxt, "value", None), "value", None)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(doc, str):
+            notes[node.target.id] = doc.strip().splitlines()[0]
+    return (cls.__doc__ or "").strip().splitlines()[0], notes
+
+
+def _table_lines(name: str, section) -> list[str]:
+    title, notes = _notes(type(section))
+    pairs = [(f"{f.name} = {toml_value(getattr(section, f.name))}", notes.get(f.name, "")) for f in fields(section)]
+    width = min(max(len(kv) for kv, _ in pairs), 36)
+    rows = [f"{kv:<{width}}  # {note}".rstrip() if note else kv for kv, note in pairs]
+    comment = title.removeprefix(f"[{name}]").strip()
+    return [f"[{name}]" + (f"  # {comment}" if comment else ""), *rows]
+
+
+def dumps(recipe: Recipe, header: str = "") -> str:
+    """Commented TOML; `loads(dumps(r)) == r`. `header` becomes comment lines at the top."""
+    out = [f"# {line}".rstrip() for line in header.strip().splitlines()] if header.strip() else []
+    out.append("# peft-advisor recipe. Check: peft-advisor validate FILE   Run: peft-advisor train FILE")
+    out += ["", f"version = {recipe.version}"]
+    for name, section in _sections(recipe):
+        out += ["", *_table_lines(name, section)]
+    return "\n".join(out) + "\n"
+
+
+def save(recipe: Recipe, path, force: bool = False, header: str = "") -> Path:
+    """Write atomically (temp file in the same folder, then os.replace); never clobber unasked."""
+    import tempfile
+
+    path = Path(path)
+    if path.exists() and not force:
+        raise UserError(f"{path}: already exists (use --force to overwrite)", ExitCode.EXISTS)
+    text = dumps(recipe, header=header)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(f"{path}: cannot write: {err.strerror}", ExitCode.USAGE) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise UserError(f"{path}: cannot write: {err.strerror}", ExitCode.USAGE) from None
+        raise
+    return path
+
+
+# ---------------------------------------------------------------- from an estimate, and back
+
+
+def default_output_dir(model_id: str, method: str) -> str:
+    """`runs/<model>-<method>`, the model's last path part in lower case (Qwen/Qwen2.5-7B -> qwen2.5-7b)."""
+    slug = re.sub(r"[^a-z0-9.]+", "-", model_id.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-.")
+    return f"runs/{slug or 'model'}-{method}"
+
+
+def recipe_from_recommendation(
+    model_id: str,
+    settings,
+    estimate=None,
+    *,
+    vram_gib: float = 0.0,
+    adapter_mb: float = 0.0,
+    priority: str = "quality",
+    gpu: str = "",
+    output_dir: str | None = None,
+    data_path: str = "demo",
+    lr: float | None = None,
+    max_steps: int = 200,
+) -> Recipe:
+    """A recipe for an `estimate.Settings` (and its `Estimate`), duck-typed so this module does
+    not depend on the estimator. Alpha follows the common alpha = 2 * rank."""
+    name = settings.method
+    targets = settings.targets
+    if isinstance(targets, str) and targets not in TARGET_PRESETS:
+        targets = (targets,)
+    recipe = Recipe(
+        model=ModelSection(id=model_id),
+        method=MethodSection(
+            name=name,
+            rank=settings.rank,
+            alpha=2 * settings.rank,
+            targets=tuple(targets) if not isinstance(targets, str) else targets,
+            vera_rank=settings.vera_rank,
+            vera_save_projection=settings.vera_save_projection,
+            galore_rank=settings.galore_rank,
+            galore_layerwise=settings.galore_layerwise,
+            galore_8bit=settings.galore_8bit,
+        ),
+        data=DataSection(path=data_path, max_seq_len=settings.seq_len),
+        train=TrainSection(
+            max_steps=max_steps,
+            micro_batch=settings.batch_size,
+            grad_accum=settings.grad_accum,
+            grad_ckpt=settings.grad_ckpt,
+            lr=lr if lr is not None else DEFAULT_LR.get(name, 2e-4),
+        ),
+        output=OutputSection(dir=output_dir or default_output_dir(model_id, name)),
+        budget=BudgetSection(vram_gib=float(vram_gib), adapter_mb=float(adapter_mb), priority=priority, gpu=gpu),
+        estimate=EstimateSection(
+            peak_bytes=int(getattr(estimate, "peak_bytes", 0)),
+            adapter_bytes=int(getattr(estimate, "adapter_bytes", 0)),
+            trainable_params=int(getattr(estimate, "trainable_params", 0)),
+        ),
+    )
+    recipe = _normalise(recipe)
+    found = validate(recipe)
+    if found:
+        raise UserError(found[0], ExitCode.BAD_RECIPE)
+    return recipe
+
+
+def settings_from_recipe(recipe: Recipe):
+    """The estimator's `Settings` for a recipe (imports core.estimate, which must exist)."""
+    from peft_advisor.core.estimate import Settings
+
+    m, t = recipe.method, recipe.train
+    return Settings(
+        method=m.name,
+        rank=m.rank,
+        targets=m.targets,
+        batch_size=t.micro_batch,
+        seq_len=recipe.data.max_seq_len,
+        grad_ckpt=t.grad_ckpt,
+        grad_accum=t.grad_accum,
+        galore_rank=m.galore_rank,
+        galore_layerwise=m.galore_layerwise,
+        galore_8bit=m.galore_8bit,
+        vera_rank=m.vera_rank,
+        vera_save_projection=m.vera_save_projection,
+    )

@@ -1,0 +1,186 @@
+"""Start, watch and stop trainer child processes, without importing the training stack.
+
+The child is `python -m peft_advisor.train RECIPE --run-dir DIR [--resume]`, started from an
+argument list (never a shell) in its own session, so closing the terminal or the TUI does not
+kill a run. Its stdout and stderr go to train.log. For a new run the launcher first makes a hidden
+staging folder next to the run folder to hold train.log; the child fills it and renames it into
+place once the recipe, model and data are known to be good. If the child fails before that, no run
+folder exists: `wait_started` reads the one-line reason from the staging log and removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from peft_advisor.core.errors import ExitCode, UserError
+
+STAGING_ENV = "PEFT_ADVISOR_STAGING"  # read by peft_advisor/train/run.py
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_argv(recipe_path, run_dir, resume: bool = False) -> list[str]:
+    """The child's command line, run with the interpreter running us."""
+    argv = [sys.executable, "-m", "peft_advisor.train", str(recipe_path), "--run-dir", str(run_dir)]
+    return argv + ["--resume"] if resume else argv
+
+
+@dataclass
+class Launched:
+    """A started child: its process, run folder, log and where its new events begin."""
+
+    process: subprocess.Popen
+    run_dir: Path
+    log_path: Path
+    staging_dir: Path | None
+    events_offset: int = 0  # bytes of events.jsonl written before this launch (a resume)
+    log_offset: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def started(self) -> bool:
+        """True once the child is past setup and has written its `start` event."""
+        events = self.run_dir / "events.jsonl"
+        return events.is_file() and events.stat().st_size > self.events_offset
+
+    def stop(self) -> None:
+        """SIGINT: the child saves a checkpoint at the end of the step and ends `cancelled`."""
+        if self.running():
+            self.process.send_signal(signal.SIGINT)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
+
+
+def write_run_json(folder: Path, pid: int, argv: list[str]) -> None:
+    tmp = folder / ".run.json.tmp"
+    tmp.write_text(json.dumps({"pid": pid, "argv": argv, "started": time.time()}, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / "run.json")
+
+
+def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None) -> Launched:
+    """Start the child; returns at once (see `wait_started`)."""
+    run_dir = Path(run_dir).absolute()
+    staging = None
+    if resume:
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: no such run folder to resume", ExitCode.USAGE)
+        folder = run_dir
+    else:
+        if run_dir.exists():
+            raise UserError(f"{run_dir}: run folder exists; pass --resume or another --run-dir", ExitCode.EXISTS)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".starting", dir=run_dir.parent))
+        os.chmod(folder, 0o755)
+    argv = build_argv(Path(recipe_path).absolute(), run_dir, resume)
+    child_env = {**os.environ, **(env or {})}
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), child_env.get("PYTHONPATH")]))
+    if staging is not None:
+        child_env[STAGING_ENV] = str(staging)
+    log = folder / "train.log"
+    launched_offsets = (_size(run_dir / "events.jsonl"), _size(log))
+    try:
+        with open(log, "ab") as fh:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, env=child_env, start_new_session=True
+            )
+    except OSError as err:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"cannot start the trainer: {err}", ExitCode.TRAIN_FAILED) from None
+    write_run_json(folder, process.pid, argv)
+    return Launched(process, run_dir, log, staging, *launched_offsets)
+
+
+def failure_message(log_text: str) -> str:
+    """The child's one-line reason (`peft-advisor: ...`), else the last lines it printed."""
+    lines = [line for line in log_text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("peft-advisor: "):
+            return line.removeprefix("peft-advisor: ")
+    return "the trainer exited during setup: " + " | ".join(lines[-5:]) if lines else "the trainer exited during setup"
+
+
+def wait_started(launched: Launched, poll_s: float = 0.2, timeout_s: float | None = None) -> None:
+    """Block until the child has started training; if it exits first, raise its reason."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not launched.started():
+        code = launched.process.poll()
+        if code is not None:
+            if launched.started():
+                return
+            raise _setup_failure(launched, code)
+        if deadline is not None and time.monotonic() > deadline:
+            raise UserError("the trainer did not start in time", ExitCode.TRAIN_FAILED)
+        time.sleep(poll_s)
+
+
+def _setup_failure(launched: Launched, code: int) -> UserError:
+    log = launched.log_path
+    if not log.is_file():  # the staging folder became the run folder after all
+        log = launched.run_dir / "train.log"
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(launched.log_offset)
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    if launched.staging_dir is not None:
+        shutil.rmtree(launched.staging_dir, ignore_errors=True)
+    known = {int(c) for c in ExitCode}
+    return UserError(failure_message(text), ExitCode(code) if code in known and code else ExitCode.TRAIN_FAILED)
+
+
+# ---------------------------------------------------------------- runs started elsewhere
+
+
+def read_run_json(run_dir) -> dict:
+    try:
+        data = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def trainer_alive(pid: int | None) -> bool:
+    """Is `pid` a live (not zombie) trainer child? Checks /proc where there is one."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if not proc.is_dir():
+        return True
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+    return state not in ("Z", "X") and b"peft_advisor.train" in cmdline
+
+
+def stop(run_dir) -> bool:
+    """SIGINT to the trainer recorded in run_dir/run.json; False when none is running."""
+    pid = read_run_json(run_dir).get("pid")
+    if not isinstance(pid, int) or not trainer_alive(pid):
+        return False
+    os.kill(pid, signal.SIGINT)
+    return True

@@ -1,0 +1,46 @@
+"""Run one fine-tune: the child process that `peft-advisor train` and the TUI start.
+
+Usage:
+    python -m peft_advisor.train RECIPE [--run-dir DIR] [--resume]
+
+Exit codes: 0 ok, 130 cancelled (SIGINT/SIGTERM, after saving a checkpoint), 11 out of GPU memory,
+10 training failed, and the `ExitCode` of a bad recipe, model or dataset (nothing is created then).
+Progress goes to RUN_DIR/events.jsonl; stdout/stderr are the launcher's train.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from peft_advisor.core.errors import ExitCode, UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m peft_advisor.train", description="Run one fine-tune.")
+    parser.add_argument("recipe", help="recipe TOML file")
+    parser.add_argument("--run-dir", help="run folder (default: the recipe's output.dir)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from peft_advisor.train.run import Run
+
+    try:
+        run = Run(args.recipe, args.run_dir, args.resume, argv=[sys.executable, "-m", "peft_advisor.train", *(sys.argv[1:] if argv is None else argv)])
+        run.setup()
+    except UserError as err:
+        print(f"peft-advisor: {err}", file=sys.stderr, flush=True)
+        return int(err.code)
+    except KeyboardInterrupt:
+        print("peft-advisor: interrupted before training started", file=sys.stderr, flush=True)
+        return int(ExitCode.INTERRUPTED)
+    try:
+        return run.train()
+    finally:
+        run.cleanup()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

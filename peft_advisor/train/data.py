@@ -1,0 +1,361 @@
+"""Training data: read rows, render them to text, tokenize with the prompt masked.
+
+Sources: "demo" (the shipped arithmetic problems), a local .jsonl/.json/.csv/.parquet file, a folder
+written by `datasets`' `save_to_disk`, or a Hub dataset already in the local cache. Formats (by
+column): instruction (instruction/input/output), chat (messages), prompt_completion
+(prompt/completion) and text. Every row becomes one text plus the character spans that are
+trained on; tokens outside them get label -100, so instruction, chat and prompt/completion
+data train on the answer only.
+
+Every problem a user can cause (missing file, wrong columns, no rows, nothing left after
+truncation) is one `UserError(BAD_DATA)` line, raised before the run folder exists.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peft_advisor.core.errors import ExitCode, UserError
+
+FILE_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+REQUIRED = {
+    "instruction": ("instruction", "output"),
+    "chat": ("messages",),
+    "prompt_completion": ("prompt", "completion"),
+    "text": ("text",),
+}
+EXPECTED = "instruction+output[+input], messages, prompt+completion or text"
+PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
+PLAIN_TEMPLATE_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+EVAL_GENERATE_ROWS = 32  # exact match greedy-generates this many eval prompts: cheap, still a signal
+MAX_ANSWER_CHARS = 64  # longer reference answers make exact match meaningless; skip it then
+
+
+@dataclass
+class Rendered:
+    """One row as text: `spans` are the character ranges trained on."""
+
+    text: str
+    spans: list[tuple[int, int]]
+    prompt: str | None = None  # what generation starts from, for exact match
+    answer: str | None = None
+
+
+@dataclass
+class Prepared:
+    train: object  # datasets.Dataset with input_ids and labels
+    eval: object | None
+    format: str
+    notes: list[str] = field(default_factory=list)  # shown in train.log
+    eval_prompts: list[str] = field(default_factory=list)
+    eval_answers: list[str] = field(default_factory=list)
+    add_special_tokens: bool = True
+
+
+def bad(message: str) -> UserError:
+    return UserError(f"data: {message}", ExitCode.BAD_DATA)
+
+
+# ---------------------------------------------------------------- reading rows
+
+
+def resolve_path(path: str, base_dir: Path | None) -> str | Path:
+    """A local path (absolute, cwd-relative or recipe-relative) or the string as a Hub id."""
+    if path == "demo":
+        from peft_advisor.train.demo import demo_data_path
+
+        return demo_data_path()
+    candidates = [Path(path).expanduser()]
+    if base_dir is not None and not Path(path).is_absolute():
+        candidates.append(base_dir / path)
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    looks_local = Path(path).suffix.lower() in FILE_LOADERS or path.startswith((".", "/", "~")) or "\\" in path
+    if looks_local or path.count("/") > 1:
+        raise bad(f"no such file or folder: {path}")
+    return path
+
+
+def read_rows(path: str, base_dir: Path | None = None):
+    """(train rows, eval rows or None) as `datasets.Dataset`s."""
+    import datasets
+
+    source = resolve_path(path, base_dir)
+    try:
+        if isinstance(source, Path) and source.is_dir():
+            loaded = datasets.load_from_disk(str(source))
+        elif isinstance(source, Path):
+            loader = FILE_LOADERS.get(source.suffix.lower())
+            if loader is None:
+                raise bad(f"{source}: unsupported file type; use {', '.join(FILE_LOADERS)}")
+            loaded = datasets.load_dataset(loader, data_files=str(source), split="train")
+        else:
+            loaded = datasets.load_dataset(source)
+    except UserError:
+        raise
+    except FileNotFoundError as err:
+        if isinstance(source, str):
+            raise bad(f"{source!r} is not a local file or folder, nor a Hub dataset in the local cache") from None
+        raise bad(f"{source}: {first_line(err)}") from None
+    except Exception as err:  # datasets wraps parse errors in many types; the message is what matters
+        if isinstance(source, str):
+            raise bad(f"{source!r} is not a local file or folder, nor a Hub dataset in the local cache") from None
+        raise bad(f"cannot read {source}: {first_line(err)}") from None
+    return split_dict(loaded, source)
+
+
+def split_dict(loaded, source):
+    """A DatasetDict gives its train split and, when present, its own eval split."""
+    import datasets
+
+    if isinstance(loaded, datasets.Dataset):
+        return loaded, None
+    if isinstance(loaded, datasets.DatasetDict):
+        if "train" not in loaded:
+            raise bad(f"{source}: no 'train' split (found {', '.join(loaded) or 'none'})")
+        held = next((loaded[k] for k in ("validation", "test", "eval") if k in loaded), None)
+        return loaded["train"], held
+    raise bad(f"{source}: not a dataset")
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:300]
+
+
+def detect_format(columns: list[str], wanted: str, source: str) -> str:
+    if wanted != "auto":
+        missing = [c for c in REQUIRED[wanted] if c not in columns]
+        if missing:
+            extra = " (input optional)" if wanted == "instruction" else ""
+            raise bad(
+                f"{source}: format {wanted} needs columns {', '.join(REQUIRED[wanted])}{extra}; "
+                f"found {', '.join(columns) or 'none'}"
+            )
+        return wanted
+    for name, needed in REQUIRED.items():
+        if all(c in columns for c in needed):
+            return name
+    raise bad(f"{source}: cannot tell the format from columns {', '.join(columns) or 'none'}; expected {EXPECTED}")
+
+
+# ---------------------------------------------------------------- rendering rows to text
+
+
+def as_text(value) -> str:
+    return "" if value is None else value if isinstance(value, str) else str(value)
+
+
+class Renderer:
+    """Turns a row into `Rendered`, using the tokenizer's chat template when it has one."""
+
+    def __init__(self, tokenizer, fmt: str, template: str):
+        self.tok, self.fmt, self.template = tokenizer, fmt, template
+        self.chat = bool(getattr(tokenizer, "chat_template", None)) and not template
+        self.eos = tokenizer.eos_token or ""
+
+    def __call__(self, row: dict, index: int) -> Rendered:
+        if self.fmt == "text":
+            text = as_text(row["text"]) + self.eos
+            return Rendered(text, [(0, len(text))])
+        if self.fmt == "chat":
+            return self.render_chat(row["messages"], index)
+        if self.fmt == "instruction":
+            user = as_text(row["instruction"])
+            extra = as_text(row.get("input"))
+            answer = as_text(row["output"])
+            if self.chat:
+                content = f"{user}\n\n{extra}" if extra else user
+                return self.render_chat([{"role": "user", "content": content}, {"role": "assistant", "content": answer}], index)
+            fields = {k: as_text(v) for k, v in row.items()}
+            template = self.template or (PLAIN_TEMPLATE_INPUT if extra else PLAIN_TEMPLATE)
+            return self.pair(self.fill(template, fields, index), answer)
+        prompt, answer = as_text(row["prompt"]), as_text(row["completion"])
+        if self.template:
+            prompt = self.fill(self.template, {k: as_text(v) for k, v in row.items()}, index)
+        return self.pair(prompt, answer)
+
+    def fill(self, template: str, fields: dict, index: int) -> str:
+        try:
+            return template.format_map(fields)
+        except (KeyError, IndexError, ValueError) as err:
+            raise bad(f"row {index + 1}: data.prompt_template needs {first_line(err)}, not a column") from None
+
+    def pair(self, prompt: str, answer: str) -> Rendered:
+        text = prompt + answer + self.eos
+        return Rendered(text, [(len(prompt), len(text))], prompt, answer)
+
+    def render_chat(self, messages, index: int) -> Rendered:
+        if not self.chat:
+            raise bad("chat data needs a tokenizer with a chat template (or use data.prompt_template)")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+            raise bad(f"row {index + 1}: messages must be a list of {{role, content}}")
+        messages = [{"role": m["role"], "content": as_text(m.get("content"))} for m in messages]
+        render = self.tok.apply_chat_template
+        text = render(messages, tokenize=False)
+        spans, prompt, answer = [], None, None
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            before = render(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
+            upto = render(messages[: i + 1], tokenize=False)
+            if text.startswith(upto) and upto.startswith(before):  # templates that rewrite history: last turn only
+                spans.append((len(before), len(upto)))
+            prompt, answer = before, message["content"]
+        if not spans and prompt is not None:
+            spans = [(len(prompt), len(text))]
+        return Rendered(text, spans, prompt, answer)
+
+
+# ---------------------------------------------------------------- tokens and labels
+
+
+def tokenize(rendered: list[Rendered], tokenizer, max_seq_len: int, add_special_tokens: bool):
+    """input_ids and labels per row; rows with no trained token left after truncation are dropped."""
+    encoded = tokenizer(
+        [r.text for r in rendered],
+        add_special_tokens=add_special_tokens,
+        truncation=True,
+        max_length=max_seq_len,
+        return_offsets_mapping=True,
+    )
+    ids_out, labels_out, truncated = [], [], 0
+    for row, ids, offsets in zip(rendered, encoded["input_ids"], encoded["offset_mapping"]):
+        labels = [tid if trained(start, end, row.spans) else -100 for tid, (start, end) in zip(ids, offsets)]
+        truncated += bool(offsets) and offsets[-1][1] < len(row.text.rstrip())
+        if any(label != -100 for label in labels):
+            ids_out.append(ids)
+            labels_out.append(labels)
+    return ids_out, labels_out, truncated
+
+
+def trained(start: int, end: int, spans) -> bool:
+    return end > start and any(start < b and end > a for a, b in spans)
+
+
+def pack(ids: list[list[int]], labels: list[list[int]], max_seq_len: int):
+    """Concatenate examples and cut the stream into rows of max_seq_len (the last one shorter)."""
+    flat_ids = [t for row in ids for t in row]
+    flat_labels = [t for row in labels for t in row]
+    cut = range(0, len(flat_ids), max_seq_len)
+    return [flat_ids[i : i + max_seq_len] for i in cut], [flat_labels[i : i + max_seq_len] for i in cut]
+
+
+def eval_count(spec: float | int, n_rows: int) -> int:
+    """Rows to hold out: a fraction or a count, always leaving at least one training row."""
+    count = spec if isinstance(spec, int) else round(spec * n_rows)
+    if spec and count == 0:
+        count = 1
+    return max(0, min(count, n_rows - 1))
+
+
+def prepare(data_cfg, tokenizer, seed: int, base_dir: Path | None = None) -> Prepared:
+    """Everything from `[data]` to token datasets, checked before any run folder is made."""
+    import datasets
+
+    rows, held = read_rows(data_cfg.path, base_dir)
+    source = data_cfg.path
+    if len(rows) == 0:
+        raise bad(f"{source} has no rows")
+    fmt = detect_format(list(rows.column_names), data_cfg.format, source)
+    notes = [f"data: {source}: {len(rows)} rows, format {fmt}"]
+    if held is None:
+        n_eval = eval_count(data_cfg.eval_split, len(rows))
+        if n_eval:
+            split = rows.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
+            rows, held = split["train"], split["test"]
+    elif not data_cfg.eval_split:
+        held = None
+
+    render = Renderer(tokenizer, fmt, data_cfg.prompt_template)
+    special = not render.chat or fmt == "text"
+    train_rendered = [render(row, i) for i, row in enumerate(rows)]
+    ids, labels, truncated = tokenize(train_rendered, tokenizer, data_cfg.max_seq_len, special)
+    if not ids:
+        longest = max(len(tokenizer(r.text[: r.spans[0][0]] if r.spans else r.text)["input_ids"]) for r in train_rendered[:200])
+        raise bad(
+            f"all {len(rows)} rows are longer than data.max_seq_len = {data_cfg.max_seq_len} tokens before their "
+            f"answer starts (prompts up to {longest} tokens); raise data.max_seq_len"
+        )
+    if truncated:
+        notes.append(f"data: {truncated} rows truncated to {data_cfg.max_seq_len} tokens")
+    if len(ids) < len(rows):
+        notes.append(f"data: {len(rows) - len(ids)} rows dropped: their answer lies past max_seq_len")
+    if data_cfg.packing:
+        ids, labels = pack(ids, labels, data_cfg.max_seq_len)
+    prepared = Prepared(datasets.Dataset.from_dict({"input_ids": ids, "labels": labels}), None, fmt, notes)
+    prepared.add_special_tokens = special
+    if held is not None and len(held):
+        detect_format(list(held.column_names), fmt, f"{source} (eval split)")
+        eval_rendered = [render(row, i) for i, row in enumerate(held)]
+        e_ids, e_labels, _ = tokenize(eval_rendered, tokenizer, data_cfg.max_seq_len, special)
+        if e_ids:
+            prepared.eval = datasets.Dataset.from_dict({"input_ids": e_ids, "labels": e_labels})
+            notes.append(f"data: {len(rows)} train rows, {len(e_ids)} eval rows")
+        answered = [r for r in eval_rendered if r.prompt is not None and r.answer is not None]
+        if answered and all(len(r.answer) <= MAX_ANSWER_CHARS for r in answered[:EVAL_GENERATE_ROWS]):
+            prepared.eval_prompts = [r.prompt for r in answered[:EVAL_GENERATE_ROWS]]
+            prepared.eval_answers = [r.answer for r in answered[:EVAL_GENERATE_ROWS]]
+    return prepared
+
+
+# ---------------------------------------------------------------- batches and exact match
+
+
+class Collator:
+    """Right-pads input_ids with the pad token and labels with -100."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad = pad_token_id
+
+    def __call__(self, features):
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids, labels, mask = [], [], []
+        for f in features:
+            n = len(f["input_ids"])
+            ids.append(list(f["input_ids"]) + [self.pad] * (width - n))
+            labels.append(list(f["labels"]) + [-100] * (width - n))
+            mask.append([1] * n + [0] * (width - n))
+        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def answer_key(text: str) -> str:
+    """What exact match compares: the last number if there is one, else the normalised text."""
+    numbers = _NUMBER.findall(text)
+    if numbers:
+        number = numbers[-1].replace(",", "")
+        return number.rstrip("0").rstrip(".") if "." in number else number
+    return " ".join(text.lower().split()).rstrip(".!")
+
+
+def exact_match(model, tokenizer, prompts: list[str], answers: list[str], add_special_tokens: bool) -> float:
+    """Greedy-generate each prompt and compare answer keys; as many lines as the reference has."""
+    import torch
+
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    max_new = min(64, max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers) + 8)
+    hits = 0
+    try:
+        for i in range(0, len(prompts), 16):
+            batch = tokenizer(prompts[i : i + 16], return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+            batch = {k: v.to(model.device) for k, v in batch.items()}
+            with torch.no_grad():
+                out = model.generate(**batch, max_new_tokens=max_new, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            for text, ref in zip(texts, answers[i : i + 16]):
+                lines = text.strip().splitlines()[: max(1, len(ref.strip().splitlines()))]
+                hits += answer_key("\n".join(lines)) == answer_key(ref)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return hits / len(prompts)

@@ -1,0 +1,116 @@
+"""The trainer's side of `events.jsonl`: a `TrainerCallback` that appends one line per event.
+
+Lines are written with `core.events.make_event`/`to_line` and flushed one by one, so a watcher
+sees each step as it happens and a crash loses nothing already written. The callback is also
+where a stop request (SIGINT/SIGTERM, set by run.py) turns into "save a checkpoint now, then stop"
+at the next step boundary, where the training state is consistent.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from peft_advisor.core.events import make_event, to_line
+
+WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors")
+
+
+def saved_bytes(folder: Path) -> int | None:
+    """Size of the adapter (or whole model, with its shards) saved in a folder."""
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return (folder / name).stat().st_size
+    shards = list(folder.glob("model-*-of-*.safetensors"))
+    return sum(p.stat().st_size for p in shards) if shards else None
+
+
+def cuda_memory() -> dict:
+    """Allocated, reserved and peak reserved bytes of PyTorch's CUDA allocator; {} on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {
+        "mem_allocated_bytes": torch.cuda.memory_allocated(),
+        "mem_reserved_bytes": torch.cuda.memory_reserved(),
+        "mem_peak_bytes": torch.cuda.max_memory_reserved(),
+    }
+
+
+class EventWriter:
+    """Append-only, line-flushed writer of events."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def emit(self, kind: str, **fields) -> dict:
+        event = make_event(kind, **fields)
+        self._fh.write(to_line(event))
+        self._fh.flush()
+        return event
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class EventsCallback(TrainerCallback):
+    """start/step/eval/checkpoint events; `end` is written by run.py, which knows how it ended."""
+
+    def __init__(self, writer: EventWriter, start_fields: dict, samples_per_step: int, accuracy=None):
+        self.writer = writer
+        self.start_fields = start_fields
+        self.samples_per_step = samples_per_step
+        self.accuracy = accuracy  # callable(model) -> float, or None when the data has no answers
+        self.stop_requested = False
+        self.peak_bytes = 0
+        self._last = (time.time(), 0)  # (t, tokens seen) at the previous step event
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        resumed = state.global_step or None
+        self.writer.emit("start", total_steps=state.max_steps, resumed_from_step=resumed, **self.start_fields)
+        self._last = (time.time(), state.num_input_tokens_seen or 0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop_requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs or "eval_loss" in logs:
+            return
+        now, tokens = time.time(), state.num_input_tokens_seen or 0
+        t0, tokens0 = self._last
+        self._last = (now, tokens)
+        memory = cuda_memory()
+        self.peak_bytes = max(self.peak_bytes, memory.get("mem_peak_bytes", 0))
+        self.writer.emit(
+            "step",
+            step=state.global_step,
+            loss=logs["loss"],
+            lr=logs.get("learning_rate"),
+            grad_norm=logs.get("grad_norm"),
+            tokens_per_s=round((tokens - tokens0) / (now - t0), 1) if now > t0 and tokens > tokens0 else None,
+            samples=state.global_step * self.samples_per_step,
+            epoch=round(state.epoch, 4) if state.epoch is not None else None,
+            **memory,
+        )
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        metrics = metrics or {}
+        accuracy = self.accuracy(model) if self.accuracy and model is not None else None
+        if accuracy is not None:
+            metrics["eval_accuracy"] = accuracy
+        self.writer.emit("eval", step=state.global_step, eval_loss=metrics.get("eval_loss"), eval_accuracy=accuracy)
+        self._last = (time.time(), state.num_input_tokens_seen or 0)  # eval time is not training time
+
+    def on_save(self, args, state, control, **kwargs):
+        name = f"checkpoint-{state.global_step}"
+        size = saved_bytes(Path(args.output_dir) / name)
+        self.writer.emit("checkpoint", step=state.global_step, path=name, adapter_bytes=size)
+        self._last = (time.time(), state.num_input_tokens_seen or 0)

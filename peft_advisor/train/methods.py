@@ -1,0 +1,207 @@
+"""One small builder per method id: what each method changes about the model, optimizer and args.
+
+A builder takes the loaded base model and the recipe and returns a `Built`: the model to train,
+optimizers to hand to `Trainer(optimizers=...)` (LoRA+), extra `TrainingArguments` (GaLore's
+optimizer) and whether the run saves a whole model rather than an adapter. What has to happen at
+load time (QLoRA's 4-bit weights) is in `quantization_config`; what needs a GPU is refused by
+`check_device` before any work is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from peft_advisor.core.errors import ExitCode, UserError
+
+
+@dataclass
+class Built:
+    model: object
+    optimizers: tuple = (None, None)
+    args: dict = field(default_factory=dict)  # extra TrainingArguments
+    full_model: bool = False  # saves model.safetensors (full, galore) instead of an adapter
+
+
+def check_device(recipe, cuda: bool) -> None:
+    """QLoRA (bitsandbytes NF4) and GaLore 8-bit run only on CUDA: say so before loading anything."""
+    m = recipe.method
+    if cuda:
+        return
+    if m.name == "qlora":
+        raise UserError("method qlora needs an NVIDIA GPU with CUDA (4-bit NF4 weights); none found", ExitCode.NO_GPU)
+    if m.name == "galore" and m.galore_8bit:
+        raise UserError(
+            "method galore with galore_8bit = true needs an NVIDIA GPU with CUDA; none found "
+            "(set method.galore_8bit = false to run GaLore on the CPU)",
+            ExitCode.NO_GPU,
+        )
+
+
+def quantization_config(recipe):
+    """QLoRA's base weights: NF4 with double quantisation, computing in bf16 (fp16 if asked)."""
+    if recipe.method.name != "qlora":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.float16 if recipe.model.dtype == "float16" else torch.bfloat16
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+# ---------------------------------------------------------------- targets
+
+
+def _group(qualified_name: str) -> str | None:
+    lowered = qualified_name.lower()
+    if "attn" in lowered or "attention" in lowered:
+        return "attention"
+    if "mlp" in lowered or "feed_forward" in lowered or "ffn" in lowered:
+        return "mlp"
+    return None
+
+
+def target_modules(model, targets) -> list[str]:
+    """Leaf names of the linear layers that `targets` selects (the output head is never one).
+
+    Resolved here once, so LoRA, VeRA and GaLore adapt the same layers the estimator counted.
+    """
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    found: dict[str, str | None] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and module is not head and name:
+            found.setdefault(name.rsplit(".", 1)[-1], _group(name))
+    if isinstance(targets, str):
+        chosen = [leaf for leaf, group in found.items() if targets == "all-linear" or group == targets]
+    else:
+        chosen = [leaf for leaf in targets if leaf in found]
+        unknown = [leaf for leaf in targets if leaf not in found]
+        if unknown:
+            raise UserError(
+                f"method.targets: no linear layer named {', '.join(unknown)} in this model; "
+                f"it has {', '.join(found)}",
+                ExitCode.BAD_RECIPE,
+            )
+    if not chosen:
+        raise UserError(f"method.targets = {targets!r} selects no linear layer in this model", ExitCode.BAD_RECIPE)
+    return chosen
+
+
+# ---------------------------------------------------------------- builders
+
+
+def _lora_config(model, recipe, **flags):
+    from peft import LoraConfig
+
+    m = recipe.method
+    return LoraConfig(
+        r=m.rank,
+        lora_alpha=m.alpha,
+        lora_dropout=m.dropout,
+        target_modules=target_modules(model, m.targets),
+        task_type="CAUSAL_LM",
+        **flags,
+    )
+
+
+def _peft(model, config):
+    from peft import get_peft_model
+
+    return get_peft_model(model, config)
+
+
+def build_full(model, recipe) -> Built:
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return Built(model, full_model=True)
+
+
+def build_lora(model, recipe) -> Built:
+    return Built(_peft(model, _lora_config(model, recipe)))
+
+
+def build_rslora(model, recipe) -> Built:
+    return Built(_peft(model, _lora_config(model, recipe, use_rslora=True)))
+
+
+def build_dora(model, recipe) -> Built:
+    return Built(_peft(model, _lora_config(model, recipe, use_dora=True)))
+
+
+def build_loraplus(model, recipe) -> Built:
+    """LoRA whose B matrices learn `loraplus_lr_ratio` times faster: an optimizer, not a config."""
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    peft_model = _peft(model, _lora_config(model, recipe))
+    t = recipe.train
+    optimizer = create_loraplus_optimizer(
+        peft_model,
+        torch.optim.AdamW,
+        lr=t.lr,
+        loraplus_lr_ratio=recipe.method.loraplus_lr_ratio,
+        weight_decay=t.weight_decay,
+    )
+    return Built(peft_model, optimizers=(optimizer, None))
+
+
+def build_vera(model, recipe) -> Built:
+    from peft import VeraConfig
+
+    m = recipe.method
+    config = VeraConfig(
+        r=m.vera_rank,
+        target_modules=target_modules(model, m.targets),
+        vera_dropout=m.dropout,
+        d_initial=m.vera_d_initial,
+        save_projection=m.vera_save_projection,
+        projection_prng_key=recipe.train.seed,
+        task_type="CAUSAL_LM",
+    )
+    return Built(_peft(model, config))
+
+
+def build_galore(model, recipe) -> Built:
+    """Full-parameter training with GaLore's low-rank gradient projection (Trainer's `galore_*` optims)."""
+    m = recipe.method
+    optim = "galore_adamw_8bit" if m.galore_8bit else "galore_adamw"
+    if m.galore_layerwise:
+        optim += "_layerwise"
+    for param in model.parameters():
+        param.requires_grad_(True)
+    args = {
+        "optim": optim,
+        "optim_target_modules": target_modules(model, m.targets),
+        "optim_args": f"rank={m.galore_rank}, update_proj_gap={m.galore_update_proj_gap}, scale={m.galore_scale}, proj_type=std",
+    }
+    return Built(model, args=args, full_model=True)
+
+
+def build_qlora(model, recipe) -> Built:
+    """LoRA on the 4-bit base loaded with `quantization_config(recipe)`."""
+    from peft import prepare_model_for_kbit_training
+
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.train.grad_ckpt)
+    return Built(_peft(model, _lora_config(model, recipe)))
+
+
+BUILDERS = {
+    "full": build_full,
+    "lora": build_lora,
+    "rslora": build_rslora,
+    "dora": build_dora,
+    "loraplus": build_loraplus,
+    "vera": build_vera,
+    "galore": build_galore,
+    "qlora": build_qlora,
+}
+
+
+def build(model, recipe) -> Built:
+    return BUILDERS[recipe.method.name](model, recipe)

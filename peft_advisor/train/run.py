@@ -1,0 +1,328 @@
+"""One fine-tune, in the child process: setup(), train(), cleanup() around Hugging Face's Trainer.
+
+setup() does everything a bad recipe, model or dataset can break (recipe, device checks, model,
+tokenizer, data, method) BEFORE the run folder exists; only then is the folder created, under a
+temporary name and renamed into place, so a failed start never leaves a half-written run folder.
+train() runs the Trainer with the events callback and always writes an `end` event: ok,
+cancelled (SIGINT/SIGTERM: checkpoint at the next step, exit 130), oom or error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from peft_advisor.core import recipe as recipes
+from peft_advisor.core.errors import ExitCode, UserError
+
+STAGING_ENV = "PEFT_ADVISOR_STAGING"  # a folder the launcher made (holding train.log) to become the run folder
+EXIT = {"ok": ExitCode.OK, "cancelled": ExitCode.INTERRUPTED, "oom": ExitCode.OOM, "error": ExitCode.TRAIN_FAILED}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomically: a temp file in the same folder, then os.replace."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    steps = [(int(p.name.split("-")[1]), p) for p in run_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    return max(steps)[1] if steps else None
+
+
+class Run:
+    def __init__(self, recipe_path, run_dir=None, resume: bool = False, argv: list[str] | None = None):
+        self.started = time.time()
+        self.recipe_path = Path(recipe_path)
+        self.recipe = recipes.load(self.recipe_path)
+        self.run_dir = Path(run_dir or self.recipe.output.dir).absolute()
+        self.resume, self.argv = resume, argv or sys.argv
+        self.checkpoint = None
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        self.check_run_dir()
+        import torch
+        from transformers import set_seed
+
+        from peft_advisor.train import data, methods
+
+        r = self.recipe
+        self.cuda = torch.cuda.is_available()
+        methods.check_device(r, self.cuda)
+        self.model_path = resolve_model(r.model.id)
+        self.tokenizer = load_tokenizer(self.model_path, r.model.trust_remote_code)
+        self.data = data.prepare(r.data, self.tokenizer, r.train.seed, self.recipe_path.parent)
+        for note in self.data.notes:
+            print(note, file=sys.stderr, flush=True)
+        set_seed(r.train.seed)
+        model = load_model(self.model_path, r, self.cuda)
+        self.estimate = estimate_for(model, r)
+        self.built = methods.build(model, r)
+        self.create_run_folder()
+        self.trainer = self.make_trainer()
+
+    def check_run_dir(self) -> None:
+        if self.resume:
+            if not self.run_dir.is_dir():
+                raise UserError(f"{self.run_dir}: no such run folder to resume", ExitCode.USAGE)
+            self.checkpoint = last_checkpoint(self.run_dir)
+            if self.checkpoint is None:
+                raise UserError(f"{self.run_dir}: no checkpoint-N folder to resume from", ExitCode.USAGE)
+        elif self.run_dir.exists():
+            raise UserError(f"{self.run_dir}: run folder exists; pass --resume or another --run-dir", ExitCode.EXISTS)
+
+    def resolved_recipe(self):
+        """The recipe as run: its run folder, and a local data path made absolute."""
+        changes = {"output.dir": str(self.run_dir)}
+        path = self.recipe.data.path
+        for candidate in (Path(path).expanduser(), self.recipe_path.parent / path):
+            if path != "demo" and candidate.exists():
+                changes["data.path"] = str(candidate.absolute())
+                break
+        return recipes.updated(self.recipe, changes)
+
+    def create_run_folder(self) -> None:
+        info = {"pid": os.getpid(), "argv": list(self.argv), "started": self.started, "run_dir": str(self.run_dir)}
+        if self.resume:
+            write_json(self.run_dir / "run.json", {**info, "resumed_from": self.checkpoint.name})
+            return
+        staging = os.environ.get(STAGING_ENV)
+        parent = self.run_dir.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(staging) if staging else Path(tempfile.mkdtemp(prefix=f".{self.run_dir.name}.", dir=parent))
+        os.chmod(folder, 0o755)
+        (folder / "recipe.toml").write_text(recipes.dumps(self.resolved_recipe()), encoding="utf-8")
+        write_json(folder / "run.json", info)
+        try:
+            os.rename(folder, self.run_dir)
+        except OSError:
+            raise UserError(f"{self.run_dir}: run folder appeared meanwhile; not overwriting", ExitCode.EXISTS) from None
+
+    def make_trainer(self):
+        from transformers import Trainer, TrainingArguments
+
+        from peft_advisor.train.data import Collator, exact_match
+        from peft_advisor.train.events_callback import EventsCallback, EventWriter
+
+        r, d = self.recipe, self.data
+        kwargs = training_args(r, self.run_dir, self.cuda, d.eval is not None, self.resume)
+        args = TrainingArguments(**{**kwargs, **self.built.args})
+        model = self.built.model
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = model.get_nb_trainable_parameters()[1] if hasattr(model, "get_nb_trainable_parameters") else None
+        start = {
+            "method": r.method.name,
+            "model": r.model.id,
+            "trainable_params": trainable,
+            "total_params": total or sum(p.numel() for p in model.parameters()),
+            "estimate_peak_bytes": getattr(self.estimate, "peak_bytes", None),
+            "estimate_adapter_bytes": getattr(self.estimate, "adapter_bytes", None),
+            "device": "cuda:0" if self.cuda else "cpu",
+            "pid": os.getpid(),
+            "run_dir": str(self.run_dir),
+        }
+        tok = self.tokenizer
+        accuracy = None
+        if d.eval_prompts:
+            def accuracy(m):
+                return exact_match(m, tok, d.eval_prompts, d.eval_answers, d.add_special_tokens)
+        self.writer = EventWriter(self.run_dir / "events.jsonl")
+        self.callback = EventsCallback(self.writer, start, r.train.micro_batch * r.train.grad_accum, accuracy)
+        return Trainer(
+            model=model,
+            args=args,
+            train_dataset=d.train,
+            eval_dataset=d.eval,
+            data_collator=Collator(tok.pad_token_id),
+            processing_class=tok,
+            optimizers=self.built.optimizers,
+            callbacks=[self.callback],
+        )
+
+    # ------------------------------------------------------------ train
+
+    def request_stop(self, signum, frame) -> None:
+        """First signal: checkpoint and stop at the end of this step. Second: stop now."""
+        if self.callback.stop_requested:
+            raise KeyboardInterrupt
+        self.callback.stop_requested = True
+        print("peft-advisor: stop requested; saving a checkpoint after this step", file=sys.stderr, flush=True)
+
+    def train(self) -> int:
+        import torch
+
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        trainer, status, message = self.trainer, "ok", None
+        try:
+            trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
+            state = trainer.state
+            if self.callback.stop_requested and state.global_step < state.max_steps:
+                status = "cancelled"
+            elif self.data.eval is not None and not any(
+                "eval_loss" in h and h.get("step") == state.global_step for h in state.log_history
+            ):
+                trainer.evaluate()
+            trainer.save_model(str(self.run_dir))
+            trainer.save_state()
+        except torch.cuda.OutOfMemoryError:
+            status = "oom"
+            peak = torch.cuda.max_memory_reserved() if self.cuda else 0
+            self.callback.peak_bytes = max(self.callback.peak_bytes, peak)
+            message = f"CUDA out of memory at step {trainer.state.global_step}: peak {peak} bytes reserved"
+            est = getattr(self.estimate, "peak_bytes", None)
+            message += f", estimate {est} bytes" if est else ""
+        except KeyboardInterrupt:
+            status, message = "cancelled", "stopped at once on a second interrupt; no checkpoint for this step"
+        except Exception as err:  # a library error mid-run: the run ends `error` with the reason
+            traceback.print_exc()
+            status, message = "error", f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.end(status, message)
+        return int(EXIT[status])
+
+    def end(self, status: str, message: str | None) -> None:
+        history = self.trainer.state.log_history
+        losses = [h["loss"] for h in history if "loss" in h]
+        evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+        if self.cuda:
+            import torch
+
+            self.callback.peak_bytes = max(self.callback.peak_bytes, torch.cuda.max_memory_reserved())
+        self.writer.emit(
+            "end",
+            status=status,
+            message=message,
+            final_loss=losses[-1] if losses else None,
+            best_eval_loss=min(evals) if evals else None,
+            wall_s=round(time.time() - self.started, 2),
+            mem_peak_bytes=self.callback.peak_bytes or None,
+            estimate_peak_bytes=getattr(self.estimate, "peak_bytes", None),
+        )
+        print(f"peft-advisor: run ended {status}" + (f": {message}" if message else ""), file=sys.stderr, flush=True)
+
+    def cleanup(self) -> None:
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.close()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def training_args(r, run_dir: Path, cuda: bool, has_eval: bool, resume: bool) -> dict:
+    t = r.train
+    dtype = r.model.dtype if cuda else "float32"
+    return dict(
+        output_dir=str(run_dir),
+        max_steps=t.max_steps or -1,
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.micro_batch,
+        per_device_eval_batch_size=t.micro_batch,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        gradient_checkpointing=t.grad_ckpt,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if t.grad_ckpt else None,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.log_every,
+        eval_strategy="steps" if has_eval and t.eval_every else "no",
+        eval_steps=t.eval_every or None,
+        eval_on_start=has_eval and not resume,  # a baseline, so improvement shows
+        save_strategy="steps" if t.save_every else "no",
+        save_steps=t.save_every or None,
+        save_total_limit=2,
+        report_to=[] if r.output.report_to == "none" else [r.output.report_to],
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        use_cpu=not cuda,
+        dataloader_pin_memory=cuda,
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+
+
+def resolve_model(model_id: str) -> str:
+    """The folder or Hub id to load: the converted demo, a local folder, a preset's Hub id."""
+    from peft_advisor.core.model_spec import load_preset, preset_ids
+
+    if model_id == "demo":
+        from peft_advisor.train.demo import ensure_demo_model
+
+        return str(ensure_demo_model())
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model.id: {model_id}: folder has no config.json", ExitCode.UNKNOWN_MODEL)
+        return str(path)
+    if model_id.lower() in preset_ids():
+        hf_id = load_preset(model_id.lower()).hf_id
+        if not hf_id:
+            raise UserError(f"model.id: preset {model_id} names no Hub model to load", ExitCode.UNKNOWN_MODEL)
+        return hf_id
+    if model_id.startswith((".", "/", "~")):
+        raise UserError(f"model.id: no such folder: {model_id}", ExitCode.UNKNOWN_MODEL)
+    return model_id
+
+
+def _load_error(path: str, err: Exception) -> UserError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(f"model.id: cannot load {path}: {first[:300]}", ExitCode.UNKNOWN_MODEL)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(path, err) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def load_model(path: str, r, cuda: bool):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from peft_advisor.train.methods import quantization_config
+
+    dtype = getattr(torch, r.model.dtype) if cuda else torch.float32
+    if dtype == torch.float16 and r.method.name in ("full", "galore"):
+        dtype = torch.float32  # fp16 weights cannot be trained with a GradScaler; fp16 autocast instead
+    kwargs = {"dtype": dtype, "trust_remote_code": r.model.trust_remote_code}
+    if quantization_config(r) is not None:
+        kwargs.update(quantization_config=quantization_config(r), device_map={"": 0})
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(path, err) from None
+
+
+def estimate_for(model, r):
+    """The lead's estimate for this model and recipe, or None when it cannot be made."""
+    try:
+        from peft_advisor.core.estimate import estimate
+        from peft_advisor.core.model_spec import from_hf_config
+
+        spec = from_hf_config(model.config.to_dict(), source=r.model.id)
+        return estimate(spec, recipes.settings_from_recipe(r))
+    except Exception as err:  # the estimate is advice; it must never stop a run
+        print(f"peft-advisor: no estimate for this run ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
+        return None

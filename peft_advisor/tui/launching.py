@@ -1,0 +1,47 @@
+"""From a recipe on screen to a running trainer: fill in the estimate, save, start.
+
+Kept apart from the screen so tests can call it and so the rules sit in one place: never start
+a second run in a folder that already holds one, and always launch from a file on disk (the
+trainer reads the recipe, never the UI's memory).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peft_advisor.core import recipe as rc
+from peft_advisor.core.errors import ExitCode, UserError
+
+
+def with_estimate(recipe: rc.Recipe) -> rc.Recipe:
+    """The recipe with the estimate for its current settings (what the monitor compares against)."""
+    try:
+        from peft_advisor.core.estimate import estimate
+        from peft_advisor.core.model_spec import load_model_spec
+
+        spec = load_model_spec(recipe.model.id)
+        est = estimate(spec, rc.settings_from_recipe(recipe))
+    except (ImportError, UserError):
+        return recipe  # a Hub id or a model we cannot read offline: launch without an estimate
+    return rc.updated(recipe, {
+        "estimate.peak_bytes": int(est.peak_bytes),
+        "estimate.adapter_bytes": int(est.adapter_bytes),
+        "estimate.trainable_params": int(est.trainable_params),
+    })
+
+
+def launch_recipe(services, recipe: rc.Recipe):
+    """Save the recipe beside its run folder and start the trainer; returns (run_dir, process)."""
+    run_dir = Path(recipe.output.dir).expanduser()
+    if (run_dir / "events.jsonl").exists():
+        raise UserError(
+            f"output.dir: {run_dir} already holds a run; choose another output dir", ExitCode.EXISTS
+        )
+    recipe = with_estimate(recipe)
+    recipe_path = run_dir.parent / f"{run_dir.name}.toml"
+    rc.save(recipe, recipe_path, force=True, header="Launched from the peft-advisor terminal UI.")
+    try:
+        process = services.start_run(recipe_path, run_dir)
+    except OSError as err:
+        raise UserError(f"could not start the trainer: {err}", ExitCode.TRAIN_FAILED) from None
+    return run_dir, process

@@ -1,0 +1,1 @@
+"""One module per screen, each with a sibling `.tcss` file holding its layout."""

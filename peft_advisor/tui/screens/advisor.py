@@ -1,0 +1,309 @@
+"""The advisor: your GPU, your budgets, and all eight methods side by side.
+
+The GPU cards refresh once a second from a thread worker (NVML calls block). Every change to an
+input schedules one recomputation in an exclusive thread worker, so typing never waits for the
+estimator and a stale result can never overwrite a newer one. All numbers and reasons come from
+`core.recommend` and `core.estimate`, the same calls the CLI's `recommend` makes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.suggester import SuggestFromList
+from textual.widgets import Footer, Input, Label, Select, Static
+from textual.worker import WorkerState, get_current_worker
+
+from peft_advisor.core.errors import UserError
+from peft_advisor.core.hardware import usable_vram_bytes
+from peft_advisor.core.model_spec import preset_ids
+from peft_advisor.core.units import GIB, MB, bytes_to_gib, fmt_bytes
+from peft_advisor.tui.messages import GpusProbed, RecipeRequested
+from peft_advisor.tui.widgets.budget_bar import BudgetBar
+from peft_advisor.tui.widgets.gpu_card import GpuCard
+from peft_advisor.tui.widgets.nav_bar import NavBar
+from peft_advisor.tui.widgets.tradeoff_table import MethodRow, TradeoffTable, rows_from_advice
+
+PRIORITIES = ("quality", "speed", "memory", "size")
+DEFAULT_MODEL = "llama-3.1-8b"
+DEMO_SPEC = "smollm2-135m"
+"""The recipe id "demo" is the embedded SmolLM2-135M-Instruct; its shapes are this preset's."""
+DEBOUNCE_S = 0.15
+
+
+@dataclass(frozen=True)
+class AdviceInputs:
+    model: str
+    vram_bytes: int
+    adapter_budget_bytes: int | None
+    seq_len: int
+    batch_size: int
+    priority: str
+
+
+class AdvisorScreen(Screen):
+    """Inputs on top, the trade-off table in the middle, the chosen method's details below."""
+
+    CSS_PATH = "advisor.tcss"
+    BINDINGS = [
+        Binding("ctrl+f", "pick_model", "Find model"),
+        Binding("ctrl+g", "focus_table", "Table"),
+        Binding("ctrl+e", "make_recipe", "Recipe"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probe_result = None
+        self.chosen_gpu: int | None = None
+        self.budget_typed = False
+        """True once the person typed a budget: the probe stops filling it in."""
+        self.rows: list[MethodRow] = []
+        self.inputs: AdviceInputs | None = None
+        self._timer = None
+
+    def compose(self) -> ComposeResult:
+        yield NavBar("advisor")
+        yield Horizontal(id="gpus")
+        yield Static("", id="gpu-notice", classes="notice", markup=False)
+        with Horizontal(classes="input-row"):
+            yield Label("model", classes="in-label")
+            yield Input(DEFAULT_MODEL, id="in-model", compact=True, suggester=SuggestFromList(preset_ids() + ["demo"]))
+            yield Label("VRAM GiB", classes="in-label")
+            yield Input("", id="in-vram", compact=True, placeholder="budget", classes="num")
+            yield Label("adapter MB", classes="in-label")
+            yield Input("", id="in-adapter", compact=True, placeholder="no limit", classes="num")
+        with Horizontal(classes="input-row"):
+            yield Label("priority", classes="in-label")
+            yield Select([(p, p) for p in PRIORITIES], value="quality", allow_blank=False, id="in-priority", compact=True)
+            yield Label("seq len", classes="in-label")
+            yield Input("1024", id="in-seq", compact=True, classes="num")
+            yield Label("batch", classes="in-label")
+            yield Input("1", id="in-batch", compact=True, classes="num")
+        yield Static("", id="input-error", classes="error", markup=False)
+        yield TradeoffTable(id="table")
+        with VerticalScroll(id="detail"):
+            yield Static("", id="detail-head")
+            yield BudgetBar(id="breakdown")
+            yield Static("", id="detail-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#gpu-notice").display = False
+        self.set_interval(1.0, self._probe_gpus)
+        self._probe_gpus()
+        self.query_one("#in-model", Input).focus()
+        self._schedule()
+
+    # ------------------------------------------------------------------ GPUs
+
+    @work(thread=True, exclusive=True, group="probe", exit_on_error=False, description="NVML snapshot")
+    def _probe_gpus(self) -> None:
+        self.post_message(GpusProbed(self.app.services.prober.snapshot()))
+
+    def on_gpus_probed(self, message: GpusProbed) -> None:
+        message.stop()
+        result = self.probe_result = message.result
+        box, notice = self.query_one("#gpus", Horizontal), self.query_one("#gpu-notice", Static)
+        cards = list(box.query(GpuCard))
+        if [c.gpu.index for c in cards] != [g.index for g in result.gpus]:
+            box.remove_children()
+            box.mount_all(GpuCard(g) for g in result.gpus)
+        else:
+            for card, gpu in zip(cards, result.gpus):
+                card.gpu = gpu
+        box.display = bool(result.gpus)
+        notice.display = not result.gpus
+        if not result.gpus:
+            notice.update(f"{result.message.removesuffix(': give --vram')}: type the VRAM budget of the GPU you will train on.")
+            return
+        if self.chosen_gpu is None or result.gpu(self.chosen_gpu) is None:
+            self._choose_gpu(result.gpus[0].index)
+        else:
+            self._mark_chosen()
+
+    def on_gpu_card_chosen(self, message: GpuCard.Chosen) -> None:
+        self.budget_typed = False
+        self._choose_gpu(message.index)
+
+    def _choose_gpu(self, index: int) -> None:
+        self.chosen_gpu = index
+        self._mark_chosen()
+        gpu = self.probe_result.gpu(index) if self.probe_result else None
+        free = usable_vram_bytes(gpu) if gpu is not None else None
+        if free is not None and not self.budget_typed:
+            field = self.query_one("#in-vram", Input)
+            text = f"{bytes_to_gib(free):.1f}"
+            if field.value != text:
+                with field.prevent(Input.Changed):
+                    field.value = text
+                self._schedule()
+
+    def _mark_chosen(self) -> None:
+        for card in self.query(GpuCard):
+            card.chosen = card.gpu is not None and card.gpu.index == self.chosen_gpu
+
+    # ------------------------------------------------------------------ inputs → advice
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "in-vram":
+            self.budget_typed = True
+        if event.input.id and event.input.id.startswith("in-"):
+            self._schedule()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Recompute shortly after the last keystroke (one worker per pause in typing)."""
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(DEBOUNCE_S, self._recompute)
+
+    def _read_inputs(self) -> AdviceInputs | str:
+        """The inputs, or the first problem with them as one line."""
+        def value(id_: str) -> str:
+            return self.query_one(id_, Input).value.strip()
+
+        model = value("#in-model")
+        if not model:
+            return "model: type a preset id (Ctrl+F to search) or a local model folder"
+        try:
+            vram = float(value("#in-vram")) if value("#in-vram") else None
+            adapter = float(value("#in-adapter")) if value("#in-adapter") else None
+            seq, batch = int(value("#in-seq")), int(value("#in-batch"))
+        except ValueError as err:
+            return f"not a number: {str(err).split(': ', 1)[-1]}"
+        if vram is None:
+            return "VRAM GiB: type the GPU memory budget in GiB (no GPU was found to take it from)"
+        if vram <= 0 or seq < 1 or batch < 1 or (adapter is not None and adapter < 0):
+            return "budgets, sequence length and batch must be positive"
+        priority = self.query_one("#in-priority", Select).value
+        return AdviceInputs(model, int(vram * GIB), int(adapter * MB) if adapter else None, seq, batch, str(priority))
+
+    def _recompute(self) -> None:
+        inputs = self._read_inputs()
+        error = self.query_one("#input-error", Static)
+        if isinstance(inputs, str):
+            error.update(inputs)
+            error.display = True
+            return
+        self._advise(inputs)
+
+    @work(thread=True, exclusive=True, group="advice", exit_on_error=False, description="recommend")
+    def _advise(self, inputs: AdviceInputs) -> tuple[AdviceInputs, list[MethodRow]] | None:
+        from peft_advisor.core.catalog import load_catalog
+        from peft_advisor.core.estimate import METHODS, Settings, estimate
+        from peft_advisor.core.model_spec import load_model_spec
+        from peft_advisor.core.recommend import recommend
+
+        spec = load_model_spec(DEMO_SPEC if inputs.model == "demo" else inputs.model)
+        advice = recommend(spec, inputs.vram_bytes, inputs.adapter_budget_bytes, inputs.seq_len,
+                           inputs.batch_size, inputs.priority)
+        fitting = {r.method for r in advice.recommendations}
+        plain = {m: estimate(spec, Settings(method=m, seq_len=inputs.seq_len, batch_size=inputs.batch_size))
+                 for m in METHODS if m not in fitting}
+        if get_current_worker().is_cancelled:
+            return None
+        return inputs, rows_from_advice(advice, load_catalog(), plain, inputs.vram_bytes)
+
+    def on_worker_state_changed(self, event) -> None:
+        worker = event.worker
+        if worker.group != "advice":
+            return
+        error = self.query_one("#input-error", Static)
+        if worker.state == WorkerState.ERROR:
+            err = worker.error
+            error.update(str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}")
+            error.display = True
+        elif worker.state == WorkerState.SUCCESS and worker.result is not None:
+            error.display = False
+            self.inputs, self.rows = worker.result
+            self.query_one(TradeoffTable).show_rows(self.rows)
+
+    # ------------------------------------------------------------------ details and recipe
+
+    def on_tradeoff_table_method_highlighted(self, message: TradeoffTable.MethodHighlighted) -> None:
+        self._show_detail(message.row)
+
+    def _show_detail(self, row: MethodRow) -> None:
+        info, est, s = row.method_info, row.estimate, row.settings
+        verdict = "[b yellow]★ recommended[/]" if row.rank == 1 else (f"#{row.rank}" if row.rank else "[b red]✗ ruled out[/]")
+        head = [f"[b]{row.name}[/b] {verdict} · {_esc(getattr(info, 'summary', ''))}"]
+        if s is not None:
+            head.append("[dim]settings:[/] " + _settings_text(s))
+        self.query_one("#detail-head", Static).update("\n".join(head))
+        breakdown = dict(getattr(est, "breakdown", {}) or {})
+        budget = self.inputs.vram_bytes if self.inputs else None
+        band = f" (band {fmt_bytes(est.low_bytes)}–{fmt_bytes(est.high_bytes)})" if est is not None else ""
+        caption = f"est. peak {fmt_bytes(row.peak_bytes)}{band} vs budget {fmt_bytes(budget)}"
+        self.query_one("#breakdown", BudgetBar).show(list(breakdown.items()), budget, caption)
+        lines = [f"[b]{'Why' if row.fits else 'Ruled out'}:[/b] " + "; ".join(_esc(r) for r in row.reasons)]
+        if info is not None:
+            lines += [f"[b]Quality:[/b] {_esc(info.quality_evidence)}", f"[b]Cost:[/b] {_esc(info.cost_evidence)}"]
+            lines += [f"[b]Caveat:[/b] {_esc(c)}" for c in info.caveats]
+            lines += ["[b]Sources:[/b]"] + [f"  {_esc(src)}" for src in info.sources]
+        self.query_one("#detail-text", Static).update("\n".join(lines))
+
+    def on_tradeoff_table_method_chosen(self, message: TradeoffTable.MethodChosen) -> None:
+        self._make_recipe(message.row)
+
+    def action_make_recipe(self) -> None:
+        table = self.query_one(TradeoffTable)
+        row = table.rows_by_method.get(table.current_method() or "")
+        if row is not None:
+            self._make_recipe(row)
+
+    def _make_recipe(self, row: MethodRow) -> None:
+        from peft_advisor.core.recipe import recipe_from_recommendation
+
+        if self.inputs is None or row.settings is None:
+            return
+        gpu = self.probe_result.gpu(self.chosen_gpu) if self.probe_result and self.chosen_gpu is not None else None
+        try:
+            recipe = recipe_from_recommendation(
+                self.inputs.model, row.settings, row.estimate,
+                vram_gib=round(bytes_to_gib(self.inputs.vram_bytes), 2),
+                adapter_mb=(self.inputs.adapter_budget_bytes or 0) / MB,
+                priority=self.inputs.priority, gpu=(gpu.name or "") if gpu else "",
+            )
+        except UserError as err:
+            self.notify(str(err), severity="error")
+            return
+        if not row.fits:
+            self.notify(f"{row.name} does not fit: {row.why}", severity="warning")
+        self.post_message(RecipeRequested(recipe))
+
+    def action_pick_model(self) -> None:
+        from peft_advisor.tui.screens.model_picker import ModelPickerScreen
+
+        def chosen(model_id: str | None) -> None:
+            if model_id:
+                self.query_one("#in-model", Input).value = model_id
+
+        self.app.push_screen(ModelPickerScreen(preset_ids(), self.query_one("#in-model", Input).value), chosen)
+
+    def action_focus_table(self) -> None:
+        self.query_one(TradeoffTable).focus()
+
+
+def _settings_text(s) -> str:
+    targets = s.targets if isinstance(s.targets, str) else ",".join(s.targets)
+    parts = []
+    if s.method in ("lora", "rslora", "dora", "loraplus", "qlora"):
+        parts.append(f"rank {s.rank} · {targets}")
+    elif s.method == "vera":
+        parts.append(f"vera rank {s.vera_rank} · {targets}")
+    elif s.method == "galore":
+        parts.append(f"galore rank {s.galore_rank}" + (" layer-wise" if s.galore_layerwise else ""))
+    parts.append(f"batch {s.batch_size}×{s.grad_accum}" + (" · grad ckpt" if s.grad_ckpt else ""))
+    parts.append(f"seq {s.seq_len}")
+    return " · ".join(parts)
+
+
+def _esc(text: str) -> str:
+    return str(text).replace("[", r"\[")

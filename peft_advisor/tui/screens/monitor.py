@@ -1,0 +1,339 @@
+"""The monitor: one run folder, live (or finished), drawn from its events.jsonl and train.log.
+
+A thread worker follows both files from the last byte read every 0.25 s and posts one batch per
+tick; the handler folds the batch into a `core.events.RunSummary` (the same fold the CLI's
+`monitor` uses) and redraws inside `batch_update()`. The plot
+is redrawn at most ~3 times a second however fast events arrive. GPU memory comes from NVML once
+a second while the run is live. The trainer is never our responsibility to keep alive: quitting
+the UI leaves it running, and `follow()` re-attaches to it later.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, ProgressBar, Static
+from textual.worker import get_current_worker
+from textual_plotext import PlotextPlot
+
+from peft_advisor.core.events import EventTail, RunSummary
+from peft_advisor.core.units import fmt_bytes, fmt_file_bytes
+from peft_advisor.tui.messages import GpusProbed, TrainingEnded, TrainingEventsReceived
+from peft_advisor.tui.services import pid_alive, run_pid
+from peft_advisor.tui.text_tail import TextTail
+from peft_advisor.tui.widgets.budget_bar import BudgetBar
+from peft_advisor.tui.widgets.log_tail import LogTail
+from peft_advisor.tui.widgets.metric_panel import MetricPanel
+from peft_advisor.tui.widgets.nav_bar import NavBar
+
+POLL_S = 0.25
+PLOT_POINTS = 400  # more points than this are averaged into bins: plotext slows with thousands
+
+
+class MonitorScreen(Screen):
+    """Live panels for one run folder."""
+
+    CSS_PATH = "monitor.tcss"
+    BINDINGS = [
+        Binding("s", "stop", "Stop run"),
+        Binding("l", "toggle_log", "Log"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_dir: Path | None = None
+        self.process = None
+        self.view = RunSummary()
+        self.exit_note: str | None = None
+        """Set when the trainer died without an `end` event."""
+        self.gpu = None
+        self._plot_dirty = False
+
+    def compose(self) -> ComposeResult:
+        yield NavBar("monitor")
+        yield Static("No run yet: launch one from the Recipe screen (F3) or open one from Runs (F5).", id="run-title")
+        with Horizontal(id="progress-row"):
+            yield ProgressBar(id="progress", show_eta=False)
+            yield Static("", id="progress-label")
+        with Horizontal(id="main"):
+            yield PlotextPlot(id="loss-plot")
+            with Vertical(id="side"):
+                yield MetricPanel("loss", spark=True, id="m-loss")
+                yield MetricPanel("eval loss", id="m-eval")
+                yield MetricPanel("lr", id="m-lr")
+                yield MetricPanel("grad norm", id="m-grad")
+                yield MetricPanel("tokens/s", id="m-tps")
+                yield BudgetBar(id="mem-bar")
+                yield MetricPanel("GPU", id="m-gpu")
+        yield Static("", id="summary")
+        log = LogTail(id="log")
+        log.border_title = "train.log"
+        yield log
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.set_interval(0.3, self._redraw_plot_if_dirty)
+        self.set_interval(1.0, self._maybe_probe_gpu)
+        self._draw_plot()
+
+    # ------------------------------------------------------------------ following a run
+
+    def follow(self, run_dir: Path, process=None) -> None:
+        """Show `run_dir` from its first event; `process` is the Popen if this UI launched it."""
+        self.workers.cancel_group(self, "trainer")
+        self.run_dir, self.process = Path(run_dir), process
+        self.view, self.exit_note, self.gpu = RunSummary(), None, None
+        for panel in self.query(MetricPanel):
+            panel.clear()
+        self.query_one(LogTail).clear()
+        self.query_one("#summary", Static).update("")
+        self.query_one("#summary").display = False
+        self._refresh_panels()
+        self._draw_plot()
+        self._tail_events(self.run_dir, process)
+
+    @work(thread=True, group="trainer", exclusive=True, exit_on_error=False, description="tail events.jsonl")
+    def _tail_events(self, run_dir: Path, process) -> None:
+        """Post each tick's new events and log lines; stop once the trainer is gone."""
+        worker = get_current_worker()
+        events, log = EventTail(run_dir / "events.jsonl"), TextTail(run_dir / "train.log")
+        seen_end = False
+        while not worker.is_cancelled:
+            alive, returncode = _process_state(run_dir, process)
+            batch, lines = events.poll(final=not alive), log.poll()
+            if batch or lines:
+                self.post_message(TrainingEventsReceived(run_dir, batch, lines))
+            seen_end = seen_end or any(e.get("kind") == "end" for e in batch)
+            if not alive:  # everything written before the exit has been read above
+                if not seen_end:
+                    self.post_message(TrainingEnded(run_dir, returncode, _death_note(returncode)))
+                return
+            time.sleep(POLL_S)
+
+    def on_training_events_received(self, message: TrainingEventsReceived) -> None:
+        if message.run_dir != self.run_dir:
+            return  # a late batch from a run we stopped following
+        with self.app.batch_update():
+            for event in message.events:
+                self.view.apply(event)
+            if message.log_lines:
+                self.query_one(LogTail).append_lines(message.log_lines)
+            if message.events:
+                self._refresh_panels()
+                self._plot_dirty = True
+
+    def on_training_ended(self, message: TrainingEnded) -> None:
+        if message.run_dir != self.run_dir or self.view.done:
+            return
+        self.exit_note = message.message
+        self._refresh_panels()
+
+    # ------------------------------------------------------------------ drawing
+
+    def _refresh_panels(self) -> None:
+        v = self.view
+        self.query_one("#run-title", Static).update(self._title())
+        total = v.total_steps
+        self.query_one(ProgressBar).update(total=total, progress=v.step if total else 0)
+        eta = "" if v.done or self.exit_note else f" · ETA {fmt_duration(v.eta_s)}"
+        step_text = f"step {v.step}/{total}" if total else f"step {v.step}"
+        self.query_one("#progress-label", Static).update(f"{step_text} · {fmt_duration(v.wall_s)}{eta}")
+        loss_panel = self.query_one("#m-loss", MetricPanel)
+        loss_panel.value = _fmt(v.last_loss, "{:.4f}")
+        loss_panel.history = tuple(loss for _, loss in v.losses[-200:])
+        acc = v.eval_accuracies[-1][1] if v.eval_accuracies else None
+        acc_text = f" · acc {acc:.0%}" if acc is not None else ""
+        self.query_one("#m-eval", MetricPanel).push(None, _fmt(v.last_eval_loss, "{:.4f}") + acc_text)
+        self.query_one("#m-lr", MetricPanel).push(None, _fmt(v.lr, "{:.2e}"))
+        self.query_one("#m-grad", MetricPanel).push(v.grad_norm, _fmt(v.grad_norm, "{:.3f}"))
+        self.query_one("#m-tps", MetricPanel).push(v.tokens_per_s, _fmt(v.tokens_per_s, "{:,.0f}"))
+        self._refresh_memory()
+        self._refresh_summary()
+
+    def _title(self) -> str:
+        if self.run_dir is None:
+            return "No run yet: launch one from the Recipe screen (F3) or open one from Runs (F5)."
+        v = self.view
+        status = "died" if self.exit_note else v.status
+        colour = {"ok": "green", "running": "cyan", "cancelled": "yellow", "waiting": "cyan"}.get(status, "red")
+        head = " · ".join(str(p) for p in (self.run_dir, v.method, v.model, v.device) if p)
+        return f"[b]{_escape(head)}[/b] · [{colour}]{status}[/]"
+
+    def _refresh_memory(self) -> None:
+        v = self.view
+        membar, gpu_panel = self.query_one("#mem-bar", BudgetBar), self.query_one("#m-gpu", MetricPanel)
+        if not str(v.device or "").startswith("cuda"):
+            membar.show([], None, "memory: " + ("CPU run, no GPU memory" if v.device else "—"))
+            gpu_panel.push(None, "—")
+            return
+        reserved = v.mem_reserved_bytes or 0
+        parts = [("torch reserved", reserved)]
+        gpu = self.gpu if self._live() else None
+        if gpu is not None and gpu.used_bytes is not None:
+            parts.append(("other (NVML)", max(0, gpu.used_bytes - reserved)))
+        caption = f"peak {fmt_bytes(v.mem_peak_bytes)} / est. {fmt_bytes(v.estimate_peak_bytes)}"
+        membar.show(parts, v.estimate_peak_bytes, caption)
+        if gpu is None:
+            gpu_panel.push(None, "—")
+        else:
+            gpu_panel.push(None, f"{_fmt(gpu.utilization_pct, '{}%')} {_fmt(gpu.temperature_c, '{}°C')} "
+                                 f"{_fmt(gpu.power_w, '{:.0f} W')}")
+
+    def _refresh_summary(self) -> None:
+        summary = self.query_one("#summary", Static)
+        text = _summary_text(self.view, self.exit_note)
+        summary.display = bool(text)
+        summary.update(text)
+
+    def _redraw_plot_if_dirty(self) -> None:
+        if self._plot_dirty:
+            self._plot_dirty = False
+            self._draw_plot()
+
+    def _draw_plot(self) -> None:
+        plot = self.query_one(PlotextPlot)
+        plt = plot.plt
+        plt.clear_figure()
+        plt.title("loss")
+        plt.xlabel("step")
+        width = max(10, plot.size.width)
+        if self.view.losses:
+            xs, ys = _downsample(self.view.losses, min(PLOT_POINTS, 2 * width))
+            plt.plot(xs, ys, label="train", marker="hd")
+        if self.view.eval_losses:
+            xs, ys = zip(*self.view.eval_losses)
+            plt.scatter(list(xs), list(ys), label="eval", marker="●")
+        plot.refresh()
+
+    # ------------------------------------------------------------------ GPU and stop
+
+    def _live(self) -> bool:
+        return self.run_dir is not None and not self.view.done and not self.exit_note
+
+    def _maybe_probe_gpu(self) -> None:
+        device = str(self.view.device or "")
+        if self._live() and device.startswith("cuda"):
+            index = int(device.partition(":")[2] or 0)
+            self._probe_gpu(index)
+
+    @work(thread=True, group="gpu", exclusive=True, exit_on_error=False, description="NVML snapshot")
+    def _probe_gpu(self, index: int) -> None:
+        result = self.app.services.prober.snapshot()
+        gpu = next((g for g in result.gpus if g.index == index), None)
+        self.post_message(GpusProbed(gpu))
+
+    def on_gpus_probed(self, message: GpusProbed) -> None:
+        message.stop()
+        self.gpu = message.result
+        self._refresh_memory()
+
+    def action_toggle_log(self) -> None:
+        log = self.query_one(LogTail)
+        log.display = not log.display
+
+    def action_stop(self) -> None:
+        from peft_advisor.tui.screens.confirm import ConfirmScreen
+
+        if not self._live():
+            self.notify("No live run to stop.", severity="warning")
+            return
+        question = f"Stop the run in {self.run_dir}?\nThe trainer saves a checkpoint and ends as 'cancelled'."
+        self.app.push_screen(ConfirmScreen(question), self._stop_confirmed)
+
+    def _stop_confirmed(self, yes: bool | None) -> None:
+        if not yes or self.run_dir is None:
+            return
+        try:
+            self.app.services.stop_run(self.run_dir)
+        except Exception as err:  # a UserError from launch.stop, or the OS refusing the signal
+            self.notify(f"Could not stop: {err}", severity="error")
+            return
+        self.notify("Stop requested: waiting for the checkpoint and the end event…")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _process_state(run_dir: Path, process) -> tuple[bool, int | None]:
+    """(alive, returncode). With our own Popen we know the exit code; re-attached we only know
+    whether the pid recorded in run.json still exists."""
+    if process is not None:
+        code = process.poll()
+        return code is None, code
+    pid = run_pid(run_dir)
+    if pid_alive(pid):
+        return True, None
+    try:
+        data = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        code = data.get("returncode", data.get("exit_code"))
+        return False, int(code) if code is not None else None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False, None
+
+
+def _death_note(returncode: int | None) -> str:
+    code = f"with exit code {returncode}" if returncode is not None else "(exit code unknown: not started by this UI)"
+    return f"the trainer is gone {code} and wrote no end event; see the log below"
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None or isinstance(value, bool):
+        return "—"
+    try:
+        return spec.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+def _downsample(points: list[tuple[int, float]], limit: int) -> tuple[list[float], list[float]]:
+    """Average consecutive points into at most `limit` bins (keeps the curve's shape)."""
+    if len(points) <= limit:
+        return [float(p[0]) for p in points], [p[1] for p in points]
+    size = len(points) / limit
+    xs, ys = [], []
+    for i in range(limit):
+        chunk = points[int(i * size) : int((i + 1) * size)] or [points[-1]]
+        xs.append(sum(p[0] for p in chunk) / len(chunk))
+        ys.append(sum(p[1] for p in chunk) / len(chunk))
+    return xs, ys
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+def _summary_text(v: RunSummary, exit_note: str | None) -> str:
+    """The final summary: status, losses, accuracy, adapter size, wall time, peak vs estimate."""
+    if exit_note:
+        return f"[b red]✗ {_escape(exit_note)}[/]"
+    if not v.done:
+        return ""
+    mark = {"ok": "[b green]✓ ok[/]", "cancelled": "[b yellow]■ cancelled[/]"}.get(v.status, f"[b red]✗ {v.status}[/]")
+    acc = v.eval_accuracies[-1][1] if v.eval_accuracies else None
+    peak, est = v.mem_peak_bytes, v.estimate_peak_bytes
+    ratio = f" ({peak / est:.0%})" if peak is not None and est else ""
+    lines = [
+        f"{mark} · final loss {_fmt(v.final_loss, '{:.4f}')} · best eval {_fmt(v.best_eval_loss, '{:.4f}')}"
+        + (f" · eval acc {acc:.0%}" if acc is not None else ""),
+        f"adapter {fmt_file_bytes(v.adapter_bytes)} · wall {fmt_duration(v.wall_s)} · "
+        f"peak {fmt_bytes(peak)} vs est. {fmt_bytes(est)}{ratio}",
+    ]
+    if v.message:
+        lines.append(_escape(v.message))
+    return "\n".join(lines)

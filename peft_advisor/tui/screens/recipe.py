@@ -1,0 +1,234 @@
+"""The recipe: the fields a person changes most, checked as typed; export, import, launch.
+
+Every check is `core.recipe`'s (`updated`, `problems`), so the messages are the CLI's messages.
+A field that does not pass keeps its text and shows why under it; the recipe keeps its last good
+value, so nothing typed is lost and nothing invalid is exported or launched. An import that
+fails lists every problem of the file and changes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, ScrollableContainer
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Label, Static
+
+from peft_advisor.core import recipe as rc
+from peft_advisor.core.errors import UserError
+from peft_advisor.core.units import fmt_bytes, fmt_count, fmt_file_bytes
+from peft_advisor.tui.widgets.nav_bar import NavBar
+
+# (recipe key, label, how typed text becomes a value)
+FIELDS = (
+    ("method.rank", "rank", "toml"),
+    ("method.targets", "targets", "targets"),
+    ("train.lr", "learning rate", "toml"),
+    ("train.max_steps", "steps", "toml"),
+    ("train.micro_batch", "batch", "toml"),
+    ("data.path", "data", "text"),
+    ("output.dir", "output dir", "text"),
+)
+
+
+def field_id(key: str) -> str:
+    return "f-" + key.replace(".", "-")
+
+
+def parse_typed(text: str, how: str):
+    """Typed text to a recipe value, as the CLI's flags do: TOML syntax where a number is
+    expected (a bare word stays a string, so the core names the problem), comma lists for targets."""
+    text = text.strip()
+    if how == "text":
+        return text
+    if how == "targets":
+        return text if text in rc.TARGET_PRESETS else [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return rc.toml_loads(f"x = {text}")["x"]
+    except ValueError:
+        return text
+
+
+def shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(value)
+    if isinstance(value, float):
+        return rc.fmt_float(value)
+    return str(value)
+
+
+def get_key(recipe: rc.Recipe, key: str):
+    section, _, name = key.partition(".")
+    return getattr(getattr(recipe, section), name)
+
+
+class RecipeScreen(Screen):
+    """Edit, export, import and launch one recipe."""
+
+    CSS_PATH = "recipe.tcss"
+    BINDINGS = [
+        Binding("ctrl+s", "export", "Export"),
+        Binding("ctrl+o", "import", "Import"),
+        Binding("ctrl+r", "launch", "Launch"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recipe = rc.Recipe()
+        """The last recipe whose every field passed."""
+        self.bad: dict[str, str] = {}
+        """Recipe key -> the problem with what is typed there now."""
+        self._loading = False
+
+    def compose(self) -> ComposeResult:
+        yield NavBar("recipe")
+        yield Static("", id="recipe-title")
+        with Grid(id="fields"):
+            for key, label, _ in FIELDS:
+                yield Label(label, classes="field-label")
+                yield Input(id=field_id(key), compact=True)
+                yield Static("", id=field_id(key) + "-error", classes="field-error error", markup=False)
+        with Horizontal(id="file-row"):
+            yield Label("file", classes="field-label")
+            yield Input(id="file-path", compact=True, placeholder="recipe.toml")
+            yield Button("Export ^s", id="export", compact=True)
+            yield Button("Import ^o", id="import", compact=True)
+            yield Button("Launch ^r", id="launch", compact=True, variant="success")
+        yield Static("", id="file-message", markup=False)
+        with ScrollableContainer(id="preview-box"):
+            yield Static("", id="preview", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#preview-box").border_title = "recipe.toml preview"
+        self.set_recipe(self.recipe)
+
+    # ------------------------------------------------------------------ state
+
+    def set_recipe(self, recipe: rc.Recipe, file_path: str | None = None) -> None:
+        """Show `recipe` in every field (from the advisor, or a successful import)."""
+        self.recipe, self.bad = recipe, {}
+        self._loading = True
+        for key, _, _ in FIELDS:
+            self.query_one("#" + field_id(key), Input).value = shown(get_key(recipe, key))
+            self._show_error(key, "")
+        self.query_one("#file-path", Input).value = file_path or f"{Path(recipe.output.dir).name}.toml"
+        self.call_after_refresh(self._done_loading)
+        self._refresh_preview()
+
+    def _done_loading(self) -> None:
+        self._loading = False
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        key = next((k for k, _, _ in FIELDS if field_id(k) == event.input.id), None)
+        if key is None or self._loading:
+            return
+        how = next(h for k, _, h in FIELDS if k == key)
+        changes = {key: parse_typed(event.value, how)}
+        if key == "method.rank" and isinstance(changes[key], int) and not isinstance(changes[key], bool):
+            changes["method.alpha"] = 2 * changes[key]  # the common alpha = 2 * rank, as the CLI does
+        try:
+            self.recipe = rc.updated(self.recipe, changes)
+        except UserError as err:
+            self.bad[key] = str(err)
+            self._show_error(key, str(err))
+            return
+        self.bad.pop(key, None)
+        self._show_error(key, "")
+        self._refresh_preview()
+
+    def _show_error(self, key: str, message: str) -> None:
+        self.query_one("#" + field_id(key) + "-error", Static).update(message)
+        self.query_one("#" + field_id(key) + "-error").display = bool(message)
+        self.query_one("#" + field_id(key), Input).set_class(bool(message), "-bad")
+
+    def _refresh_preview(self) -> None:
+        r = self.recipe
+        est = r.estimate
+        facts = [f"[b]{r.method.name}[/b] on [b]{r.model.id}[/b]"]
+        if est.peak_bytes:
+            facts.append(f"est. peak {fmt_bytes(est.peak_bytes)}")
+        if est.adapter_bytes:
+            facts.append(f"adapter {fmt_file_bytes(est.adapter_bytes)}")
+        if est.trainable_params:
+            facts.append(f"{fmt_count(est.trainable_params)} trainable")
+        self.query_one("#recipe-title", Static).update(" · ".join(facts))
+        self.query_one("#preview", Static).update(rc.dumps(r))
+
+    def _file_message(self, text: str, error: bool = False) -> None:
+        msg = self.query_one("#file-message", Static)
+        msg.set_class(error, "error")
+        msg.update(text)
+
+    def _check_fields(self) -> bool:
+        if self.bad:
+            first = next(iter(self.bad.values()))
+            self._file_message(f"fix the field marked in red first: {first}", error=True)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ export / import / launch
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        {"export": self.action_export, "import": self.action_import, "launch": self.action_launch}[event.button.id]()
+
+    def _path(self) -> Path | None:
+        text = self.query_one("#file-path", Input).value.strip()
+        if not text:
+            self._file_message("type a file name first", error=True)
+            return None
+        return Path(text).expanduser()
+
+    def action_export(self) -> None:
+        path = self._path()
+        if path is None or not self._check_fields():
+            return
+        if path.exists():
+            from peft_advisor.tui.screens.confirm import ConfirmScreen
+
+            self.app.push_screen(ConfirmScreen(f"{path} exists. Overwrite it?"), lambda yes: yes and self._save(path, True))
+            return
+        self._save(path, False)
+
+    def _save(self, path: Path, force: bool) -> None:
+        try:
+            rc.save(self.recipe, path, force=force)
+        except UserError as err:
+            self._file_message(str(err), error=True)
+            return
+        self._file_message(f"wrote {path}")
+
+    def action_import(self) -> None:
+        path = self._path()
+        if path is None:
+            return
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            self._file_message(f"{path}: cannot read: {getattr(err, 'strerror', None) or err}", error=True)
+            return
+        found = rc.problems(text)
+        if found:
+            listed = "\n".join(f"{path}: {p}" for p in found[:8])
+            more = f"\n… and {len(found) - 8} more" if len(found) > 8 else ""
+            self._file_message(f"not imported, nothing changed:\n{listed}{more}", error=True)
+            return
+        self.set_recipe(rc.loads(text, source=str(path)), file_path=str(path))
+        self._file_message(f"imported {path}")
+
+    def action_launch(self) -> None:
+        if not self._check_fields():
+            return
+        from peft_advisor.tui.launching import launch_recipe
+
+        try:
+            run_dir, process = launch_recipe(self.app.services, self.recipe)
+        except UserError as err:
+            self._file_message(str(err), error=True)
+            return
+        self._file_message(f"launched {run_dir}")
+        from peft_advisor.tui.messages import MonitorRequested
+
+        self.post_message(MonitorRequested(run_dir, process))

@@ -1,0 +1,1 @@
+"""Small widgets that own their look; screens feed them data ("attributes down")."""

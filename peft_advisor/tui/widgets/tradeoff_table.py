@@ -1,0 +1,155 @@
+"""All eight methods side by side: fits or not, peak against the budget, adapter size, trainable
+parameters, quality evidence and speed from the matrix. The recommended row is starred; each
+ruled-out row says why.
+
+`rows_from_advice` turns the core's `Advice` (plus the catalog and an estimate per method) into
+plain rows, so the table itself only draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import DataTable
+
+from peft_advisor.core.units import fmt_bytes, fmt_count, fmt_file_bytes
+
+COLUMNS = ("#", "Method", "Fits", "Peak / budget", "Adapter", "Trainable", "Quality", "Speed", "Why")
+
+
+@dataclass
+class MethodRow:
+    """One method as the advisor shows it."""
+
+    method: str
+    name: str
+    rank: int | None
+    """1 = recommended; None when ruled out."""
+    peak_bytes: int | None
+    budget_bytes: int | None
+    adapter_bytes: int | None
+    trainable_params: int | None
+    quality: int | None
+    """1–5 relative to LoRA = 3 (catalog)."""
+    speed: int | None
+    time_vs_lora: float | None
+    why: str
+    """The first reason it ranks where it does, or why it is ruled out."""
+    reasons: list[str] = field(default_factory=list)
+    settings: object = None
+    """The `estimate.Settings` that fit (or the plain ones, when ruled out)."""
+    estimate: object = None
+    method_info: object = None
+    """The catalog's `Method` (evidence, sources)."""
+
+    @property
+    def fits(self) -> bool:
+        return self.rank is not None
+
+
+def rows_from_advice(advice, catalog: dict, estimates: dict, budget_bytes: int | None) -> list[MethodRow]:
+    """Recommended methods best first, then the ruled-out ones; `estimates[method]` is an
+    `Estimate` for ruled-out methods (the recommendation carries its own)."""
+    rows = []
+    for rank, rec in enumerate(advice.recommendations, start=1):
+        est = rec.estimate
+        rows.append(_row(rec.method, catalog, rank, est, budget_bytes, list(rec.reasons), rec.settings, est.peak_bytes))
+    for out in advice.ruled_out:
+        est = estimates.get(out.method)
+        peak = out.peak_bytes if out.peak_bytes else getattr(est, "peak_bytes", None)
+        row = _row(out.method, catalog, None, est, budget_bytes, [out.reason], getattr(est, "settings", None), peak)
+        rows.append(row)
+    return rows
+
+
+def _row(method, catalog, rank, est, budget_bytes, reasons, settings, peak) -> MethodRow:
+    info = catalog.get(method)
+    return MethodRow(
+        method=method,
+        name=getattr(info, "name", method),
+        rank=rank,
+        peak_bytes=peak,
+        budget_bytes=budget_bytes,
+        adapter_bytes=getattr(est, "adapter_bytes", None),
+        trainable_params=getattr(est, "trainable_params", None),
+        quality=getattr(info, "quality", None),
+        speed=getattr(info, "speed", None),
+        time_vs_lora=getattr(info, "time_vs_lora", None),
+        why=reasons[0] if reasons else "",
+        reasons=reasons,
+        settings=settings,
+        estimate=est,
+        method_info=info,
+    )
+
+
+def dots(score: int | None) -> str:
+    return "?" if score is None else "●" * score + "○" * (5 - score)
+
+
+def cells(row: MethodRow) -> tuple:
+    mark = Text("★", "bold yellow") if row.rank == 1 else Text(str(row.rank)) if row.rank else Text("✗", "red")
+    fits = Text("yes", "green") if row.fits else Text("no", "red")
+    if row.peak_bytes is not None and row.budget_bytes:
+        share = row.peak_bytes / row.budget_bytes
+        peak = Text(f"{fmt_bytes(row.peak_bytes)} {share:4.0%}", "red" if share > 1 else "")
+    else:
+        peak = Text(fmt_bytes(row.peak_bytes))
+    speed = f"{row.time_vs_lora:.2f}× time" if row.time_vs_lora else dots(row.speed)
+    name = Text(row.name, "bold" if row.rank == 1 else "")
+    why = Text(row.why, "red" if not row.fits else "dim")
+    return (mark, name, fits, peak, fmt_file_bytes(row.adapter_bytes), fmt_count(row.trainable_params),
+            dots(row.quality), speed, why)
+
+
+class TradeoffTable(DataTable):
+    """Row keys are method ids; the cursor stays on the same method when the rows change."""
+
+    DEFAULT_CSS = """
+    TradeoffTable { height: auto; max-height: 12; }
+    """
+
+    @dataclass
+    class MethodHighlighted(Message):
+        row: MethodRow
+
+    @dataclass
+    class MethodChosen(Message):
+        row: MethodRow
+
+    def __init__(self, **kwargs):
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.rows_by_method: dict[str, MethodRow] = {}
+
+    def on_mount(self) -> None:
+        self.add_columns(*COLUMNS)
+
+    def show_rows(self, rows: list[MethodRow]) -> None:
+        current = self.current_method()
+        self.rows_by_method = {r.method: r for r in rows}
+        self.clear()
+        for row in rows:
+            self.add_row(*cells(row), key=row.method)
+        target = current if current in self.rows_by_method else (rows[0].method if rows else None)
+        if target is not None:
+            self.move_cursor(row=self.get_row_index(target))
+            self.post_message(self.MethodHighlighted(self.rows_by_method[target]))
+
+    def current_method(self) -> str | None:
+        if not self.row_count:
+            return None
+        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        row = self.rows_by_method.get(event.row_key.value)
+        if row is not None:
+            self.post_message(self.MethodHighlighted(row))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        row = self.rows_by_method.get(event.row_key.value)
+        if row is not None:
+            self.post_message(self.MethodChosen(row))

@@ -1,0 +1,74 @@
+"""`peft-advisor export` and `peft-advisor validate`, through the real dispatcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peft_advisor.cli import main
+from peft_advisor.cli.recipes_cmd import write_recipe
+from peft_advisor.core import recipe as rc
+from peft_advisor.core.errors import ExitCode
+
+DEMO_LORA = Path(__file__).resolve().parent.parent / "recipes" / "demo" / "lora.toml"
+
+
+def test_export_from_flags(tmp_path, capsys):
+    out = tmp_path / "r.toml"
+    code = main([
+        "export", "--model", "Qwen/Qwen2.5-7B-Instruct", "--method", "dora", "--rank", "8",
+        "--targets", "q_proj,v_proj", "--batch", "2", "--seq", "1024", "--grad-ckpt", "--steps", "300",
+        "--data", "data/train.jsonl", "--set", "train.lr_scheduler=linear", "--set", "data.eval_split=20",
+        "--no-estimate", "-o", str(out),
+    ])
+    assert code == 0
+    r = rc.load(out)
+    assert (r.model.id, r.method.name, r.method.rank, r.method.alpha) == ("Qwen/Qwen2.5-7B-Instruct", "dora", 8, 16)
+    assert r.method.targets == ("q_proj", "v_proj")
+    assert (r.train.micro_batch, r.data.max_seq_len, r.train.grad_ckpt, r.train.max_steps) == (2, 1024, True, 300)
+    assert (r.train.lr, r.train.lr_scheduler, r.data.eval_split) == (rc.DEFAULT_LR["dora"], "linear", 20)
+    assert r.output.dir == "runs/qwen2.5-7b-instruct-dora"
+    assert capsys.readouterr().out == ""  # stdout is data only; the note went to stderr
+
+
+def test_export_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "r.toml"
+    out.write_text("mine", encoding="utf-8")
+    assert main(["export", "--no-estimate", "-o", str(out)]) == ExitCode.EXISTS
+    assert out.read_text(encoding="utf-8") == "mine"
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", "--no-estimate", "--force", "-o", str(out)]) == 0
+    assert rc.load(out).method.name == "lora"
+
+
+def test_export_to_stdout(capsys):
+    assert main(["export", "--method", "qlora", "--no-estimate"]) == 0
+    r = rc.loads(capsys.readouterr().out)
+    assert r.method.name == "qlora" and r.model.load_in_4bit
+
+
+def test_export_bad_values(capsys):
+    assert main(["export", "--method", "lorra"]) == ExitCode.UNKNOWN_METHOD
+    assert "did you mean lora?" in capsys.readouterr().err
+    assert main(["export", "--rank", "0", "--no-estimate"]) == ExitCode.BAD_RECIPE
+    assert capsys.readouterr().err.strip() == "peft-advisor: method.rank: must be >= 1, got 0"
+    assert main(["export", "--set", "method.rnak=3", "--no-estimate"]) == ExitCode.BAD_RECIPE
+    assert "did you mean rank?" in capsys.readouterr().err
+
+
+def test_validate_ok_and_bad(tmp_path, capsys):
+    assert main(["validate", str(DEMO_LORA)]) == 0
+    assert capsys.readouterr().out == f"ok: {DEMO_LORA} (lora, demo)\n"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nlr = "fast"\n', encoding="utf-8")
+    assert main(["validate", str(bad)]) == ExitCode.BAD_RECIPE
+    err = capsys.readouterr().err
+    assert err == f'peft-advisor: {bad}: train.lr: expected a number, got "fast" (line 2)\n'
+    assert main(["validate", str(DEMO_LORA), str(bad)]) == ExitCode.BAD_RECIPE
+    captured = capsys.readouterr()
+    assert captured.out.startswith("ok: ") and "train.lr" in captured.err
+
+
+def test_write_recipe(tmp_path):
+    path = write_recipe(rc.Recipe(), tmp_path / "a" / "r.toml", header="advised for an RTX 4070")
+    assert path.read_text(encoding="utf-8").startswith("# advised for an RTX 4070\n")
+    assert rc.load(path) == rc.Recipe()

@@ -1,0 +1,98 @@
+"""Shared set-up for the terminal UI tests: a fake GPU probe, canned run folders, a launcher
+that runs the fake trainer, and no cursor blink (so snapshots are stable)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+FIXTURES = TESTS / "fixtures"
+FAKE_TRAINER = FIXTURES / "fake_trainer.py"
+sys.path.insert(0, str(TESTS))  # tests/fakes.py
+
+from fakes import FakeProber, fake_no_gpu_result, fake_probe_result  # noqa: E402
+
+from peft_advisor.tui.app import PeftAdvisorApp  # noqa: E402
+from peft_advisor.tui.services import Services, run_pid  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def no_cursor_blink(monkeypatch):
+    """A blinking cursor makes screenshots differ from run to run (harlequin does the same)."""
+    monkeypatch.setattr("textual.widgets._input.Input._toggle_cursor", lambda self: None)
+
+
+class FakeLauncher:
+    """Starts tests/fixtures/fake_trainer.py the way `launch.start` starts the real trainer:
+    its own session, stdout+stderr to train.log, the pid in run.json."""
+
+    def __init__(self, *extra: str):
+        self.extra = list(extra)
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, recipe_path: Path, run_dir: Path) -> subprocess.Popen:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, str(FAKE_TRAINER), str(recipe_path), "--run-dir", str(run_dir), *self.extra]
+        with open(run_dir / "train.log", "ab") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        (run_dir / "run.json").write_text(json.dumps({"pid": proc.pid, "argv": argv}) + "\n")
+        self.started.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(run_dir: Path) -> None:
+        pid = run_pid(Path(run_dir))
+        if pid is not None:
+            os.kill(pid, signal.SIGINT)
+
+    def cleanup(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh folder with the canned runs under runs/, as the current directory."""
+    shutil.copytree(FIXTURES / "runs", tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def launcher():
+    fake = FakeLauncher("--steps", "30", "--interval", "0.05")
+    yield fake
+    fake.cleanup()
+
+
+def make_services(launcher: FakeLauncher | None = None, gpu: bool = True, root: Path = Path("runs")) -> Services:
+    prober = FakeProber(fake_probe_result() if gpu else fake_no_gpu_result())
+    services = Services(prober=prober, output_root=root)
+    if launcher is not None:
+        services.start_run, services.stop_run = launcher.start, launcher.stop
+    return services
+
+
+def make_app(launcher=None, gpu: bool = True, monitor=None) -> PeftAdvisorApp:
+    return PeftAdvisorApp(services=make_services(launcher, gpu), monitor=monitor)
+
+
+async def wait_until(pilot, condition, timeout: float = 10.0, step: float = 0.05) -> None:
+    """Let the app run until `condition()` holds; fail with the timeout otherwise."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await pilot.pause(step)

@@ -1,0 +1,140 @@
+"""The monitor: canned runs, a live fake trainer, stop, a trainer that dies, re-attaching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import FakeLauncher, make_app, wait_until
+from textual.widgets import ProgressBar, Static
+
+from peft_advisor.core.recipe import Recipe, updated
+from peft_advisor.tui.launching import launch_recipe
+from peft_advisor.tui.widgets.log_tail import LogTail
+from peft_advisor.tui.widgets.metric_panel import MetricPanel
+
+
+def text_of(screen, selector: str) -> str:
+    return str(screen.query_one(selector, Static).content)
+
+
+def log_text(screen) -> str:
+    return "\n".join(strip.text for strip in screen.query_one(LogTail).lines)
+
+
+async def test_monitor_shows_a_canned_run(workdir):
+    app = make_app(monitor="runs/demo-lora")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.view.done)
+        await pilot.pause(0.4)  # the plot redraws on its own timer
+        assert len(screen.view.losses) == 60 and len(screen.view.eval_losses) == 6
+        assert "step 60/60" in text_of(screen, "#progress-label")
+        assert screen.query_one(ProgressBar).percentage == 1.0
+        assert "ok" in text_of(screen, "#run-title")
+        summary = text_of(screen, "#summary")
+        assert "final loss 0.8206" in summary and "19.5 MB" in summary and "(95%)" in summary
+        assert screen.query_one("#m-loss", MetricPanel).value == "0.8206"
+        assert "step 60/60" in log_text(screen)
+        assert screen.view.skipped_lines if hasattr(screen.view, "skipped_lines") else True
+
+
+async def test_monitor_survives_a_trainer_that_died_without_end(workdir):
+    app = make_app(monitor="runs/demo-vera")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.exit_note is not None)
+        assert "died" in text_of(screen, "#run-title")
+        assert "no end event" in text_of(screen, "#summary")
+        assert "RuntimeError: CUDA error" in log_text(screen)
+        assert screen.view.step == 30  # the half-written last line is not a step
+
+
+async def test_live_run_updates_then_ends(workdir, launcher):
+    app = make_app(launcher)
+    async with app.run_test(size=(100, 30)) as pilot:
+        recipe = updated(Recipe(), {"output.dir": "runs/live"})
+        run_dir, process = launch_recipe(app.services, recipe)
+        await app.open_monitor(run_dir, process)
+        screen = app.screen
+        await wait_until(pilot, lambda: 3 <= screen.view.step < 30)
+        progress_mid = screen.query_one(ProgressBar).percentage
+        await wait_until(pilot, lambda: screen.view.done)
+        assert 0 < progress_mid < 1.0 and screen.query_one(ProgressBar).percentage == 1.0
+        assert screen.view.status == "ok" and len(screen.view.losses) == 30
+        assert "ETA" not in text_of(screen, "#progress-label")
+        assert Path("runs/live.toml").is_file()  # the recipe it launched from
+
+
+async def test_stop_asks_then_sends_sigint(workdir):
+    fake = FakeLauncher("--steps", "400", "--interval", "0.05")
+    app = make_app(fake)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            run_dir, process = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/stopme"}))
+            await app.open_monitor(run_dir, process)
+            screen = app.screen
+            await wait_until(pilot, lambda: screen.view.step >= 3)
+            await pilot.press("s")
+            await pilot.pause(0.1)
+            await pilot.press("n")  # asked, and declined: still running
+            await pilot.pause(0.3)
+            assert process.poll() is None
+            await pilot.press("s")
+            await pilot.pause(0.1)
+            await pilot.press("y")
+            await wait_until(pilot, lambda: screen.view.done)
+            assert screen.view.status == "cancelled"
+            assert process.wait(5) == 130
+            assert "cancelled" in text_of(screen, "#summary") and screen.view.checkpoints
+    finally:
+        fake.cleanup()
+
+
+async def test_trainer_dying_shows_exit_code_and_log(workdir):
+    fake = FakeLauncher("--steps", "50", "--interval", "0.02", "--die-at", "5", "--exit-code", "3")
+    app = make_app(fake)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            run_dir, process = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/dies"}))
+            await app.open_monitor(run_dir, process)
+            screen = app.screen
+            await wait_until(pilot, lambda: screen.exit_note is not None)
+            assert "exit code 3" in text_of(screen, "#summary")
+            await wait_until(pilot, lambda: "RuntimeError: fake trainer died" in log_text(screen))
+    finally:
+        fake.cleanup()
+
+
+async def test_partial_and_malformed_lines_are_survived(workdir):
+    fake = FakeLauncher("--steps", "20", "--interval", "0.03", "--partial", "--garbage")
+    app = make_app(fake)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            run_dir, process = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/messy"}))
+            await app.open_monitor(run_dir, process)
+            screen = app.screen
+            await wait_until(pilot, lambda: screen.view.done)
+            assert [s for s, _ in screen.view.losses] == list(range(1, 21))
+    finally:
+        fake.cleanup()
+
+
+async def test_reattach_to_a_run_started_earlier(workdir):
+    fake = FakeLauncher("--steps", "60", "--interval", "0.05")
+    try:
+        first = make_app(fake)
+        async with first.run_test(size=(100, 30)) as pilot:
+            run_dir, process = launch_recipe(first.services, updated(Recipe(), {"output.dir": "runs/bg"}))
+            await first.open_monitor(run_dir, process)
+            await wait_until(pilot, lambda: first.screen.view.step >= 3)
+        assert process.poll() is None  # closing the UI left the trainer running
+        second = make_app(monitor=str(run_dir))  # `peft-advisor monitor runs/bg`: no Popen, only run.json
+        async with second.run_test(size=(100, 30)) as pilot:
+            screen = second.screen
+            await wait_until(pilot, lambda: screen.view.step >= 3)
+            seen = screen.view.step
+            await wait_until(pilot, lambda: screen.view.done, timeout=15)
+            assert screen.view.status == "ok" and screen.view.step == 60 > seen
+            assert [s for s, _ in screen.view.losses] == list(range(1, 61))  # history from step 1
+    finally:
+        fake.cleanup()

@@ -1,0 +1,116 @@
+"""The recipe screen: checks as typed, export and import, errors in place, launch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import make_app, wait_until
+from textual.widgets import Input, Static
+
+from peft_advisor.core import recipe as rc
+
+
+async def type_into(pilot, selector: str, text: str) -> None:
+    field = pilot.app.screen.query_one(selector, Input)
+    field.focus()
+    field.value = ""
+    await pilot.press(*text)
+    await pilot.pause(0.05)
+
+
+def message(screen) -> str:
+    return str(screen.query_one("#file-message", Static).content)
+
+
+async def test_typing_a_bad_value_shows_the_core_message_and_keeps_the_recipe(workdir):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f3")
+        screen = app.screen
+        before = screen.recipe
+        await type_into(pilot, "#f-method-rank", "abc")
+        error = str(screen.query_one("#f-method-rank-error", Static).content)
+        assert error == 'method.rank: expected an integer, got "abc"'
+        assert screen.recipe == before and screen.query_one("#f-method-rank", Input).value == "abc"
+        await type_into(pilot, "#f-train-lr", "-1")
+        assert "train.lr: must be > 0" in str(screen.query_one("#f-train-lr-error", Static).content)
+        await type_into(pilot, "#file-path", "out.toml")
+        await pilot.press("ctrl+s")
+        assert not Path("out.toml").exists() and "fix the field" in message(screen)
+        await type_into(pilot, "#f-method-rank", "8")
+        assert screen.recipe.method.rank == 8 and screen.recipe.method.alpha == 16
+        assert not screen.query_one("#f-method-rank-error").display
+
+
+async def test_export_then_import_gives_the_same_recipe(workdir):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f3")
+        screen = app.screen
+        await type_into(pilot, "#f-method-rank", "8")
+        await type_into(pilot, "#f-method-targets", "q_proj, v_proj")
+        await type_into(pilot, "#f-train-lr", "3e-4")
+        await type_into(pilot, "#f-data-path", "data/train.jsonl")
+        await type_into(pilot, "#file-path", "mine.toml")
+        await pilot.press("ctrl+s")
+        exported = screen.recipe
+        assert "wrote mine.toml" in message(screen)
+        assert rc.load("mine.toml") == exported and exported.method.targets == ("q_proj", "v_proj")
+        await type_into(pilot, "#f-method-rank", "32")
+        assert screen.recipe != exported
+        await type_into(pilot, "#file-path", "mine.toml")
+        await pilot.press("ctrl+o")
+        assert screen.recipe == exported and screen.query_one("#f-method-rank", Input).value == "8"
+        assert "imported" in message(screen)
+
+
+async def test_a_bad_recipe_shows_every_error_in_place_and_changes_nothing(workdir):
+    Path("bad.toml").write_text('version = 1\n[method]\nname = "lora"\nrnak = 8\n[train]\nlr = "fast"\n')
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f3")
+        screen = app.screen
+        await type_into(pilot, "#f-method-rank", "4")
+        before = screen.recipe
+        await type_into(pilot, "#file-path", "bad.toml")
+        await pilot.press("ctrl+o")
+        shown = message(screen)
+        assert "not imported, nothing changed" in shown
+        assert "method.rnak: unknown key; did you mean rank? (line 4)" in shown
+        assert 'train.lr: expected a number, got "fast" (line 6)' in shown
+        assert screen.recipe == before and screen.query_one("#f-method-rank", Input).value == "4"
+        assert Path("bad.toml").read_text().count("rnak") == 1  # the file is untouched
+
+
+async def test_export_asks_before_overwriting(workdir):
+    Path("keep.toml").write_text("# mine\n")
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f3")
+        await type_into(pilot, "#file-path", "keep.toml")
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.1)
+        await pilot.press("n")
+        await pilot.pause(0.1)
+        assert Path("keep.toml").read_text() == "# mine\n"
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.1)
+        await pilot.press("y")
+        await pilot.pause(0.1)
+        assert rc.load("keep.toml") == app.screen.recipe
+
+
+async def test_launch_starts_the_trainer_and_opens_the_monitor(workdir, launcher):
+    app = make_app(launcher)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f3")
+        await type_into(pilot, "#f-output-dir", "runs/from-ui")
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: app.current_mode == "monitor")
+        monitor = app.screen
+        await wait_until(pilot, lambda: monitor.view.done)
+        assert str(monitor.run_dir) == "runs/from-ui" and monitor.view.status == "ok"
+        assert rc.load("runs/from-ui.toml").output.dir == "runs/from-ui"
+        await pilot.press("f3")
+        await pilot.press("ctrl+r")  # the same folder again: refused, said where
+        assert "already holds a run" in message(app.screen)
