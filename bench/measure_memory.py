@@ -240,7 +240,7 @@ def cases_holdout() -> list[dict]:
     base = dict(rank=16, targets="all-linear", batch=2, seq=1024, grad_ckpt=False)
     out = []
     for model in ("qwen2.5-1.5b", "qwen3-1.7b", "mistral-7b"):
-        for m in ("full", "lora", "rslora", "dora", "vera", "qlora", "galore", "loraplus"):
+        for m in ("full", "lora", "dora", "vera", "qlora", "galore"):
             if m == "galore" and model == "mistral-7b":
                 continue
             out.append(dict(base, model=model, method=m))
@@ -249,13 +249,29 @@ def cases_holdout() -> list[dict]:
     return out
 
 
+def measure_and_append(case: dict, out: Path, quiet: bool = False) -> dict:
+    try:
+        res = run_case(case)
+    except Exception as err:  # noqa: BLE001 - record the failure and go on
+        res = dict(case, ok=False, error=f"{type(err).__name__}: {str(err)[:300]}")
+    gc.collect()
+    torch.cuda.empty_cache()
+    with out.open("a") as f:
+        f.write(json.dumps(res) + "\n")
+    return res if quiet else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="calib", help="calib | holdout | comma list of 'model:method'")
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget-s", type=float, default=540.0, help="stop starting new cases after this")
     ap.add_argument("--skip", type=int, default=0, help="skip the first N cases (resume a cut-short run)")
+    ap.add_argument("--isolate", action="store_true", help="run each case in a fresh process (no leaks between cases)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        return measure_and_append(json.loads(args.one), Path(args.out))
     cases = {"calib": cases_calib, "holdout": cases_holdout}[args.cases]()[args.skip:]
     start = time.perf_counter()
     out = Path(args.out)
@@ -265,16 +281,16 @@ def main() -> int:
         if time.perf_counter() - start > args.budget_s:
             print(f"budget reached after {i} cases", flush=True)
             break
-        case = dict(case, set=args.cases, gpu=torch.cuda.get_device_name(),
-                    torch=torch.__version__)
-        try:
-            res = run_case(case)
-        except Exception as err:  # noqa: BLE001 - record the failure and go on
-            res = dict(case, ok=False, error=f"{type(err).__name__}: {str(err)[:300]}")
-        gc.collect()
-        torch.cuda.empty_cache()
-        with out.open("a") as f:
-            f.write(json.dumps(res) + "\n")
+        case = dict(case, set=args.cases, gpu=torch.cuda.get_device_name(), torch=torch.__version__)
+        if args.isolate:
+            import subprocess
+
+            before = len(out.read_text().splitlines()) if out.exists() else 0
+            subprocess.run([sys.executable, __file__, "--one", json.dumps(case), "--out", str(out)], check=False)
+            lines = out.read_text().splitlines() if out.exists() else []
+            res = json.loads(lines[-1]) if len(lines) > before else dict(case, ok=False, error="process died")
+        else:
+            res = measure_and_append(case, out, quiet=True)
         gib = (res.get("peak_reserved_bytes") or 0) / 2**30
         print(f"[{time.perf_counter() - start:6.1f}s] {case['model']:14s} {case['method']:9s} "
               f"b{case['batch']} s{case['seq']} gc={int(case['grad_ckpt'])} -> {gib:7.2f} GiB "

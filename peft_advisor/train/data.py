@@ -91,6 +91,8 @@ def read_rows(path: str, base_dir: Path | None = None):
             loader = FILE_LOADERS.get(source.suffix.lower())
             if loader is None:
                 raise bad(f"{source}: unsupported file type; use {', '.join(FILE_LOADERS)}")
+            if not source.read_bytes()[:4096].strip():
+                raise bad(f"{path} has no rows")
             loaded = datasets.load_dataset(loader, data_files=str(source), split="train")
         else:
             loaded = datasets.load_dataset(source)

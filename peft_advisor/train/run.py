@@ -166,7 +166,7 @@ class Run:
             trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
             state = trainer.state
             if self.callback.stop_requested and state.global_step < state.max_steps:
-                status = "cancelled"
+                status, message = "cancelled", f"stopped at step {state.global_step}; continue it with --resume"
             elif self.data.eval is not None and not any(
                 "eval_loss" in h and h.get("step") == state.global_step for h in state.log_history
             ):

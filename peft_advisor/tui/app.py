@@ -93,12 +93,12 @@ class PeftAdvisorApp(App[int]):
         self.get_screen_stack("recipe")[0].set_recipe(message.recipe)
 
     async def on_monitor_requested(self, message: MonitorRequested) -> None:
-        await self.open_monitor(message.run_dir, message.process)
+        await self.open_monitor(message.run_dir, message.launched)
 
-    async def open_monitor(self, run_dir: Path, process=None) -> None:
-        """Show the monitor following `run_dir`; `process` is the Popen when we launched it."""
+    async def open_monitor(self, run_dir: Path, launched=None) -> None:
+        """Show the monitor following `run_dir`; `launched` is set when this UI started the run."""
         await self.switch_mode("monitor")
-        self.get_screen_stack("monitor")[0].follow(Path(run_dir), process)
+        self.get_screen_stack("monitor")[0].follow(Path(run_dir), launched)
 
 
 def run_app(monitor: str | Path | None = None, output_root: str | Path | None = None, **_) -> int:

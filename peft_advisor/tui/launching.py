@@ -31,17 +31,11 @@ def with_estimate(recipe: rc.Recipe) -> rc.Recipe:
 
 
 def launch_recipe(services, recipe: rc.Recipe):
-    """Save the recipe beside its run folder and start the trainer; returns (run_dir, process)."""
+    """Save the recipe beside its run folder and start the trainer; returns (run_dir, launched)."""
     run_dir = Path(recipe.output.dir).expanduser()
-    if (run_dir / "events.jsonl").exists():
-        raise UserError(
-            f"output.dir: {run_dir} already holds a run; choose another output dir", ExitCode.EXISTS
-        )
+    if run_dir.exists():
+        raise UserError(f"output.dir: {run_dir} exists already; choose another output dir", ExitCode.EXISTS)
     recipe = with_estimate(recipe)
     recipe_path = run_dir.parent / f"{run_dir.name}.toml"
     rc.save(recipe, recipe_path, force=True, header="Launched from the peft-advisor terminal UI.")
-    try:
-        process = services.start_run(recipe_path, run_dir)
-    except OSError as err:
-        raise UserError(f"could not start the trainer: {err}", ExitCode.TRAIN_FAILED) from None
-    return run_dir, process
+    return run_dir, services.start_run(recipe_path, run_dir)  # raises UserError when it cannot start

@@ -32,8 +32,8 @@ class MonitorRequested(Message):
     """Show this run folder in the monitor (a run just launched, or one picked from the list)."""
 
     run_dir: Path
-    process: Any = None
-    """The `Popen` when this UI launched the run (gives the exit code); None when re-attaching."""
+    launched: Any = None
+    """The `launch.Launched` when this UI started the run (gives the exit code); None to re-attach."""
 
 
 @dataclass

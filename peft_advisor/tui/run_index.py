@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peft_advisor.core.events import EventTail, RunSummary, summarize
-from peft_advisor.tui.services import pid_alive, run_pid
+from peft_advisor.tui.services import run_pid, trainer_alive
 
 MARKERS = ("events.jsonl", "run.json", "recipe.toml")
 
@@ -54,7 +54,7 @@ def read_run(path: Path) -> RunInfo:
     return RunInfo(
         path=path,
         summary=summary,
-        alive=pid_alive(run_pid(path) or summary.pid) if not summary.done else False,
+        alive=trainer_alive(run_pid(path) or summary.pid) if not summary.done else False,
         mtime=max(mtimes, default=0.0),
         method=summary.method or _recipe_method(path / "recipe.toml"),
         adapter_bytes=summary.adapter_bytes or _file_size(path / "adapter_model.safetensors"),

@@ -6,8 +6,6 @@ that runs `tests/fixtures/fake_trainer.py`. Screens reach these only through `ap
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -38,7 +36,7 @@ class Services:
     prober: Any = field(default_factory=_real_prober)
     """A `peft_advisor.probe.Prober`; its `snapshot()` is called from a thread every second."""
     start_run: Callable[[Path, Path], Any] = _real_start
-    """`(recipe_path, run_dir) -> Popen`; the child must outlive the UI (its own session)."""
+    """`(recipe_path, run_dir) -> launch.Launched`; the child must outlive the UI (own session)."""
     stop_run: Callable[[Path], None] = _real_stop
     """Asks the run in `run_dir` to stop gracefully (SIGINT to the pid in run.json)."""
     output_root: Path = field(default_factory=lambda: Path("runs"))
@@ -47,25 +45,14 @@ class Services:
 
 def run_pid(run_dir: Path) -> int | None:
     """The trainer's pid as the launcher recorded it in run.json, or None."""
-    try:
-        data = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
-        return int(data["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    from peft_advisor.launch import read_run_json
+
+    pid = read_run_json(run_dir).get("pid")
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
 
 
-def pid_alive(pid: int | None) -> bool:
-    """True while a process with this pid exists (a zombie child counts as gone)."""
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a finished child we have not reaped yet is a zombie: treat it as gone
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+def trainer_alive(pid: int | None) -> bool:
+    """True while that pid is a live trainer (not a zombie, not a reused pid of another program)."""
+    from peft_advisor.launch import trainer_alive as alive
+
+    return alive(pid)

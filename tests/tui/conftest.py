@@ -3,10 +3,7 @@ that runs the fake trainer, and no cursor blink (so snapshots are stable)."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +19,8 @@ sys.path.insert(0, str(TESTS))  # tests/fakes.py
 from fakes import FakeProber, fake_no_gpu_result, fake_probe_result  # noqa: E402
 
 from peft_advisor.tui.app import PeftAdvisorApp  # noqa: E402
-from peft_advisor.tui.services import Services, run_pid  # noqa: E402
+from peft_advisor import launch  # noqa: E402
+from peft_advisor.tui.services import Services  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -32,28 +30,28 @@ def no_cursor_blink(monkeypatch):
 
 
 class FakeLauncher:
-    """Starts tests/fixtures/fake_trainer.py the way `launch.start` starts the real trainer:
-    its own session, stdout+stderr to train.log, the pid in run.json."""
+    """Starts tests/fixtures/fake_trainer.py the way `launch.start` starts the real trainer: its
+    own session, stdout+stderr to train.log, the pid in run.json, a `launch.Launched` back.
+    Stopping goes through the real `launch.stop` (SIGINT to the pid in run.json)."""
 
     def __init__(self, *extra: str):
         self.extra = list(extra)
         self.started: list[subprocess.Popen] = []
 
-    def start(self, recipe_path: Path, run_dir: Path) -> subprocess.Popen:
+    def start(self, recipe_path: Path, run_dir: Path) -> launch.Launched:
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, str(FAKE_TRAINER), str(recipe_path), "--run-dir", str(run_dir), *self.extra]
+        run_dir.mkdir(parents=True)
+        argv = [sys.executable, str(FAKE_TRAINER), str(recipe_path), "--run-dir", str(run_dir),
+                "--label", "peft_advisor.train", *self.extra]
         with open(run_dir / "train.log", "ab") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        (run_dir / "run.json").write_text(json.dumps({"pid": proc.pid, "argv": argv}) + "\n")
+        launch.write_run_json(run_dir, proc.pid, argv)
         self.started.append(proc)
-        return proc
+        return launch.Launched(proc, run_dir, run_dir / "train.log", None)
 
     @staticmethod
-    def stop(run_dir: Path) -> None:
-        pid = run_pid(Path(run_dir))
-        if pid is not None:
-            os.kill(pid, signal.SIGINT)
+    def stop(run_dir: Path) -> bool:
+        return launch.stop(run_dir)
 
     def cleanup(self) -> None:
         for proc in self.started:

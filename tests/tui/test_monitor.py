@@ -53,8 +53,9 @@ async def test_live_run_updates_then_ends(workdir, launcher):
     app = make_app(launcher)
     async with app.run_test(size=(100, 30)) as pilot:
         recipe = updated(Recipe(), {"output.dir": "runs/live"})
-        run_dir, process = launch_recipe(app.services, recipe)
-        await app.open_monitor(run_dir, process)
+        run_dir, launched = launch_recipe(app.services, recipe)
+        await app.open_monitor(run_dir, launched)
+        process = launched.process
         screen = app.screen
         await wait_until(pilot, lambda: 3 <= screen.view.step < 30)
         progress_mid = screen.query_one(ProgressBar).percentage
@@ -70,8 +71,9 @@ async def test_stop_asks_then_sends_sigint(workdir):
     app = make_app(fake)
     try:
         async with app.run_test(size=(100, 30)) as pilot:
-            run_dir, process = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/stopme"}))
-            await app.open_monitor(run_dir, process)
+            run_dir, launched = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/stopme"}))
+            await app.open_monitor(run_dir, launched)
+            process = launched.process
             screen = app.screen
             await wait_until(pilot, lambda: screen.view.step >= 3)
             await pilot.press("s")
@@ -95,8 +97,9 @@ async def test_trainer_dying_shows_exit_code_and_log(workdir):
     app = make_app(fake)
     try:
         async with app.run_test(size=(100, 30)) as pilot:
-            run_dir, process = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/dies"}))
-            await app.open_monitor(run_dir, process)
+            run_dir, launched = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/dies"}))
+            await app.open_monitor(run_dir, launched)
+            process = launched.process
             screen = app.screen
             await wait_until(pilot, lambda: screen.exit_note is not None)
             assert "exit code 3" in text_of(screen, "#summary")
@@ -110,8 +113,9 @@ async def test_partial_and_malformed_lines_are_survived(workdir):
     app = make_app(fake)
     try:
         async with app.run_test(size=(100, 30)) as pilot:
-            run_dir, process = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/messy"}))
-            await app.open_monitor(run_dir, process)
+            run_dir, launched = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/messy"}))
+            await app.open_monitor(run_dir, launched)
+            process = launched.process
             screen = app.screen
             await wait_until(pilot, lambda: screen.view.done)
             assert [s for s, _ in screen.view.losses] == list(range(1, 21))
@@ -124,8 +128,9 @@ async def test_reattach_to_a_run_started_earlier(workdir):
     try:
         first = make_app(fake)
         async with first.run_test(size=(100, 30)) as pilot:
-            run_dir, process = launch_recipe(first.services, updated(Recipe(), {"output.dir": "runs/bg"}))
-            await first.open_monitor(run_dir, process)
+            run_dir, launched = launch_recipe(first.services, updated(Recipe(), {"output.dir": "runs/bg"}))
+            await first.open_monitor(run_dir, launched)
+            process = launched.process
             await wait_until(pilot, lambda: first.screen.view.step >= 3)
         assert process.poll() is None  # closing the UI left the trainer running
         second = make_app(monitor=str(run_dir))  # `peft-advisor monitor runs/bg`: no Popen, only run.json

@@ -11,10 +11,14 @@ from peft_advisor.core import recipe as rc
 
 
 async def type_into(pilot, selector: str, text: str) -> None:
+    """Short values are typed key by key; long ones are pasted (the same Input.Changed path)."""
     field = pilot.app.screen.query_one(selector, Input)
     field.focus()
     field.value = ""
-    await pilot.press(*text)
+    if len(text) <= 4:
+        await pilot.press(*text)
+    else:
+        field.insert_text_at_cursor(text)
     await pilot.pause(0.05)
 
 
@@ -113,4 +117,4 @@ async def test_launch_starts_the_trainer_and_opens_the_monitor(workdir, launcher
         assert rc.load("runs/from-ui.toml").output.dir == "runs/from-ui"
         await pilot.press("f3")
         await pilot.press("ctrl+r")  # the same folder again: refused, said where
-        assert "already holds a run" in message(app.screen)
+        assert "runs/from-ui exists already" in message(app.screen)

@@ -10,7 +10,7 @@ the UI leaves it running, and `follow()` re-attaches to it later.
 
 from __future__ import annotations
 
-import json
+import shutil
 import time
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from textual_plotext import PlotextPlot
 from peft_advisor.core.events import EventTail, RunSummary
 from peft_advisor.core.units import fmt_bytes, fmt_file_bytes
 from peft_advisor.tui.messages import GpusProbed, TrainingEnded, TrainingEventsReceived
-from peft_advisor.tui.services import pid_alive, run_pid
+from peft_advisor.tui.services import run_pid, trainer_alive
 from peft_advisor.tui.text_tail import TextTail
 from peft_advisor.tui.widgets.budget_bar import BudgetBar
 from peft_advisor.tui.widgets.log_tail import LogTail
@@ -49,7 +49,8 @@ class MonitorScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.run_dir: Path | None = None
-        self.process = None
+        self.launched = None
+        """The `launch.Launched` when this UI started the run (it knows the exit code)."""
         self.view = RunSummary()
         self.exit_note: str | None = None
         """Set when the trainer died without an `end` event."""
@@ -85,10 +86,10 @@ class MonitorScreen(Screen):
 
     # ------------------------------------------------------------------ following a run
 
-    def follow(self, run_dir: Path, process=None) -> None:
-        """Show `run_dir` from its first event; `process` is the Popen if this UI launched it."""
+    def follow(self, run_dir: Path, launched=None) -> None:
+        """Show `run_dir` from its first event; `launched` is set when this UI started the run."""
         self.workers.cancel_group(self, "trainer")
-        self.run_dir, self.process = Path(run_dir), process
+        self.run_dir, self.launched = Path(run_dir), launched
         self.view, self.exit_note, self.gpu = RunSummary(), None, None
         for panel in self.query(MetricPanel):
             panel.clear()
@@ -97,23 +98,24 @@ class MonitorScreen(Screen):
         self.query_one("#summary").display = False
         self._refresh_panels()
         self._draw_plot()
-        self._tail_events(self.run_dir, process)
+        self._tail_events(self.run_dir, launched)
 
     @work(thread=True, group="trainer", exclusive=True, exit_on_error=False, description="tail events.jsonl")
-    def _tail_events(self, run_dir: Path, process) -> None:
+    def _tail_events(self, run_dir: Path, launched) -> None:
         """Post each tick's new events and log lines; stop once the trainer is gone."""
         worker = get_current_worker()
-        events, log = EventTail(run_dir / "events.jsonl"), TextTail(run_dir / "train.log")
+        staging_log = getattr(launched, "log_path", None) if getattr(launched, "staging_dir", None) else None
+        events, log = EventTail(run_dir / "events.jsonl"), TextTail(run_dir / "train.log", staging_log)
         seen_end = False
         while not worker.is_cancelled:
-            alive, returncode = _process_state(run_dir, process)
+            alive, returncode = _process_state(run_dir, launched)
             batch, lines = events.poll(final=not alive), log.poll()
             if batch or lines:
                 self.post_message(TrainingEventsReceived(run_dir, batch, lines))
             seen_end = seen_end or any(e.get("kind") == "end" for e in batch)
             if not alive:  # everything written before the exit has been read above
                 if not seen_end:
-                    self.post_message(TrainingEnded(run_dir, returncode, _death_note(returncode)))
+                    self.post_message(TrainingEnded(run_dir, returncode, _death_note(run_dir, launched, returncode, log)))
                 return
             time.sleep(POLL_S)
 
@@ -251,34 +253,37 @@ class MonitorScreen(Screen):
         if not yes or self.run_dir is None:
             return
         try:
-            self.app.services.stop_run(self.run_dir)
-        except Exception as err:  # a UserError from launch.stop, or the OS refusing the signal
+            sent = self.app.services.stop_run(self.run_dir)
+        except OSError as err:  # the OS refused the signal
             self.notify(f"Could not stop: {err}", severity="error")
             return
-        self.notify("Stop requested: waiting for the checkpoint and the end event…")
+        if sent is False:
+            self.notify("The trainer is not running any more.", severity="warning")
+        else:
+            self.notify("Stop requested: waiting for the checkpoint and the end event…")
 
 
 # ---------------------------------------------------------------------- helpers
 
 
-def _process_state(run_dir: Path, process) -> tuple[bool, int | None]:
-    """(alive, returncode). With our own Popen we know the exit code; re-attached we only know
-    whether the pid recorded in run.json still exists."""
+def _process_state(run_dir: Path, launched) -> tuple[bool, int | None]:
+    """(alive, returncode). With our own child we know the exit code; re-attached we only know
+    whether the trainer recorded in run.json still runs."""
+    process = getattr(launched, "process", None)
     if process is not None:
         code = process.poll()
         return code is None, code
-    pid = run_pid(run_dir)
-    if pid_alive(pid):
-        return True, None
-    try:
-        data = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        code = data.get("returncode", data.get("exit_code"))
-        return False, int(code) if code is not None else None
-    except (OSError, ValueError, TypeError, AttributeError):
-        return False, None
+    return trainer_alive(run_pid(run_dir)), None
 
 
-def _death_note(returncode: int | None) -> str:
+def _death_note(run_dir: Path, launched, returncode: int | None, log: TextTail) -> str:
+    """Why the trainer is gone without an `end` event, in one line."""
+    if not run_dir.exists() and getattr(launched, "staging_dir", None) is not None:
+        from peft_advisor.launch import failure_message
+
+        reason = failure_message(log.text())  # setup failed: the run folder was never made
+        shutil.rmtree(launched.staging_dir, ignore_errors=True)
+        return f"not started (exit code {returncode}): {reason}"
     code = f"with exit code {returncode}" if returncode is not None else "(exit code unknown: not started by this UI)"
     return f"the trainer is gone {code} and wrote no end event; see the log below"
 

@@ -81,6 +81,7 @@ class RecipeScreen(Screen):
         self.bad: dict[str, str] = {}
         """Recipe key -> the problem with what is typed there now."""
         self._loading = False
+        self._preview_timer = None
 
     def compose(self) -> ComposeResult:
         yield NavBar("recipe")
@@ -137,7 +138,9 @@ class RecipeScreen(Screen):
             return
         self.bad.pop(key, None)
         self._show_error(key, "")
-        self._refresh_preview()
+        if self._preview_timer is not None:  # redraw the long preview once typing pauses
+            self._preview_timer.stop()
+        self._preview_timer = self.set_timer(0.2, self._refresh_preview)
 
     def _show_error(self, key: str, message: str) -> None:
         self.query_one("#" + field_id(key) + "-error", Static).update(message)
@@ -224,11 +227,11 @@ class RecipeScreen(Screen):
         from peft_advisor.tui.launching import launch_recipe
 
         try:
-            run_dir, process = launch_recipe(self.app.services, self.recipe)
+            run_dir, launched = launch_recipe(self.app.services, self.recipe)
         except UserError as err:
             self._file_message(str(err), error=True)
             return
         self._file_message(f"launched {run_dir}")
         from peft_advisor.tui.messages import MonitorRequested
 
-        self.post_message(MonitorRequested(run_dir, process))
+        self.post_message(MonitorRequested(run_dir, launched))

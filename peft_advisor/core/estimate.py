@@ -1,0 +1,366 @@
+"""Peak GPU memory, adapter size and trainable parameters of each fine-tuning method.
+
+The model is a component breakdown of what PyTorch's caching allocator holds at the peak of a
+training step on the stack peft-advisor launches: bf16 base weights, peft adapters kept in fp32
+(peft's default `autocast_adapter_dtype`), fused torch AdamW (transformers' default optimizer on
+torch >= 2.8), SDPA attention, the loss over the whole vocabulary, and for QLoRA bitsandbytes NF4
+with peft's `prepare_model_for_kbit_training`.
+
+Each term is counted from the tensors autograd really saves (checked against per-phase
+measurements on an H200, `bench/results/`), not from a blanket multiplier:
+- frozen linear layers save nothing for backward, but each LoRA layer saves an fp32 copy of its
+  input (peft casts the input to the adapter's dtype), DoRA also keeps its base and LoRA outputs,
+  VeRA keeps its scaled projections;
+- `prepare_model_for_kbit_training` casts embeddings, norms and lm_head to fp32, so QLoRA's
+  residual stream and activations are fp32, and fp32 attention with grouped KV heads falls back
+  to SDPA's math kernel, which saves the full (heads x seq x seq) probability matrix;
+- the loss upcasts logits to fp32: log-softmax saves 4 bytes per vocabulary entry per token, and
+  its backward briefly holds two more such buffers (12 bytes per token per vocab entry in all).
+
+The allocator reserves more than it hands out (rounding and fragmentation); that overhead is a
+fitted fraction of the transient and gradient bytes, tuned on measured cases and checked on
+held-out architectures (`bench/calibrate.py`). Only the pure arithmetic lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
+from peft_advisor.core.model_spec import ModelSpec
+from peft_advisor.core.units import GIB
+
+METHODS = ("full", "lora", "rslora", "dora", "loraplus", "vera", "galore", "qlora")
+LORA_FAMILY = ("lora", "rslora", "dora", "loraplus", "qlora")
+TARGET_PRESETS = ("all-linear", "attention", "mlp")
+
+FP32, BF16 = 4, 2
+NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit codes + 8-bit absmax per 64 + fp32 per 256 blocks
+
+# Fitted on the H200 calibration set (bench/calibrate.py); see the module docstring.
+ALLOC_OVERHEAD = {"activations": 0.06, "logits": 0.15, "gradients": 0.15}
+"""Reserved-minus-allocated bytes per byte of short-lived tensors (activations, logits) and of
+gradients, which are allocated piecemeal while activations are freed and so fragment the cache."""
+BAND = (0.90, 1.12)
+"""Low/high factors around the expected peak: the spread of the residuals on measured cases."""
+CONTEXT_BASE_BYTES = int(0.45 * GIB)
+CONTEXT_PER_TOTAL = 0.0065
+"""CUDA context + libraries + driver reservation: NVML used minus torch reserved measured 1.35 GiB
+on a 140 GiB H200; the driver's reservation grows with the card's size."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The knobs of one fine-tune that change its memory, speed and adapter size."""
+
+    method: str
+    rank: int = 16
+    """LoRA-family rank (VeRA uses `vera_rank`)."""
+    targets: str | tuple[str, ...] = "all-linear"
+    """`all-linear`, `attention`, `mlp`, or module names such as ("q_proj", "v_proj")."""
+    batch_size: int = 1
+    """Micro-batch: the sequences in one forward pass."""
+    seq_len: int = 1024
+    grad_ckpt: bool = False
+    grad_accum: int = 1
+    """Does not change the peak; keeps the effective batch when the micro-batch shrinks."""
+    galore_rank: int = 128
+    galore_layerwise: bool = False
+    galore_8bit: bool = False
+    vera_rank: int = 256
+    vera_save_projection: bool = True
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise UserError(
+                f"unknown method {self.method!r}{did_you_mean(self.method, METHODS)} (choose from {', '.join(METHODS)})",
+                ExitCode.UNKNOWN_METHOD,
+            )
+        for name in ("rank", "batch_size", "seq_len", "grad_accum", "galore_rank", "vera_rank"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"{name} must be a whole number >= 1, got {value!r}", ExitCode.USAGE)
+        if isinstance(self.targets, list):
+            object.__setattr__(self, "targets", tuple(self.targets))
+
+    @property
+    def tokens(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["targets"] = self.targets if isinstance(self.targets, str) else list(self.targets)
+        d["quant"] = "nf4" if self.method == "qlora" else None
+        return d
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Expected peak memory and sizes of one method with one set of settings."""
+
+    settings: Settings
+    peak_bytes: int
+    """Expected peak reserved by PyTorch's caching allocator (CUDA context excluded)."""
+    low_bytes: int
+    high_bytes: int
+    context_bytes: int
+    """CUDA context, libraries and driver reservation: outside the allocator, inside the card."""
+    adapter_bytes: int
+    """Size of the saved adapter file (the full model for `full` and `galore`)."""
+    trainable_params: int
+    breakdown: dict[str, int] = field(default_factory=dict)
+    """weights, trainable, gradients, optimizer, activations, logits, overhead (sum = peak)."""
+    calibrated: str | None = None
+    """Set when a local measurement adjusted this estimate (says which)."""
+
+    @property
+    def total_bytes(self) -> int:
+        """What the card must have free: the allocator's peak plus the CUDA context."""
+        return self.peak_bytes + self.context_bytes
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.settings.method,
+            "settings": self.settings.to_dict(),
+            "peak_bytes": self.peak_bytes,
+            "low_bytes": self.low_bytes,
+            "high_bytes": self.high_bytes,
+            "context_bytes": self.context_bytes,
+            "total_bytes": self.total_bytes,
+            "adapter_bytes": self.adapter_bytes,
+            "trainable_params": self.trainable_params,
+            "breakdown": dict(self.breakdown),
+            "calibrated": self.calibrated,
+        }
+
+
+# ---------------------------------------------------------------- targets and parameter counts
+
+
+def resolve_targets(spec: ModelSpec, targets) -> tuple[str, ...]:
+    """Module names that an adapter (or GaLore's projection) applies to."""
+    if isinstance(targets, str):
+        key = targets.strip().lower()
+        if key in ("all-linear", "all_linear", "all"):
+            return spec.linear_names
+        if key in ("attention", "attn"):
+            return tuple(lin.name for lin in spec.linears if lin.group == "attn")
+        if key == "mlp":
+            return tuple(lin.name for lin in spec.linears if lin.group == "mlp")
+        targets = tuple(t.strip() for t in key.split(",") if t.strip())
+    names = tuple(targets)
+    unknown = [t for t in names if t not in spec.linear_names]
+    if unknown or not names:
+        bad = unknown[0] if unknown else "(none)"
+        raise UserError(
+            f"target module {bad!r} is not in {spec.id}{did_you_mean(bad, spec.linear_names)} "
+            f"(modules: {', '.join(spec.linear_names)}; or all-linear, attention, mlp)",
+            ExitCode.USAGE,
+        )
+    return names
+
+
+def _targets(spec: ModelSpec, s: Settings):
+    return [spec.linear(name) for name in resolve_targets(spec, s.targets)]
+
+
+def trainable_params(spec: ModelSpec, s: Settings) -> int:
+    """Parameters the optimizer updates (peft's `print_trainable_parameters` count)."""
+    if s.method in ("full", "galore"):
+        return spec.total_params
+    L, targets = spec.num_layers, _targets(spec, s)
+    if s.method == "vera":  # lambda_d (rank) and lambda_b (d_out) per adapted layer
+        return L * sum(s.vera_rank + lin.d_out for lin in targets)
+    lora = L * sum(s.rank * (lin.d_in + lin.d_out) for lin in targets)
+    if s.method == "dora":  # one magnitude per output feature
+        lora += L * sum(lin.d_out for lin in targets)
+    return lora
+
+
+def _vera_projection_params(spec: ModelSpec, s: Settings) -> int:
+    """VeRA's shared frozen A (r x max d_in) and B (max d_out x r), sized for the largest target."""
+    targets = _targets(spec, s)
+    return s.vera_rank * (max(t.d_in for t in targets) + max(t.d_out for t in targets))
+
+
+def adapter_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Bytes of the saved weights file (safetensors payload, header excluded).
+
+    peft saves adapters in the dtype they train in (fp32); `full` and `galore` save the whole
+    model in bf16. VeRA also saves its shared projections unless `save_projection=False`.
+    """
+    if s.method in ("full", "galore"):
+        return spec.total_params * BF16
+    n = trainable_params(spec, s)
+    if s.method == "vera" and s.vera_save_projection:
+        n += _vera_projection_params(spec, s)
+    return n * FP32
+
+
+# ---------------------------------------------------------------- static memory
+
+
+def _weight_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Base model weights as loaded (plus VeRA's frozen projections)."""
+    if s.method != "qlora":
+        extra = _vera_projection_params(spec, s) * FP32 if s.method == "vera" else 0
+        return spec.total_params * BF16 + extra
+    linear = spec.num_layers * sum(lin.d_in * lin.d_out for lin in spec.linears)
+    rest = spec.total_params - linear  # embeddings, norms, biases, lm_head: cast to fp32
+    return int(linear * NF4_BYTES_PER_PARAM) + rest * FP32
+
+
+def _galore_state_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Adam moments on rank-r projected gradients plus the projection matrix, per GaLore target;
+    ordinary Adam moments on everything GaLore does not project (embeddings, norms, lm_head)."""
+    state = 1 if s.galore_8bit else BF16
+    projected = 0
+    per_layer = 0
+    for lin in _targets(spec, s):
+        r = min(s.galore_rank, lin.d_in, lin.d_out)
+        big, small = max(lin.d_in, lin.d_out), min(lin.d_in, lin.d_out)
+        per_layer += 2 * big * r * state + small * r * BF16
+        projected += lin.d_in * lin.d_out
+    projected *= spec.num_layers
+    rest = spec.total_params - projected
+    return spec.num_layers * per_layer + rest * 2 * state
+
+
+def _optimizer_bytes(spec: ModelSpec, s: Settings, n_trainable: int) -> int:
+    if s.method == "galore":
+        return _galore_state_bytes(spec, s)
+    return 2 * n_trainable * (BF16 if s.method == "full" else FP32)
+
+
+def _gradient_bytes(spec: ModelSpec, s: Settings, n_trainable: int) -> int:
+    """Gradients alive at the end of backward. Layer-wise GaLore steps each weight inside
+    backward and frees its gradient, so only the largest single gradient is ever held."""
+    if s.method == "galore" and s.galore_layerwise:
+        return max(spec.embedding_params, max(lin.d_in * lin.d_out for lin in spec.linears)) * BF16
+    return n_trainable * (BF16 if s.method in ("full", "galore") else FP32)
+
+
+# ---------------------------------------------------------------- activations
+
+
+def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
+    """Bytes autograd saves per token in one decoder block, without checkpointing."""
+    h, i, L = spec.hidden_size, spec.intermediate_size, spec.num_layers
+    q, kv, heads = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim, spec.num_heads
+    fp32_acts = s.method == "qlora"
+    a = FP32 if fp32_acts else BF16
+    norms = spec.norm_params_per_layer // h if spec.norm_params_per_layer >= h else 2
+    norms = min(norms, 4)
+    total = norms * 4 * h  # RMSNorm keeps its fp32 input for backward
+    if fp32_acts and spec.num_kv_heads < spec.num_heads:
+        # fp32 + grouped KV: SDPA's math kernel (expanded K/V, the probability matrix)
+        total += FP32 * 3 * q + FP32 * heads * s.seq_len
+    else:  # flash / memory-efficient: q, k, v, output and the log-sum-exp
+        total += a * (2 * q + 2 * kv) + FP32 * heads
+    total += 3 * a * i  # gate output (SiLU), SiLU output and up output (their product)
+    if s.method in ("full", "galore"):
+        # trainable weights also need every linear input and the norms' bf16 outputs
+        total += norms * BF16 * h + BF16 * (2 * h + q + i) + BF16 * i
+        return total
+    targets = _targets(spec, s)
+    if s.method == "vera":
+        return total + sum(FP32 * (s.vera_rank + t.d_out) for t in targets)
+    if fp32_acts:  # inputs are fp32 already: adapters sharing an input share the saved tensor
+        total += FP32 * sum({_input_of(t): t.d_in for t in targets}.values())
+    else:  # peft casts each adapted layer's input to fp32: one copy per target
+        total += FP32 * sum(t.d_in for t in targets)
+    total += FP32 * s.rank * len(targets)
+    if s.method == "dora":  # base result (bf16) and LoRA result (fp32) kept for the magnitude
+        total += (BF16 + FP32) * sum(t.d_out for t in targets)
+    return total
+
+
+def _input_of(lin) -> str:
+    """Which tensor feeds a linear layer: q/k/v read the same normed input, as do gate and up."""
+    if lin.name in ("o_proj", "down_proj"):
+        return lin.name
+    return lin.group
+
+
+def _logits_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Peak of the loss: log-softmax output (fp32), its incoming and outgoing gradients."""
+    return 12 * s.tokens * spec.vocab_size
+
+
+def _activation_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Saved activations at the start of backward (logits excluded)."""
+    per_layer = _act_bytes_per_token_layer(spec, s)
+    h, a = spec.hidden_size, FP32 if s.method == "qlora" else BF16
+    final = 4 * h + (BF16 * h if s.method in ("full", "galore") else 0)
+    if s.grad_ckpt:  # each block keeps its input; one block is recomputed at a time
+        return s.tokens * (spec.num_layers * a * h + final)
+    return s.tokens * (spec.num_layers * per_layer + final)
+
+
+def _recompute_bytes(spec: ModelSpec, s: Settings) -> int:
+    """With checkpointing: one block's activations plus the gradient flowing through it."""
+    if not s.grad_ckpt:
+        return 0
+    return s.tokens * (_act_bytes_per_token_layer(spec, s) + 2 * FP32 * spec.hidden_size)
+
+
+def _kernel_scratch_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Short-lived per-layer buffers: NF4 weights dequantised to fp32 for one matmul."""
+    if s.method == "qlora":
+        return max(lin.d_in * lin.d_out for lin in spec.linears) * FP32
+    return 0
+
+
+# ---------------------------------------------------------------- the estimate
+
+
+def estimate(spec: ModelSpec, s: Settings, total_vram_bytes: int | None = None) -> Estimate:
+    """Expected peak memory of one training step; `total_vram_bytes` sizes the CUDA context."""
+    n_trainable = trainable_params(spec, s)
+    weights = _weight_bytes(spec, s)
+    trainable = 0 if s.method in ("full", "galore") else n_trainable * FP32
+    optimizer = _optimizer_bytes(spec, s, n_trainable)
+    grads_total = _gradient_bytes(spec, s, n_trainable)
+    acts = _activation_bytes(spec, s)
+    logits = _logits_bytes(spec, s)
+    scratch = _kernel_scratch_bytes(spec, s)
+    recompute = _recompute_bytes(spec, s)
+    # Start of backward: every saved activation plus the loss's buffers. End of backward (or
+    # during a checkpointed block): all gradients, what is left of the activations.
+    forward_peak = acts + max(logits, recompute) + scratch
+    backward_end = grads_total + (acts if s.grad_ckpt else 0) + scratch
+    transient = max(forward_peak, backward_end)
+    grads_at_peak = grads_total if backward_end >= forward_peak else 0
+    k = ALLOC_OVERHEAD
+    overhead = int(
+        k["activations"] * (acts + recompute)
+        + k["logits"] * logits
+        + k["gradients"] * grads_total
+    )
+    static = weights + trainable + optimizer
+    peak = static + transient + overhead
+    breakdown = {
+        "weights": weights,
+        "trainable": trainable,
+        "gradients": grads_at_peak,
+        "optimizer": optimizer,
+        "activations": (transient - grads_at_peak) - (logits if forward_peak >= backward_end else 0),
+        "logits": logits if forward_peak >= backward_end else 0,
+        "overhead": overhead,
+    }
+    context = CONTEXT_BASE_BYTES + int(CONTEXT_PER_TOTAL * (total_vram_bytes or 140 * GIB))
+    return Estimate(
+        settings=s,
+        peak_bytes=int(peak),
+        low_bytes=int(peak * BAND[0]),
+        high_bytes=int(peak * BAND[1]),
+        context_bytes=context,
+        adapter_bytes=adapter_bytes(spec, s),
+        trainable_params=n_trainable,
+        breakdown=breakdown,
+    )
+
+
+def with_settings(s: Settings, **changes) -> Settings:
+    """A copy of `s` with some knobs changed (the recommender's search uses this)."""
+    return replace(s, **changes)

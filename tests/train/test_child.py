@@ -1,0 +1,132 @@
+"""The trainer as a real child process: `peft-advisor train` end to end, Ctrl-C (SIGINT) saving a
+checkpoint and ending `cancelled`, resuming to the same result as an uninterrupted run, and bad
+input giving one line and no run folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from peft_advisor import launch
+from peft_advisor.core.errors import ExitCode
+from peft_advisor.core.events import read_events
+
+
+def cli(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "peft_advisor", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+    )
+
+
+def wait_for_step(run_dir, step: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        events, _ = read_events(run_dir / "events.jsonl")
+        if any(e["kind"] == "step" and e["step"] >= step for e in events):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no step {step} within {timeout_s} s")
+
+
+def test_train_cli_runs_and_monitor_replays_it(make_recipe, tmp_path):
+    recipe = make_recipe("lora", **{"train.max_steps": 3, "train.save_every": 0, "train.eval_every": 0})
+    run_dir = tmp_path / "run"
+    done = cli("train", recipe, "--run-dir", run_dir)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("start  lora")
+    assert sum(line.startswith("step ") for line in lines) == 3
+    assert "[####################]  100%" in [l for l in lines if l.startswith("step ")][-1]
+    assert lines[-1].startswith("end    ok")
+    for name in ("train.log", "events.jsonl", "recipe.toml", "run.json", "adapter_model.safetensors", "trainer_state.json"):
+        assert (run_dir / name).is_file(), name
+    assert "peft-advisor: run ended ok" in (run_dir / "train.log").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+    replay = cli("monitor", run_dir)  # a finished run: the same lines, at once
+    assert replay.returncode == 0
+    assert replay.stdout.splitlines()[1:] == lines[1:]
+
+
+def test_sigint_checkpoints_cancels_and_resume_matches_a_straight_run(make_recipe, tmp_path):
+    from peft_advisor.train.__main__ import main
+
+    changes = {"train.max_steps": 40, "train.save_every": 0, "train.eval_every": 0, "data.eval_split": 0}
+    recipe = make_recipe("lora", **changes)
+    straight = tmp_path / "straight"
+    assert main([str(recipe), "--run-dir", str(straight)]) == 0
+
+    run_dir = tmp_path / "stopped"
+    child = launch.start(recipe, run_dir)
+    launch.wait_started(child)
+    wait_for_step(run_dir, 3)
+    assert launch.stop(run_dir)  # SIGINT to the pid in run.json
+    assert child.process.wait(timeout=120) == ExitCode.INTERRUPTED
+    events, skipped = read_events(run_dir / "events.jsonl")
+    end = events[-1]
+    assert skipped == 0 and end["kind"] == "end" and end["status"] == "cancelled"
+    stopped_at = max(e["step"] for e in events if e["kind"] == "step")
+    assert 3 <= stopped_at < 40
+    assert (run_dir / f"checkpoint-{stopped_at}" / "adapter_model.safetensors").is_file()
+    assert events[-2] == {**events[-2], "kind": "checkpoint", "step": stopped_at}
+    assert not launch.stop(run_dir)  # nothing left to stop
+
+    assert main([str(recipe), "--run-dir", str(run_dir), "--resume"]) == 0
+    resumed, _ = read_events(run_dir / "events.jsonl")
+    straight_end = read_events(straight / "events.jsonl")[0][-1]
+    assert resumed[-1]["status"] == "ok"
+    assert resumed[-1]["final_loss"] == pytest.approx(straight_end["final_loss"], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "case, code, needle",
+    [
+        ("missing", ExitCode.BAD_DATA, "no such file or folder"),
+        ("columns", ExitCode.BAD_DATA, "expected instruction+output[+input], messages, prompt+completion or text"),
+        ("empty", ExitCode.BAD_DATA, "has no rows"),
+        ("too_long", ExitCode.BAD_DATA, "longer than data.max_seq_len = 8"),
+        ("recipe", ExitCode.BAD_RECIPE, "train.rnak: unknown key"),
+    ],
+)
+def test_bad_input_is_one_line_and_no_run_folder(case, code, needle, make_recipe, tmp_path, capsys):
+    """In-process child (fast), then once through the CLI to check the launcher cleans up."""
+    from peft_advisor.train.__main__ import main
+
+    data = tmp_path / "data.jsonl"
+    if case == "columns":
+        data.write_text('{"question": "1+1", "answer": "2"}\n')
+    elif case == "empty":
+        data.write_text("")
+    changes = {"data.path": str(data)} if case in ("columns", "empty", "missing") else {}
+    if case == "too_long":
+        changes["data.max_seq_len"] = 8
+    recipe = make_recipe(**changes)
+    if case == "recipe":
+        recipe.write_text(recipe.read_text().replace("[train]", "[train]\nrnak = 3"))
+    run_dir = tmp_path / "run"
+    assert main([str(recipe), "--run-dir", str(run_dir)]) == code
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("peft-advisor: ")]
+    assert len(err) == 1 and needle in err[0], err
+    assert not run_dir.exists()
+
+
+def test_bad_data_through_the_cli_leaves_nothing_behind(make_recipe, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"question": "1+1"}\n')
+    recipe = make_recipe(**{"data.path": str(data)})
+    done = cli("train", recipe, "--run-dir", tmp_path / "runs" / "x")
+    assert done.returncode == ExitCode.BAD_DATA
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("peft-advisor: data: ") and "question" in last
+    assert list((tmp_path / "runs").iterdir()) == []  # neither the run folder nor the staging folder
+
+
+def test_existing_run_folder_is_refused_without_resume(make_recipe, tmp_path):
+    (tmp_path / "run").mkdir()
+    done = cli("train", make_recipe(), "--run-dir", tmp_path / "run")
+    assert done.returncode == ExitCode.EXISTS
+    assert "--resume" in done.stderr
