@@ -91,7 +91,9 @@ def read_rows(path: str, base_dir: Path | None = None):
             loader = FILE_LOADERS.get(source.suffix.lower())
             if loader is None:
                 raise bad(f"{source}: unsupported file type; use {', '.join(FILE_LOADERS)}")
-            if not source.read_bytes()[:4096].strip():
+            with open(source, "rb") as fh:
+                empty = not fh.read(4096).strip()
+            if empty:
                 raise bad(f"{path} has no rows")
             loaded = datasets.load_dataset(loader, data_files=str(source), split="train")
         else:

@@ -9,6 +9,7 @@ load time (QLoRA's 4-bit weights) is in `quantization_config`; what needs a GPU 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 from peft_advisor.core.errors import ExitCode, UserError
@@ -169,7 +170,19 @@ def build_vera(model, recipe) -> Built:
 
 def build_galore(model, recipe) -> Built:
     """Full-parameter training with GaLore's low-rank gradient projection (Trainer's `galore_*` optims)."""
+    import torch
+    from galore_torch.galore_projector import GaLoreProjector
+
+    # Checkpoints hold each matrix's projector; allow exactly that class through torch.load's
+    # weights_only unpickler, so --resume restores it instead of failing.
+    torch.serialization.add_safe_globals([GaLoreProjector])
     m = recipe.method
+    if m.galore_layerwise and recipe.train.save_every:
+        print(
+            "peft-advisor: note: layer-wise GaLore keeps its optimizer and lr-schedule state outside the "
+            "checkpoints (a transformers limitation); --resume restores the weights and restarts that state",
+            file=sys.stderr,
+        )
     optim = "galore_adamw_8bit" if m.galore_8bit else "galore_adamw"
     if m.galore_layerwise:
         optim += "_layerwise"

@@ -54,6 +54,7 @@ class Run:
         from transformers import set_seed
 
         from peft_advisor.train import data, methods
+        from peft_advisor.train.model import estimate_for, load_model, load_tokenizer, resolve_model
 
         r = self.recipe
         self.cuda = torch.cuda.is_available()
@@ -67,8 +68,9 @@ class Run:
         model = load_model(self.model_path, r, self.cuda)
         self.estimate = estimate_for(model, r)
         self.built = methods.build(model, r)
+        self.check_report_to()
         self.create_run_folder()
-        self.trainer = self.make_trainer()
+        self.make_callback()
 
     def check_run_dir(self) -> None:
         if self.resume:
@@ -107,16 +109,19 @@ class Run:
         except OSError:
             raise UserError(f"{self.run_dir}: run folder appeared meanwhile; not overwriting", ExitCode.EXISTS) from None
 
-    def make_trainer(self):
-        from transformers import Trainer, TrainingArguments
+    def check_report_to(self) -> None:
+        import importlib.util
 
-        from peft_advisor.train.data import Collator, exact_match
+        name = self.recipe.output.report_to
+        if name != "none" and importlib.util.find_spec(name) is None:
+            raise UserError(f"output.report_to = {name!r} needs the {name} package installed", ExitCode.BAD_RECIPE)
+
+    def make_callback(self) -> None:
+        """The events writer and callback; from here on every ending is an `end` event."""
+        from peft_advisor.train.data import exact_match
         from peft_advisor.train.events_callback import EventsCallback, EventWriter
 
-        r, d = self.recipe, self.data
-        kwargs = training_args(r, self.run_dir, self.cuda, d.eval is not None, self.resume)
-        args = TrainingArguments(**{**kwargs, **self.built.args})
-        model = self.built.model
+        r, d, model = self.recipe, self.data, self.built.model
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = model.get_nb_trainable_parameters()[1] if hasattr(model, "get_nb_trainable_parameters") else None
         start = {
@@ -137,13 +142,21 @@ class Run:
                 return exact_match(m, tok, d.eval_prompts, d.eval_answers, d.add_special_tokens)
         self.writer = EventWriter(self.run_dir / "events.jsonl")
         self.callback = EventsCallback(self.writer, start, r.train.micro_batch * r.train.grad_accum, accuracy)
+
+    def make_trainer(self):
+        from transformers import Trainer, TrainingArguments
+
+        from peft_advisor.train.data import Collator
+
+        d = self.data
+        kwargs = training_args(self.recipe, self.run_dir, self.cuda, d.eval is not None, self.resume)
         return Trainer(
-            model=model,
-            args=args,
+            model=self.built.model,
+            args=TrainingArguments(**{**kwargs, **self.built.args}),
             train_dataset=d.train,
             eval_dataset=d.eval,
-            data_collator=Collator(tok.pad_token_id),
-            processing_class=tok,
+            data_collator=Collator(self.tokenizer.pad_token_id),
+            processing_class=self.tokenizer,
             optimizers=self.built.optimizers,
             callbacks=[self.callback],
         )
@@ -161,8 +174,9 @@ class Run:
         import torch
 
         previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        trainer, status, message = self.trainer, "ok", None
+        status, message, self.trainer = "ok", None, None
         try:
+            trainer = self.trainer = self.make_trainer()
             trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
             state = trainer.state
             if self.callback.stop_requested and state.global_step < state.max_steps:
@@ -177,7 +191,7 @@ class Run:
             status = "oom"
             peak = torch.cuda.max_memory_reserved() if self.cuda else 0
             self.callback.peak_bytes = max(self.callback.peak_bytes, peak)
-            message = f"CUDA out of memory at step {trainer.state.global_step}: peak {peak} bytes reserved"
+            message = f"CUDA out of memory at step {self.step()}: peak {peak} bytes reserved"
             est = getattr(self.estimate, "peak_bytes", None)
             message += f", estimate {est} bytes" if est else ""
         except KeyboardInterrupt:
@@ -191,8 +205,11 @@ class Run:
         self.end(status, message)
         return int(EXIT[status])
 
+    def step(self) -> int:
+        return self.trainer.state.global_step if self.trainer else 0
+
     def end(self, status: str, message: str | None) -> None:
-        history = self.trainer.state.log_history
+        history = self.trainer.state.log_history if self.trainer else []
         losses = [h["loss"] for h in history if "loss" in h]
         evals = [h["eval_loss"] for h in history if "eval_loss" in h]
         if self.cuda:
@@ -254,75 +271,5 @@ def training_args(r, run_dir: Path, cuda: bool, has_eval: bool, resume: bool) ->
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
         remove_unused_columns=False,
+        prediction_loss_only=True,  # eval needs the loss, not every logit gathered in memory
     )
-
-
-def resolve_model(model_id: str) -> str:
-    """The folder or Hub id to load: the converted demo, a local folder, a preset's Hub id."""
-    from peft_advisor.core.model_spec import load_preset, preset_ids
-
-    if model_id == "demo":
-        from peft_advisor.train.demo import ensure_demo_model
-
-        return str(ensure_demo_model())
-    path = Path(model_id).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(f"model.id: {model_id}: folder has no config.json", ExitCode.UNKNOWN_MODEL)
-        return str(path)
-    if model_id.lower() in preset_ids():
-        hf_id = load_preset(model_id.lower()).hf_id
-        if not hf_id:
-            raise UserError(f"model.id: preset {model_id} names no Hub model to load", ExitCode.UNKNOWN_MODEL)
-        return hf_id
-    if model_id.startswith((".", "/", "~")):
-        raise UserError(f"model.id: no such folder: {model_id}", ExitCode.UNKNOWN_MODEL)
-    return model_id
-
-
-def _load_error(path: str, err: Exception) -> UserError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return UserError(f"model.id: cannot load {path}: {first[:300]}", ExitCode.UNKNOWN_MODEL)
-
-
-def load_tokenizer(path: str, trust_remote_code: bool):
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as err:
-        raise _load_error(path, err) from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-    return tok
-
-
-def load_model(path: str, r, cuda: bool):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from peft_advisor.train.methods import quantization_config
-
-    dtype = getattr(torch, r.model.dtype) if cuda else torch.float32
-    if dtype == torch.float16 and r.method.name in ("full", "galore"):
-        dtype = torch.float32  # fp16 weights cannot be trained with a GradScaler; fp16 autocast instead
-    kwargs = {"dtype": dtype, "trust_remote_code": r.model.trust_remote_code}
-    if quantization_config(r) is not None:
-        kwargs.update(quantization_config=quantization_config(r), device_map={"": 0})
-    try:
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, KeyError) as err:
-        raise _load_error(path, err) from None
-
-
-def estimate_for(model, r):
-    """The lead's estimate for this model and recipe, or None when it cannot be made."""
-    try:
-        from peft_advisor.core.estimate import estimate
-        from peft_advisor.core.model_spec import from_hf_config
-
-        spec = from_hf_config(model.config.to_dict(), source=r.model.id)
-        return estimate(spec, recipes.settings_from_recipe(r))
-    except Exception as err:  # the estimate is advice; it must never stop a run
-        print(f"peft-advisor: no estimate for this run ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
-        return None

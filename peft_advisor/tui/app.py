@@ -64,18 +64,17 @@ class PeftAdvisorApp(App[int]):
     ]
 
     def __init__(self, services: Services | None = None, monitor: str | Path | None = None):
+        # The first screen is the first mode's, so no blank default screen is built and painted.
+        self.DEFAULT_MODE = "monitor" if monitor else "advisor"
         super().__init__()
         self.services = services or Services()
         """Probe, launcher and output root; tests pass fakes."""
         self.start_run_dir = Path(monitor) if monitor else None
         """Open the monitor on this folder instead of the advisor."""
-        self.theme = DARK_THEME
 
     async def on_mount(self) -> None:
         if self.start_run_dir is not None:
             await self.open_monitor(self.start_run_dir)
-        else:
-            await self.switch_mode("advisor")
 
     # ------------------------------------------------------------------ routing
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import FakeLauncher, make_app, wait_until
-from textual.widgets import ProgressBar, Static
+from textual.widgets import Static
 
 from peft_advisor.core.recipe import Recipe, updated
 from peft_advisor.tui.launching import launch_recipe
 from peft_advisor.tui.widgets.log_tail import LogTail
 from peft_advisor.tui.widgets.metric_panel import MetricPanel
+from peft_advisor.tui.widgets.progress_line import ProgressLine
 
 
 def text_of(screen, selector: str) -> str:
@@ -18,7 +19,7 @@ def text_of(screen, selector: str) -> str:
 
 
 def log_text(screen) -> str:
-    return "\n".join(strip.text for strip in screen.query_one(LogTail).lines)
+    return screen.query_one(LogTail).text()
 
 
 async def test_monitor_shows_a_canned_run(workdir):
@@ -28,14 +29,14 @@ async def test_monitor_shows_a_canned_run(workdir):
         await wait_until(pilot, lambda: screen.view.done)
         await pilot.pause(0.4)  # the plot redraws on its own timer
         assert len(screen.view.losses) == 60 and len(screen.view.eval_losses) == 6
-        assert "step 60/60" in text_of(screen, "#progress-label")
-        assert screen.query_one(ProgressBar).percentage == 1.0
+        progress = screen.query_one(ProgressLine)
+        assert "step 60/60" in progress.caption and progress.fraction == 1.0
         assert "ok" in text_of(screen, "#run-title")
         summary = text_of(screen, "#summary")
         assert "final loss 0.8206" in summary and "19.5 MB" in summary and "(95%)" in summary
-        assert screen.query_one("#m-loss", MetricPanel).value == "0.8206"
+        metrics = screen.query_one(MetricPanel)
+        assert metrics.value_of("loss") == "0.8206" and metrics.value_of("eval loss") == "0.9206 · acc 60%"
         assert "step 60/60" in log_text(screen)
-        assert screen.view.skipped_lines if hasattr(screen.view, "skipped_lines") else True
 
 
 async def test_monitor_survives_a_trainer_that_died_without_end(workdir):
@@ -58,11 +59,11 @@ async def test_live_run_updates_then_ends(workdir, launcher):
         process = launched.process
         screen = app.screen
         await wait_until(pilot, lambda: 3 <= screen.view.step < 30)
-        progress_mid = screen.query_one(ProgressBar).percentage
+        progress_mid = screen.query_one(ProgressLine).fraction
         await wait_until(pilot, lambda: screen.view.done)
-        assert 0 < progress_mid < 1.0 and screen.query_one(ProgressBar).percentage == 1.0
+        assert 0 < progress_mid < 1.0 and screen.query_one(ProgressLine).fraction == 1.0
         assert screen.view.status == "ok" and len(screen.view.losses) == 30
-        assert "ETA" not in text_of(screen, "#progress-label")
+        assert "ETA" not in screen.query_one(ProgressLine).caption
         assert Path("runs/live.toml").is_file()  # the recipe it launched from
 
 

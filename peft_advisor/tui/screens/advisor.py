@@ -94,9 +94,13 @@ class AdvisorScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#gpu-notice").display = False
+        self.query_one("#in-model", Input).focus()
+        # Probe and advise once the first frame is out: the first paint waits for nothing.
+        self.call_after_refresh(self._start_background_work)
+
+    def _start_background_work(self) -> None:
         self.set_interval(1.0, self._probe_gpus)
         self._probe_gpus()
-        self.query_one("#in-model", Input).focus()
         self._schedule()
 
     # ------------------------------------------------------------------ GPUs

@@ -3,7 +3,7 @@
 A thread worker follows both files from the last byte read every 0.25 s and posts one batch per
 tick; the handler folds the batch into a `core.events.RunSummary` (the same fold the CLI's
 `monitor` uses) and redraws inside `batch_update()`. The plot
-is redrawn at most ~3 times a second however fast events arrive. GPU memory comes from NVML once
+is redrawn at most once a second however fast events arrive; the numbers every tick. GPU memory comes from NVML once
 a second while the run is live. The trainer is never our responsibility to keep alive: quitting
 the UI leaves it running, and `follow()` re-attaches to it later.
 """
@@ -19,7 +19,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, ProgressBar, Static
+from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
@@ -30,10 +30,13 @@ from peft_advisor.tui.services import run_pid, trainer_alive
 from peft_advisor.tui.text_tail import TextTail
 from peft_advisor.tui.widgets.budget_bar import BudgetBar
 from peft_advisor.tui.widgets.log_tail import LogTail
-from peft_advisor.tui.widgets.metric_panel import MetricPanel
+from peft_advisor.tui.widgets.metric_panel import Metric, MetricPanel
+from peft_advisor.tui.widgets.progress_line import ProgressLine
 from peft_advisor.tui.widgets.nav_bar import NavBar
 
+NO_RUN = "No run yet: launch one from the Recipe screen (F3) or open one from Runs (F5)."
 POLL_S = 0.25
+PLOT_EVERY_S = 2.0  # a plotext redraw costs ~20 ms: at most every 2 s while live; the numbers update every tick
 PLOT_POINTS = 400  # more points than this are averaged into bins: plotext slows with thousands
 
 
@@ -56,23 +59,18 @@ class MonitorScreen(Screen):
         """Set when the trainer died without an `end` event."""
         self.gpu = None
         self._plot_dirty = False
+        self._texts: dict[str, str] = {}
+        """Last text of each Static, so unchanged ones are not redrawn."""
 
     def compose(self) -> ComposeResult:
         yield NavBar("monitor")
-        yield Static("No run yet: launch one from the Recipe screen (F3) or open one from Runs (F5).", id="run-title")
-        with Horizontal(id="progress-row"):
-            yield ProgressBar(id="progress", show_eta=False)
-            yield Static("", id="progress-label")
+        yield Static(NO_RUN, id="run-title")
+        yield ProgressLine(id="progress")
         with Horizontal(id="main"):
             yield PlotextPlot(id="loss-plot")
             with Vertical(id="side"):
-                yield MetricPanel("loss", spark=True, id="m-loss")
-                yield MetricPanel("eval loss", id="m-eval")
-                yield MetricPanel("lr", id="m-lr")
-                yield MetricPanel("grad norm", id="m-grad")
-                yield MetricPanel("tokens/s", id="m-tps")
+                yield MetricPanel(id="metrics")
                 yield BudgetBar(id="mem-bar")
-                yield MetricPanel("GPU", id="m-gpu")
         yield Static("", id="summary")
         log = LogTail(id="log")
         log.border_title = "train.log"
@@ -80,7 +78,7 @@ class MonitorScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.set_interval(0.3, self._redraw_plot_if_dirty)
+        self.set_interval(PLOT_EVERY_S, self._redraw_plot_if_dirty)
         self.set_interval(1.0, self._maybe_probe_gpu)
         self._draw_plot()
 
@@ -91,9 +89,8 @@ class MonitorScreen(Screen):
         self.workers.cancel_group(self, "trainer")
         self.run_dir, self.launched = Path(run_dir), launched
         self.view, self.exit_note, self.gpu = RunSummary(), None, None
-        for panel in self.query(MetricPanel):
-            panel.clear()
         self.query_one(LogTail).clear()
+        self._texts.clear()
         self.query_one("#summary", Static).update("")
         self.query_one("#summary").display = False
         self._refresh_panels()
@@ -130,6 +127,8 @@ class MonitorScreen(Screen):
             if message.events:
                 self._refresh_panels()
                 self._plot_dirty = True
+                if self.view.done:
+                    self._redraw_plot_if_dirty()
 
     def on_training_ended(self, message: TrainingEnded) -> None:
         if message.run_dir != self.run_dir or self.view.done:
@@ -141,27 +140,31 @@ class MonitorScreen(Screen):
 
     def _refresh_panels(self) -> None:
         v = self.view
-        self.query_one("#run-title", Static).update(self._title())
+        self._set_text("#run-title", self._title())
+        progress = self.query_one(ProgressLine)
         total = v.total_steps
-        self.query_one(ProgressBar).update(total=total, progress=v.step if total else 0)
+        progress.fraction = v.progress
         eta = "" if v.done or self.exit_note else f" · ETA {fmt_duration(v.eta_s)}"
         step_text = f"step {v.step}/{total}" if total else f"step {v.step}"
-        self.query_one("#progress-label", Static).update(f"{step_text} · {fmt_duration(v.wall_s)}{eta}")
-        loss_panel = self.query_one("#m-loss", MetricPanel)
-        loss_panel.value = _fmt(v.last_loss, "{:.4f}")
-        loss_panel.history = tuple(loss for _, loss in v.losses[-200:])
+        progress.caption = f"{step_text} · {fmt_duration(v.wall_s)}{eta}"
         acc = v.eval_accuracies[-1][1] if v.eval_accuracies else None
-        acc_text = f" · acc {acc:.0%}" if acc is not None else ""
-        self.query_one("#m-eval", MetricPanel).push(None, _fmt(v.last_eval_loss, "{:.4f}") + acc_text)
-        self.query_one("#m-lr", MetricPanel).push(None, _fmt(v.lr, "{:.2e}"))
-        self.query_one("#m-grad", MetricPanel).push(v.grad_norm, _fmt(v.grad_norm, "{:.3f}"))
-        self.query_one("#m-tps", MetricPanel).push(v.tokens_per_s, _fmt(v.tokens_per_s, "{:,.0f}"))
+        gpu = self.gpu if self._live() else None
+        gpu_text = "—" if gpu is None else (f"{_fmt(gpu.utilization_pct, '{}%')} {_fmt(gpu.temperature_c, '{}°C')} "
+                                           f"{_fmt(gpu.power_w, '{:.0f} W')}")
+        self.query_one(MetricPanel).rows = (
+            Metric("loss", _fmt(v.last_loss, "{:.4f}"), tuple(loss for _, loss in v.losses[-120:])),
+            Metric("eval loss", _fmt(v.last_eval_loss, "{:.4f}") + (f" · acc {acc:.0%}" if acc is not None else "")),
+            Metric("lr", _fmt(v.lr, "{:.2e}")),
+            Metric("grad norm", _fmt(v.grad_norm, "{:.3f}")),
+            Metric("tokens/s", _fmt(v.tokens_per_s, "{:,.0f}")),
+            Metric("GPU", gpu_text),
+        )
         self._refresh_memory()
         self._refresh_summary()
 
     def _title(self) -> str:
         if self.run_dir is None:
-            return "No run yet: launch one from the Recipe screen (F3) or open one from Runs (F5)."
+            return NO_RUN
         v = self.view
         status = "died" if self.exit_note else v.status
         colour = {"ok": "green", "running": "cyan", "cancelled": "yellow", "waiting": "cyan"}.get(status, "red")
@@ -170,10 +173,9 @@ class MonitorScreen(Screen):
 
     def _refresh_memory(self) -> None:
         v = self.view
-        membar, gpu_panel = self.query_one("#mem-bar", BudgetBar), self.query_one("#m-gpu", MetricPanel)
+        membar = self.query_one("#mem-bar", BudgetBar)
         if not str(v.device or "").startswith("cuda"):
             membar.show([], None, "memory: " + ("CPU run, no GPU memory" if v.device else "—"))
-            gpu_panel.push(None, "—")
             return
         reserved = v.mem_reserved_bytes or 0
         parts = [("torch reserved", reserved)]
@@ -182,17 +184,21 @@ class MonitorScreen(Screen):
             parts.append(("other (NVML)", max(0, gpu.used_bytes - reserved)))
         caption = f"peak {fmt_bytes(v.mem_peak_bytes)} / est. {fmt_bytes(v.estimate_peak_bytes)}"
         membar.show(parts, v.estimate_peak_bytes, caption)
-        if gpu is None:
-            gpu_panel.push(None, "—")
-        else:
-            gpu_panel.push(None, f"{_fmt(gpu.utilization_pct, '{}%')} {_fmt(gpu.temperature_c, '{}°C')} "
-                                 f"{_fmt(gpu.power_w, '{:.0f} W')}")
 
     def _refresh_summary(self) -> None:
-        summary = self.query_one("#summary", Static)
         text = _summary_text(self.view, self.exit_note)
-        summary.display = bool(text)
-        summary.update(text)
+        if text != self._texts.get("#summary"):
+            self._texts["#summary"] = text
+            summary = self.query_one("#summary", Static)
+            summary.display = bool(text)
+            summary.update(text)
+
+    def _set_text(self, selector: str, text: str) -> None:
+        """Update a one-line Static only when its text changed, without a layout pass (its size
+        is fixed by CSS): at 10 events a second, layout passes would cost most of the CPU."""
+        if self._texts.get(selector) != text:
+            self._texts[selector] = text
+            self.query_one(selector, Static).update(text, layout=False)
 
     def _redraw_plot_if_dirty(self) -> None:
         if self._plot_dirty:
@@ -234,7 +240,7 @@ class MonitorScreen(Screen):
     def on_gpus_probed(self, message: GpusProbed) -> None:
         message.stop()
         self.gpu = message.result
-        self._refresh_memory()
+        self._refresh_panels()
 
     def action_toggle_log(self) -> None:
         log = self.query_one(LogTail)

@@ -57,10 +57,16 @@ class BudgetBar(Widget):
     BudgetBar { height: auto; min-height: 2; }
     """
 
-    data: reactive[tuple[tuple[tuple[str, int], ...], int | None, str]] = reactive(((), None, ""), layout=True)
+    data: reactive[tuple[tuple[tuple[str, int], ...], int | None, str]] = reactive(((), None, ""))
 
     def show(self, parts: list[tuple[str, int]], limit_bytes: int | None, caption: str = "") -> None:
         self.data = (tuple((str(k), int(v)) for k, v in parts), limit_bytes, caption)
+
+    def watch_data(self, old, new) -> None:
+        """A layout pass only when the number of lines changes (the monitor updates often)."""
+        width = self.content_region.width or 40
+        if self.get_content_height(None, None, width) != self.content_region.height:
+            self.refresh(layout=True)
 
     def render(self) -> Text:
         parts, limit_bytes, caption = self.data

@@ -1,9 +1,13 @@
-"""One live number with a label and, given room, a sparkline of its recent history.
+"""Live numbers, one per line (`label ... value`), some with a sparkline of recent values.
 
-Panels never read files: the monitor sets `value` and calls `push()` ("attributes down").
+One widget draws every metric of the monitor: at 10 events a second each extra widget costs its
+own render and style work per frame, so the panel is a single render. Panels never read files:
+the monitor sets `rows` ("attributes down").
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.reactive import reactive
@@ -22,38 +26,46 @@ def sparkline(values: list[float], width: int) -> str:
     return "".join(SPARKS[min(7, int((v - low) / span * 7.999))] for v in values)
 
 
+@dataclass(frozen=True)
+class Metric:
+    label: str
+    value: str = "—"
+    history: tuple[float, ...] | None = None
+    """Recent values for a sparkline line under the metric; None for no sparkline."""
+
+
 class MetricPanel(Widget):
-    """`label  value` on the first line; a sparkline under it when the panel is 2+ lines high."""
+    """Set `rows` to a tuple of `Metric`; the panel is as high as its lines."""
 
     DEFAULT_CSS = """
-    MetricPanel { height: 1; }
-    MetricPanel.-spark { height: 2; }
+    MetricPanel { height: auto; }
     """
 
-    value: reactive[str] = reactive("—")
-    history: reactive[tuple[float, ...]] = reactive(())
+    rows: reactive[tuple[Metric, ...]] = reactive(())
 
-    def __init__(self, label: str, *, spark: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.label = label
-        self.set_class(spark, "-spark")
+    def value_of(self, label: str) -> str | None:
+        return next((m.value for m in self.rows if m.label == label), None)
 
-    def push(self, number: float | None, text: str) -> None:
-        """Show `text` and remember `number` for the sparkline (kept to the last 200)."""
-        self.value = text
-        if number is not None:
-            self.history = (self.history + (float(number),))[-200:]
+    def watch_rows(self, old: tuple[Metric, ...], new: tuple[Metric, ...]) -> None:
+        if _lines(old) != _lines(new):
+            self.refresh(layout=True)
 
-    def clear(self) -> None:
-        self.value = "—"
-        self.history = ()
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return max(1, _lines(self.rows))
 
     def render(self) -> Text:
         width = self.content_region.width or 20
-        line = Text(self.label, style="bold")
-        pad = max(1, width - len(self.label) - len(self.value))
-        line.append(" " * pad + self.value)
-        if self.has_class("-spark"):
-            line.append("\n")
-            line.append(sparkline(list(self.history), width), style="cyan")
-        return line
+        out = Text(no_wrap=True, overflow="ellipsis")
+        for i, m in enumerate(self.rows):
+            if i:
+                out.append("\n")
+            out.append(m.label, style="bold")
+            out.append(" " * max(1, width - len(m.label) - len(m.value)) + m.value)
+            if m.history is not None:
+                out.append("\n")
+                out.append(sparkline(list(m.history), width), style="cyan")
+        return out
+
+
+def _lines(rows) -> int:
+    return sum(2 if m.history is not None else 1 for m in rows)

@@ -1,0 +1,85 @@
+"""Loading the base model and tokenizer a recipe names, and the estimate for it.
+
+`model.id` may be "demo" (the embedded SmolLM2, converted once into the user cache), a local
+folder, a preset id (loaded by its Hub id) or a Hub id in the local cache. A model that cannot be
+loaded is one `UserError(UNKNOWN_MODEL)` line, raised before the run folder exists.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from peft_advisor.core import recipe as recipes
+from peft_advisor.core.errors import ExitCode, UserError
+
+
+def resolve_model(model_id: str) -> str:
+    """The folder or Hub id to load: the converted demo, a local folder, a preset's Hub id."""
+    from peft_advisor.core.model_spec import load_preset, preset_ids
+
+    if model_id == "demo":
+        from peft_advisor.train.demo import ensure_demo_model
+
+        return str(ensure_demo_model())
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model.id: {model_id}: folder has no config.json", ExitCode.UNKNOWN_MODEL)
+        return str(path)
+    if model_id.lower() in preset_ids():
+        hf_id = load_preset(model_id.lower()).hf_id
+        if not hf_id:
+            raise UserError(f"model.id: preset {model_id} names no Hub model to load", ExitCode.UNKNOWN_MODEL)
+        return hf_id
+    if model_id.startswith((".", "/", "~")):
+        raise UserError(f"model.id: no such folder: {model_id}", ExitCode.UNKNOWN_MODEL)
+    return model_id
+
+
+def _load_error(path: str, err: Exception) -> UserError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(f"model.id: cannot load {path}: {first[:300]}", ExitCode.UNKNOWN_MODEL)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(path, err) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def load_model(path: str, r, cuda: bool):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from peft_advisor.train.methods import quantization_config
+
+    dtype = getattr(torch, r.model.dtype) if cuda else torch.float32
+    if dtype == torch.float16 and r.method.name in ("full", "galore"):
+        dtype = torch.float32  # fp16 weights cannot be trained with a GradScaler; fp16 autocast instead
+    kwargs = {"dtype": dtype, "trust_remote_code": r.model.trust_remote_code}
+    if quantization_config(r) is not None:
+        kwargs.update(quantization_config=quantization_config(r), device_map={"": 0})
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise _load_error(path, err) from None
+
+
+def estimate_for(model, r):
+    """The lead's estimate for this model and recipe, or None when it cannot be made."""
+    try:
+        from peft_advisor.core.estimate import estimate
+        from peft_advisor.core.model_spec import from_hf_config
+
+        spec = from_hf_config(model.config.to_dict(), source=r.model.id)
+        return estimate(spec, recipes.settings_from_recipe(r))
+    except Exception as err:  # the estimate is advice; it must never stop a run
+        print(f"peft-advisor: no estimate for this run ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
+        return None

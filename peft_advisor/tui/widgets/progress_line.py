@@ -1,0 +1,39 @@
+"""One line: a progress bar, the percentage, and a caption (step, elapsed time, ETA).
+
+Drawn as one widget instead of Textual's ProgressBar (three widgets) because the monitor
+redraws it on every batch of events; the ETA comes from the run's own timestamps, so it is right
+after re-attaching too.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+BAR_WIDTH = 30
+
+
+class ProgressLine(Widget):
+    """`fraction` in [0, 1] or None (unknown total), and a `caption`."""
+
+    DEFAULT_CSS = """
+    ProgressLine { height: 1; }
+    """
+
+    fraction: reactive[float | None] = reactive(None)
+    caption: reactive[str] = reactive("")
+
+    def render(self) -> Text:
+        width = min(BAR_WIDTH, max(10, (self.content_region.width or 80) // 3))
+        out = Text(no_wrap=True, overflow="ellipsis")
+        if self.fraction is None:
+            out.append("░" * width, "dim")
+            out.append("   —  ")
+        else:
+            done = round(self.fraction * width)
+            out.append("█" * done, "green" if self.fraction >= 1 else "cyan")
+            out.append("░" * (width - done), "dim")
+            out.append(f" {self.fraction:4.0%} ")
+        out.append(self.caption)
+        return out

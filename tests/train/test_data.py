@@ -1,0 +1,148 @@
+"""Data loading, format detection, prompt masking, packing and exact match, with the byte tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peft_advisor.core import recipe as rc
+from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.train import data
+
+from tests.train.tiny import byte_tokenizer, sums, write_jsonl
+
+
+def cfg(path, **changes) -> rc.DataSection:
+    return rc.updated(rc.Recipe(), {"data.path": str(path), "data.max_seq_len": 64, **changes}).data
+
+
+def trained_text(tok, ids, labels) -> str:
+    return tok.decode([t for t, label in zip(ids, labels) if label != -100])
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return byte_tokenizer()
+
+
+def test_instruction_rows_train_on_the_answer_only(tok, tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "2+3", "input": "", "output": "5"}] * 4)
+    prepared = data.prepare(cfg(path, **{"data.eval_split": 1}), tok, seed=0)
+    assert prepared.format == "instruction" and len(prepared.train) == 3 and len(prepared.eval) == 1
+    row = prepared.train[0]
+    assert tok.decode(row["input_ids"]) == "<s>user\n2+3</s>\n<s>assistant\n5</s>\n"
+    assert trained_text(tok, row["input_ids"], row["labels"]) == "5</s>\n"
+    assert prepared.eval_prompts == ["<s>user\n2+3</s>\n<s>assistant\n"] and prepared.eval_answers == ["5"]
+
+
+def test_chat_rows_train_on_every_assistant_turn(tok, tmp_path):
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "1+1"},
+        {"role": "assistant", "content": "2"},
+    ]
+    path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": messages}] * 2)
+    prepared = data.prepare(cfg(path, **{"data.eval_split": 0, "data.max_seq_len": 128}), tok, seed=0)
+    assert prepared.format == "chat" and prepared.eval is None
+    row = prepared.train[0]
+    assert trained_text(tok, row["input_ids"], row["labels"]) == "hello</s>\n2</s>\n"
+
+
+def test_prompt_completion_and_text_formats(tok, tmp_path):
+    pc = write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "Q: 1+2\nA:", "completion": " 3"}] * 2)
+    row = data.prepare(cfg(pc, **{"data.eval_split": 0}), tok, seed=0).train[0]
+    assert trained_text(tok, row["input_ids"], row["labels"]) == " 3</s>"
+    text = write_jsonl(tmp_path / "t.jsonl", [{"text": "all of it"}] * 2)
+    prepared = data.prepare(cfg(text, **{"data.eval_split": 0}), tok, seed=0)
+    assert prepared.format == "text"
+    row = prepared.train[0]
+    assert trained_text(tok, row["input_ids"], row["labels"]) == "all of it</s>"
+
+
+def test_prompt_template_replaces_the_chat_template(tok, tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "2+3", "output": "5"}] * 2)
+    c = cfg(path, **{"data.eval_split": 0, "data.prompt_template": "Q: {instruction}\nA: "})
+    row = data.prepare(c, tok, seed=0).train[0]
+    assert tok.decode(row["input_ids"]) == "Q: 2+3\nA: 5</s>"  # this tokenizer adds no BOS
+    assert trained_text(tok, row["input_ids"], row["labels"]) == "5</s>"
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "disk"])
+def test_other_sources(kind, tok, tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_list(sums(6))
+    if kind == "csv":
+        path = tmp_path / "d.csv"
+        ds.to_csv(str(path))
+    elif kind == "parquet":
+        path = tmp_path / "d.parquet"
+        ds.to_parquet(str(path))
+    else:
+        path = tmp_path / "saved"
+        datasets.DatasetDict({"train": ds, "test": ds.select(range(2))}).save_to_disk(str(path))
+    prepared = data.prepare(cfg(path), tok, seed=0)
+    assert prepared.format == "instruction"
+    assert len(prepared.train) + len(prepared.eval) == (8 if kind == "disk" else 6)
+
+
+def test_packing_fills_rows_to_max_seq_len(tok, tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", sums(20))
+    plain = data.prepare(cfg(path, **{"data.eval_split": 0}), tok, seed=0).train
+    packed = data.prepare(cfg(path, **{"data.eval_split": 0, "data.packing": True}), tok, seed=0).train
+    assert sum(map(len, packed["input_ids"])) == sum(map(len, plain["input_ids"]))
+    assert all(len(ids) == 64 for ids in packed["input_ids"][:-1])
+
+
+@pytest.mark.parametrize(
+    "rows, changes, needle",
+    [
+        (None, {}, "no such file or folder"),
+        ([{"question": "x"}], {}, "cannot tell the format from columns question"),
+        ([{"instruction": "x"}], {"data.format": "instruction"}, "format instruction needs columns instruction, output"),
+        ([{"instruction": "x" * 200, "output": "y"}], {"data.max_seq_len": 16}, "all 1 rows are longer than"),
+    ],
+)
+def test_bad_data_is_one_clear_line(rows, changes, needle, tok, tmp_path):
+    path = tmp_path / "missing.jsonl" if rows is None else write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(UserError) as err:
+        data.prepare(cfg(path, **{"data.eval_split": 0, **changes}), tok, seed=0)
+    assert err.value.code == ExitCode.BAD_DATA and needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_malformed_json_is_a_user_error(tok, tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n{not json\n')
+    with pytest.raises(UserError) as err:
+        data.prepare(cfg(path), tok, seed=0)
+    assert err.value.code == ExitCode.BAD_DATA and "cannot read" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "generated, reference, same",
+    [("12 + 7 = 19", "19", True), ("1,200", "1200", True), ("19.0", "19", True), ("20", "19", False),
+     ("Paris.", "paris", True), ("", "3", False)],
+)
+def test_answer_key(generated, reference, same):
+    assert (data.answer_key(generated) == data.answer_key(reference)) is same
+
+
+def test_demo_data_is_reproducible(tmp_path, monkeypatch):
+    """The committed file is exactly what the committed generator writes."""
+    import importlib.util
+
+    from peft_advisor.train.demo import demo_data_path
+
+    shipped = demo_data_path()
+    spec = importlib.util.spec_from_file_location("make_demo_data", shipped.with_name("make_demo_data.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "OUT", tmp_path / "arithmetic.jsonl")
+    module.main()
+    assert (tmp_path / "arithmetic.jsonl").read_bytes() == shipped.read_bytes()
+    rows = [json.loads(line) for line in shipped.read_text().splitlines()]
+    assert len(rows) == 2000 and all(set(r) == {"instruction", "input", "output"} for r in rows)
+    assert all(data.answer_key(r["output"]).isdigit() for r in rows)
