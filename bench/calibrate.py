@@ -107,7 +107,26 @@ def report(rs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def speed_table(cases: list[dict]) -> dict:
+    """Median (and range) of LoRA tokens/s ÷ method tokens/s over shapes measured for both."""
+    def key(r):
+        return (r["model"], r["batch"], r["seq"], r["grad_ckpt"], r["targets"], r["rank"])
+
+    lora = {key(r): r["tokens_per_s"] for r in cases if r["method"] == "lora"}
+    ratios: dict[str, list[float]] = {}
+    for r in cases:
+        if key(r) in lora and not r.get("galore_layerwise") and not r.get("galore_8bit"):
+            ratios.setdefault(r["method"], []).append(lora[key(r)] / r["tokens_per_s"])
+    return {
+        "source": "bench/results/h200_*.jsonl (NVIDIA H200, bf16, fused AdamW); regenerate: python bench/calibrate.py",
+        "methods": {m: {"median": round(statistics.median(v), 2), "min": round(min(v), 2),
+                        "max": round(max(v), 2), "cases": len(v)} for m, v in sorted(ratios.items())},
+    }
+
+
 def main() -> int:
+    table = speed_table(load_cases())
+    (ROOT / "peft_advisor" / "data" / "speed.json").write_text(json.dumps(table, indent=1) + "\n")
     rs = rows()
     text = report(rs)
     (ROOT / "bench" / "error_report.md").write_text(text + "\n")

@@ -50,6 +50,7 @@ class Run:
 
     def setup(self) -> None:
         self.check_run_dir()
+        self.check_report_to()
         import torch
         from transformers import set_seed
 
@@ -68,7 +69,6 @@ class Run:
         model = load_model(self.model_path, r, self.cuda)
         self.estimate = estimate_for(model, r)
         self.built = methods.build(model, r)
-        self.check_report_to()
         self.create_run_folder()
         self.make_callback()
 

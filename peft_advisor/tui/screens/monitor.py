@@ -35,8 +35,8 @@ from peft_advisor.tui.widgets.progress_line import ProgressLine
 from peft_advisor.tui.widgets.nav_bar import NavBar
 
 NO_RUN = "No run yet: launch one from the Recipe screen (F3) or open one from Runs (F5)."
-POLL_S = 0.25
-PLOT_EVERY_S = 2.0  # a plotext redraw costs ~20 ms: at most every 2 s while live; the numbers update every tick
+POLL_S = 0.35
+PLOT_EVERY_S = 3.0  # a plotext redraw costs ~20-40 ms: at most every 3 s while live; the numbers every tick
 PLOT_POINTS = 400  # more points than this are averaged into bins: plotext slows with thousands
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from rich.text import Text
+from textual.content import Content
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -55,13 +55,11 @@ class LogTail(Widget, can_focus=True):
     def _max_back(self) -> int:
         return max(0, len(self.lines) - max(1, self.content_region.height))
 
-    def render(self) -> Text:
+    def render(self) -> Content:
         height = max(1, self.content_region.height)
         end = len(self.lines) - self.back
         shown = list(self.lines)[max(0, end - height) : end]
-        out = Text(no_wrap=True, overflow="ellipsis")
-        out.append("\n".join(shown))
-        return out
+        return Content("\n".join(shown))  # plain: never markup
 
     def watch_back(self, back: int) -> None:
         self.border_subtitle = f"{back} lines back · End follows" if back else ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rich.text import Text
+from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
@@ -53,18 +53,15 @@ class MetricPanel(Widget):
     def get_content_height(self, container, viewport, width: int) -> int:
         return max(1, _lines(self.rows))
 
-    def render(self) -> Text:
+    def render(self) -> Content:
+        # Textual's own Content, not a Rich Text: no conversion on every frame.
         width = self.content_region.width or 20
-        out = Text(no_wrap=True, overflow="ellipsis")
-        for i, m in enumerate(self.rows):
-            if i:
-                out.append("\n")
-            out.append(m.label, style="bold")
-            out.append(" " * max(1, width - len(m.label) - len(m.value)) + m.value)
+        parts: list = []
+        for m in self.rows:
+            parts += [(m.label, "bold"), " " * max(1, width - len(m.label) - len(m.value)) + m.value, "\n"]
             if m.history is not None:
-                out.append("\n")
-                out.append(sparkline(list(m.history), width), style="cyan")
-        return out
+                parts += [(sparkline(list(m.history), width), "$accent"), "\n"]
+        return Content.assemble(*parts[:-1])
 
 
 def _lines(rows) -> int:

@@ -7,7 +7,7 @@ after re-attaching too.
 
 from __future__ import annotations
 
-from rich.text import Text
+from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
@@ -24,16 +24,14 @@ class ProgressLine(Widget):
     fraction: reactive[float | None] = reactive(None)
     caption: reactive[str] = reactive("")
 
-    def render(self) -> Text:
+    def render(self) -> Content:
         width = min(BAR_WIDTH, max(10, (self.content_region.width or 80) // 3))
-        out = Text(no_wrap=True, overflow="ellipsis")
         if self.fraction is None:
-            out.append("░" * width, "dim")
-            out.append("   —  ")
-        else:
-            done = round(self.fraction * width)
-            out.append("█" * done, "green" if self.fraction >= 1 else "cyan")
-            out.append("░" * (width - done), "dim")
-            out.append(f" {self.fraction:4.0%} ")
-        out.append(self.caption)
-        return out
+            return Content.assemble(("░" * width, "dim"), "   —  ", self.caption)
+        done = round(self.fraction * width)
+        return Content.assemble(
+            ("█" * done, "$success" if self.fraction >= 1 else "$accent"),
+            ("░" * (width - done), "dim"),
+            f" {self.fraction:4.0%} ",
+            self.caption,
+        )

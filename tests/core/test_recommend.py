@@ -1,0 +1,88 @@
+"""The recommendation: order and reasons by priority, settings that fit, and budgets nothing meets."""
+
+from __future__ import annotations
+
+import pytest
+
+from peft_advisor.core.errors import UserError
+from peft_advisor.core.model_spec import load_preset
+from peft_advisor.core.recommend import Budget, adapter_budget_bytes, closest_miss, recommend
+from peft_advisor.core.units import GIB, MB
+
+
+def advise(model="llama-3.2-3b", vram_gib=24.0, adapter_mb=None, **kw):
+    budget = Budget(int(vram_gib * GIB), adapter_budget_bytes(adapter_mb), "test", int(vram_gib * GIB))
+    return recommend(load_preset(model), budget, **kw)
+
+
+def test_quality_puts_rslora_first_with_the_measured_reason():
+    advice = advise(vram_gib=80, seq_len=1024, batch_size=4)
+    assert advice.best.method == "rslora"
+    assert any("51.3 %" in r for r in advice.best.reasons)  # the study's measured figure
+    assert advice.best.reasons[0].startswith("best measured quality")
+    assert all(any(r.startswith("fits:") for r in rec.reasons) for rec in advice.recommendations)
+    assert [r.method for r in advice.recommendations][-1] == "vera"  # −12.4 pp in the study
+
+
+def test_every_recommendation_fits_and_every_ruled_out_does_not():
+    advice = advise(vram_gib=16, seq_len=2048, batch_size=8)
+    for rec in advice.recommendations:
+        assert rec.estimate.total_bytes <= advice.budget.vram_bytes
+    for out in advice.ruled_out:
+        assert out.closest.total_bytes > advice.budget.vram_bytes
+        assert "budget" in out.reason and "misses by" in out.reason
+    assert {r.method for r in advice.recommendations} | {r.method for r in advice.ruled_out} == set(
+        ["full", "lora", "rslora", "dora", "loraplus", "vera", "galore", "qlora"])
+
+
+def test_knobs_are_turned_to_make_a_method_fit():
+    # LoRA on Llama-3.2-3B at batch 8 x 2048 does not fit 24 GiB as asked; with checkpointing it does.
+    advice = advise(vram_gib=24, seq_len=2048, batch_size=8)
+    lora = next(r for r in advice.recommendations if r.method == "lora")
+    assert lora.settings.grad_ckpt
+    assert "gradient checkpointing on" in lora.adjustments
+    assert lora.settings.batch_size * lora.settings.grad_accum == 8  # effective batch kept
+
+
+def test_memory_and_size_priorities():
+    by_memory = advise(vram_gib=40, priority="memory", seq_len=512, batch_size=2)
+    totals = [r.estimate.total_bytes for r in by_memory.recommendations]
+    assert totals == sorted(totals)
+    by_size = advise(vram_gib=40, priority="size", seq_len=512, batch_size=2)
+    assert by_size.best.method == "vera"
+    assert by_size.best.reasons[0].startswith("smallest adapter")
+
+
+def test_adapter_budget_rules_out_full_size_checkpoints_and_shrinks_lora():
+    advice = advise(vram_gib=80, adapter_mb=30, seq_len=512, batch_size=2)
+    ruled = {r.method: r.reason for r in advice.ruled_out}
+    assert "full" in ruled and "galore" in ruled and "adapter" in ruled["full"]
+    lora = next(r for r in advice.recommendations if r.method == "lora")
+    assert lora.estimate.adapter_bytes <= 30 * MB
+    assert lora.settings.rank < 16 and any("rank" in a for a in lora.adjustments)
+
+
+def test_a_budget_nothing_meets_says_what_comes_closest():
+    advice = advise(model="llama-3.1-70b", vram_gib=8)
+    assert not advice.recommendations
+    assert advice.ruled_out[0].method == "qlora"  # the smallest need comes first
+    line = closest_miss(advice)
+    assert line.startswith("nothing fits: closest is QLoRA") and "misses by" in line
+
+
+def test_json_shape():
+    d = advise(vram_gib=24).to_dict()
+    rec = d["recommendations"][0]
+    for key in ("method", "settings", "peak_bytes", "adapter_bytes", "trainable_params", "reasons"):
+        assert key in rec
+    for key in ("rank", "targets", "batch_size", "seq_len", "grad_ckpt", "quant"):
+        assert key in rec["settings"]
+    assert set(d["ruled_out"][0]) >= {"method", "reason", "peak_bytes"} if d["ruled_out"] else True
+
+
+def test_bad_priority_and_budgets():
+    with pytest.raises(UserError, match="did you mean quality"):
+        advise(priority="qualty")
+    with pytest.raises(UserError):
+        adapter_budget_bytes(-1)
+    assert adapter_budget_bytes(0) is None and adapter_budget_bytes(2.5) == 2_500_000

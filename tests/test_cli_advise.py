@@ -1,0 +1,86 @@
+"""`recommend` and `estimate` as a user runs them: real subprocesses, exit codes, JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from peft_advisor.cli import main
+from peft_advisor.core.errors import ExitCode
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "peft_advisor", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_recommend_json_is_data_only():
+    proc = cli("recommend", "--vram", "24", "--model", "llama-3.2-3b", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["recommendations"][0]["method"] == "rsloRA".lower()
+    assert data["budget"]["vram_bytes"] == 24 * 2**30
+
+
+def test_recommend_table_for_a_12_gib_card():
+    proc = cli("recommend", "--vram", "12")
+    assert proc.returncode == 0, proc.stderr
+    assert "Recommended: QLoRA" in proc.stdout and "Ruled out:" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["recommend", "--vram", "-3"], ExitCode.USAGE, "positive"),
+        (["recommend", "--vram", "100000"], ExitCode.USAGE, "absurd"),
+        (["recommend", "--vram", "12", "--model", "llama-3.2-1bb"], ExitCode.UNKNOWN_MODEL, "did you mean llama-3.2-1b"),
+        (["recommend", "--vram", "12", "--priority", "fastest"], ExitCode.USAGE, "choose from"),
+        (["recommend", "--vram", "4", "--model", "llama-3.1-70b"], ExitCode.DOES_NOT_FIT, "closest is QLoRA"),
+        (["estimate", "--method", "dorra"], ExitCode.UNKNOWN_METHOD, "did you mean dora"),
+        (["estimate", "--method", "lora", "--model", "/nonexistent/dir"], ExitCode.UNKNOWN_MODEL, "unknown model"),
+        (["estimate", "--method", "lora", "--targets", "qkv"], ExitCode.USAGE, "not in"),
+        (["recommend", "--vram", "twelve"], ExitCode.USAGE, "invalid float"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_distinct_exit_code(args, code, words, capsys):
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unsupported_architecture_config(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    assert main(["estimate", "--method", "lora", "--model", str(tmp_path)]) == ExitCode.UNKNOWN_MODEL
+    assert "unsupported architecture 'bert'" in capsys.readouterr().err
+
+
+def test_estimate_json_has_the_documented_keys():
+    proc = cli("estimate", "--model", "llama-3.2-1b", "--method", "dora", "--rank", "8", "--batch", "2",
+               "--seq", "512", "--grad-ckpt", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    for key in ("peak_bytes", "context_bytes", "adapter_bytes", "trainable_params", "breakdown"):
+        assert key in data
+    assert data["settings"]["grad_ckpt"] is True and data["settings"]["rank"] == 8
+
+
+def test_no_gpu_without_vram_says_give_vram():
+    from tests.conftest import HAS_GPU
+
+    if HAS_GPU:
+        pytest.skip("this machine has a GPU")
+    proc = cli("recommend")
+    assert proc.returncode == ExitCode.NO_GPU
+    assert proc.stderr.strip() == "peft-advisor: no NVIDIA GPU or driver found: give --vram"
+
+
+def test_recommend_export_writes_a_valid_recipe_and_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "r.toml"
+    proc = cli("recommend", "--vram", "24", "--model", "llama-3.2-3b", "--export", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert cli("validate", str(out)).returncode == 0
+    before = out.read_text()
+    again = cli("recommend", "--vram", "24", "--model", "llama-3.2-3b", "--export", str(out))
+    assert again.returncode == ExitCode.EXISTS and out.read_text() == before
