@@ -129,6 +129,12 @@ def wait_started(launched: Launched, poll_s: float = 0.2, timeout_s: float | Non
         time.sleep(poll_s)
 
 
+def discard_staging(launched: Launched) -> None:
+    """Remove the staging folder of a child that never got past setup (it stays hidden otherwise)."""
+    if launched.staging_dir is not None and not launched.running():
+        shutil.rmtree(launched.staging_dir, ignore_errors=True)
+
+
 def _setup_failure(launched: Launched, code: int) -> UserError:
     log = launched.log_path
     if not log.is_file():  # the staging folder became the run folder after all
@@ -139,8 +145,7 @@ def _setup_failure(launched: Launched, code: int) -> UserError:
             text = fh.read().decode("utf-8", "replace")
     except OSError:
         text = ""
-    if launched.staging_dir is not None:
-        shutil.rmtree(launched.staging_dir, ignore_errors=True)
+    discard_staging(launched)
     known = {int(c) for c in ExitCode}
     return UserError(failure_message(text), ExitCode(code) if code in known and code else ExitCode.TRAIN_FAILED)
 

@@ -50,7 +50,9 @@ def run_train(args) -> int:
         launch.wait_started(launched)
     except KeyboardInterrupt:
         launched.stop()
-        print("peft-advisor: interrupted during setup; the trainer stops without creating a run", file=sys.stderr)
+        print("peft-advisor: interrupted during setup; stopping the trainer", file=sys.stderr)
+        _reap(launched)
+        launch.discard_staging(launched)
         return int(ExitCode.INTERRUPTED)
     print(f"peft-advisor: run folder {launched.run_dir}", file=sys.stderr)
     if args.detach:

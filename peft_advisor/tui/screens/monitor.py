@@ -35,7 +35,7 @@ from peft_advisor.tui.widgets.progress_line import ProgressLine
 from peft_advisor.tui.widgets.nav_bar import NavBar
 
 NO_RUN = "No run yet: launch one from the Recipe screen (F3) or open one from Runs (F5)."
-POLL_S = 0.35
+POLL_S = 0.25
 PLOT_EVERY_S = 3.0  # a plotext redraw costs ~20-40 ms: at most every 3 s while live; the numbers every tick
 PLOT_POINTS = 400  # more points than this are averaged into bins: plotext slows with thousands
 
@@ -123,7 +123,7 @@ class MonitorScreen(Screen):
             for event in message.events:
                 self.view.apply(event)
             if message.log_lines:
-                self.query_one(LogTail).append_lines(message.log_lines)
+                self.query_one(LogTail).append_lines(message.log_lines, now=self.view.done)
             if message.events:
                 self._refresh_panels()
                 self._plot_dirty = True
@@ -135,6 +135,7 @@ class MonitorScreen(Screen):
             return
         self.exit_note = message.message
         self._refresh_panels()
+        self.query_one(LogTail).refresh()
 
     # ------------------------------------------------------------------ drawing
 

@@ -16,6 +16,9 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 
+REPAINT_S = 1.0
+
+
 class LogTail(Widget, can_focus=True):
     """The last lines of a log; `back` lines scrolled back from the end (0 = following)."""
 
@@ -36,12 +39,21 @@ class LogTail(Widget, can_focus=True):
     def __init__(self, max_lines: int = 1000, **kwargs):
         super().__init__(**kwargs)
         self.lines: deque[str] = deque(maxlen=max_lines)
+        self._repaint = None
 
-    def append_lines(self, lines: list[str]) -> None:
+    def append_lines(self, lines: list[str], now: bool = False) -> None:
+        """Add lines; the repaint waits up to `REPAINT_S` so a chatty log costs one frame a second."""
         for line in lines:
             self.lines.append(line.rstrip("\n").replace("\r", "").expandtabs())
         if self.back:  # keep the view still while the person reads back
             self.back = min(self.back + len(lines), self._max_back())
+        if now:
+            self.refresh()
+        elif self._repaint is None:
+            self._repaint = self.set_timer(REPAINT_S, self._do_repaint)
+
+    def _do_repaint(self) -> None:
+        self._repaint = None
         self.refresh()
 
     def clear(self) -> None:
