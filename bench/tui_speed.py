@@ -4,8 +4,8 @@
    navigation bar has been written to the terminal. Target: < 1 s.
 2. Live run: the monitor follows a run whose (fake) trainer emits 10 step events a second.
    Measured: the UI process's CPU time over the window (target < 5 % of one core), and for each
-   step the delay from the event's timestamp to the moment its "step N/M" appears on the
-   terminal (target: every one within 0.5 s).
+   step the delay from the event's timestamp to the moment the progress line shows that step or
+   a later one (target: every one within 0.5 s).
 
 Usage:
     python bench/tui_speed.py [--seconds 20] [--rate 10]
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PROGRESS = re.compile(r"step \d+/\d+ · ")  # the monitor's progress line (log lines read "step N/M loss")
 FAKE_TRAINER = ROOT / "tests" / "fixtures" / "fake_trainer.py"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
 
@@ -126,8 +127,8 @@ def live_run(seconds: float, rate: float) -> dict:
         code = f"from peft_advisor.tui.app import run_app; run_app(monitor={str(run_dir)!r})"
         app = PtyApp([sys.executable, "-c", code])
         try:
-            app.patterns.append(re.compile(r"step \d+/\d+"))
-            app.wait_for(r"step [1-9]\d*/\d+", timeout=30)
+            app.patterns.append(PROGRESS)
+            app.wait_for(r"step [1-9]\d*/\d+ · ", timeout=30)
             time.sleep(2.0)  # past start-up: measure the steady state only
             cpu0, wall0 = app.cpu_s(), time.time()
             time.sleep(seconds)
@@ -147,18 +148,22 @@ def live_run(seconds: float, rate: float) -> dict:
                 continue
             if ev.get("kind") == "step" and wall0 <= ev["t"] <= wall1:
                 written[ev["step"]] = ev["t"]
-        delays = []
-        for key, t_seen in app.seen.items():
-            step = int(key.split()[1].split("/")[0])
-            if step in written:
-                delays.append(t_seen - written[step])
-        missed = len(written) - len(delays)
+        # An event is shown once the progress line shows its step or a later one (a batch of
+        # three steps is drawn once, with the last step's number).
+        shown = sorted((t, int(key.split()[1].split("/")[0])) for key, t in app.seen.items() if PROGRESS.fullmatch(key))
+        delays, missed = [], 0
+        for step, t_written in written.items():
+            t_seen = next((t for t, s in shown if s >= step and t >= t_written), None)
+            if t_seen is None:
+                missed += 1
+            else:
+                delays.append(t_seen - t_written)
         delays.sort()
         return {
             "cpu_pct_of_one_core": 100 * (cpu1 - cpu0) / (wall1 - wall0),
             "events_in_window": len(written),
             "steps_shown": len(delays),
-            "steps_never_shown": missed,
+            "steps_not_shown": missed,
             "delay_median_s": delays[len(delays) // 2] if delays else None,
             "delay_p95_s": delays[int(len(delays) * 0.95)] if delays else None,
             "delay_max_s": delays[-1] if delays else None,
@@ -175,8 +180,8 @@ def main() -> int:
     result = live_run(args.seconds, args.rate)
     print(f"live run at {args.rate:g} events/s for {args.seconds:g} s:")
     print(f"  UI CPU: {result['cpu_pct_of_one_core']:.1f} % of one core (target < 5 %)")
-    print(f"  steps written {result['events_in_window']}, shown {result['steps_shown']}, "
-          f"never shown on their own {result['steps_never_shown']}")
+    print(f"  step events written {result['events_in_window']}, shown {result['steps_shown']}, "
+          f"not shown {result['steps_not_shown']}")
     if result["delay_max_s"] is not None:
         print(f"  event → screen delay: median {result['delay_median_s']:.3f} s, "
               f"p95 {result['delay_p95_s']:.3f} s, max {result['delay_max_s']:.3f} s (target every one < 0.5 s)")

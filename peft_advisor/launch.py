@@ -115,15 +115,23 @@ def failure_message(log_text: str) -> str:
     return "the trainer exited during setup: " + " | ".join(lines[-5:]) if lines else "the trainer exited during setup"
 
 
+def check_started(launched: Launched) -> bool:
+    """Non-blocking (for the TUI): True once training has started, False while the child is still
+    setting up; if it exited during setup, raise its one-line reason (and discard the staging)."""
+    if launched.started():
+        return True
+    code = launched.process.poll()
+    if code is None:
+        return False
+    if launched.started():
+        return True
+    raise _setup_failure(launched, code)
+
+
 def wait_started(launched: Launched, poll_s: float = 0.2, timeout_s: float | None = None) -> None:
     """Block until the child has started training; if it exits first, raise its reason."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while not launched.started():
-        code = launched.process.poll()
-        if code is not None:
-            if launched.started():
-                return
-            raise _setup_failure(launched, code)
+    while not check_started(launched):
         if deadline is not None and time.monotonic() > deadline:
             raise UserError("the trainer did not start in time", ExitCode.TRAIN_FAILED)
         time.sleep(poll_s)

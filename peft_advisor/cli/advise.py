@@ -31,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--export", metavar="FILE", help="write the top recommendation as a recipe TOML")
     p.add_argument("--data", default="demo", help="dataset path for the exported recipe (default: demo)")
     p.add_argument("--force", action="store_true", help="overwrite the --export file")
+    _add_parallel(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_recommend)
 
@@ -43,8 +44,14 @@ def register(sub) -> None:
     e.add_argument("--galore-8bit", action="store_true")
     e.add_argument("--vera-rank", type=int, default=256)
     e.add_argument("--no-vera-projection", action="store_true", help="VeRA adapter without its projections")
+    _add_parallel(e)
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=run_estimate)
+
+
+def _add_parallel(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpus", type=int, help="GPU count (default: the probed GPUs of the same model, or 1 with --vram)")
+    p.add_argument("--strategy", default="fsdp", help="ddp | fsdp: how several GPUs share the run (default fsdp)")
 
 
 def _add_model_and_shape(p: argparse.ArgumentParser) -> None:
@@ -65,9 +72,13 @@ def run_estimate(args) -> int:
                  seq_len=args.seq, grad_ckpt=args.grad_ckpt, galore_rank=args.galore_rank,
                  galore_layerwise=args.galore_layerwise, galore_8bit=args.galore_8bit,
                  vera_rank=args.vera_rank, vera_save_projection=not args.no_vera_projection)
-    est = estimate(spec, s)
+    from peft_advisor.core.distributed import Parallel, per_gpu_estimate
+
+    par = Parallel(args.gpus or 1, args.strategy.strip().lower())
+    est = per_gpu_estimate(spec, s, par)
     if args.json:
-        print(json.dumps(dict(est.to_dict(), model=spec.id, total_params=spec.total_params), indent=2))
+        print(json.dumps(dict(est.to_dict(), model=spec.id, total_params=spec.total_params,
+                              gpus=par.gpus, strategy=par.strategy), indent=2))
     else:
         print(format_estimate(spec.id, est))
     return ExitCode.OK
@@ -115,8 +126,11 @@ def run_recommend(args) -> int:
     _check_shape(args)
     budget = _budget(args, adapter_budget_bytes(args.adapter_mb))
     methods = tuple(_method(m) for m in args.methods.split(",")) if args.methods else METHODS
+    from peft_advisor.core.distributed import Parallel
+
+    par = Parallel(args.gpus or getattr(args, "_probed_gpus", 1), args.strategy.strip().lower())
     advice = recommend(spec, budget, seq_len=args.seq, batch_size=args.batch, priority=args.priority.strip().lower(),
-                       methods=methods, rank=args.rank, targets=args.targets)
+                       methods=methods, rank=args.rank, targets=args.targets, parallel=par)
     if args.json:
         print(json.dumps(advice.to_dict(), indent=2))
     else:
@@ -147,6 +161,7 @@ def _budget(args, adapter_bytes):
     if args.gpu not in gpus:
         raise UserError(f"--gpu {args.gpu}: no such GPU (found {', '.join(map(str, gpus))})", ExitCode.USAGE)
     gpu = gpus[args.gpu]
+    args._probed_gpus = sum(1 for g in result.gpus if g.name == gpu.name)
     free = gpu.free_bytes if gpu.free_bytes is not None else gpu.total_bytes
     return Budget(int(free), adapter_bytes, f"GPU {gpu.index} {gpu.name}: free memory", gpu.total_bytes)
 
@@ -167,7 +182,8 @@ def _export(args, spec, advice) -> None:
 
 def format_advice(advice) -> str:
     b = advice.budget
-    lines = [f"{advice.model} · budget {fmt_bytes(b.vram_bytes)} ({b.source})"
+    gpus = f" per GPU × {advice.parallel.describe()}" if advice.parallel.gpus > 1 else ""
+    lines = [f"{advice.model} · budget {fmt_bytes(b.vram_bytes)}{gpus} ({b.source})"
              + (f" · adapter ≤ {fmt_file_bytes(b.adapter_bytes)}" if b.adapter_bytes else "")
              + f" · seq {advice.request.seq_len} · batch {advice.request.batch_size} · priority {advice.priority}", ""]
     header = f"{'#':>2}  {'method':<8} {'on card':>10} {'adapter':>9} {'trainable':>10}  settings"

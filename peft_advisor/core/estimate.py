@@ -314,51 +314,69 @@ def _kernel_scratch_bytes(spec: ModelSpec, s: Settings) -> int:
 # ---------------------------------------------------------------- the estimate
 
 
-def estimate(spec: ModelSpec, s: Settings, total_vram_bytes: int | None = None) -> Estimate:
-    """Expected peak memory of one training step; `total_vram_bytes` sizes the CUDA context."""
+def components(spec: ModelSpec, s: Settings) -> dict[str, int]:
+    """The raw terms of one training step on one GPU, before they are combined into a peak."""
     n_trainable = trainable_params(spec, s)
-    weights = _weight_bytes(spec, s)
-    trainable = 0 if s.method in ("full", "galore") else n_trainable * FP32
-    optimizer = _optimizer_bytes(spec, s, n_trainable)
-    grads_total = _gradient_bytes(spec, s, n_trainable)
-    acts = _activation_bytes(spec, s)
-    logits = _logits_bytes(spec, s)
-    scratch = _kernel_scratch_bytes(spec, s)
-    recompute = _recompute_bytes(spec, s)
-    # Start of backward: every saved activation plus the loss's buffers. End of backward (or
-    # during a checkpointed block): all gradients, what is left of the activations.
-    forward_peak = acts + max(logits, recompute) + scratch
-    backward_end = grads_total + (acts if s.grad_ckpt else 0) + scratch
-    transient = max(forward_peak, backward_end)
-    grads_at_peak = grads_total if backward_end >= forward_peak else 0
+    return {
+        "trainable_params": n_trainable,
+        "weights": _weight_bytes(spec, s),
+        "trainable": 0 if s.method in ("full", "galore") else n_trainable * FP32,
+        "optimizer": _optimizer_bytes(spec, s, n_trainable),
+        "grads_total": _gradient_bytes(spec, s, n_trainable),
+        "acts": _activation_bytes(spec, s),
+        "logits": _logits_bytes(spec, s),
+        "scratch": _kernel_scratch_bytes(spec, s),
+        "recompute": _recompute_bytes(spec, s),
+    }
+
+
+def assemble(c: dict[str, int], s: Settings, extra_static: int = 0, grads_held: int | None = None) -> dict[str, int]:
+    """Combine the terms into the peak's breakdown (its values sum to the peak).
+
+    The peak is either the start of backward (every saved activation plus the loss's buffers, or
+    a checkpointed block being recomputed) or the end of backward (every gradient held). Sharding
+    or DDP buckets change `grads_held` and `extra_static`; the activations never change.
+    """
+    grads = c["grads_total"] if grads_held is None else grads_held
+    forward_peak = c["acts"] + max(c["logits"], c["recompute"]) + c["scratch"]
+    backward_end = grads + (c["acts"] if s.grad_ckpt else 0) + c["scratch"]
+    at_backward_end = backward_end > forward_peak
     k = ALLOC_OVERHEAD
-    overhead = int(
-        k["activations"] * (acts + recompute)
-        + k["logits"] * logits
-        + k["gradients"] * grads_total
-    )
-    static = weights + trainable + optimizer
-    peak = static + transient + overhead
-    breakdown = {
-        "weights": weights,
-        "trainable": trainable,
-        "gradients": grads_at_peak,
-        "optimizer": optimizer,
-        "activations": (transient - grads_at_peak) - (logits if forward_peak >= backward_end else 0),
-        "logits": logits if forward_peak >= backward_end else 0,
+    overhead = int(k["activations"] * (c["acts"] + c["recompute"]) + k["logits"] * c["logits"] + k["gradients"] * grads)
+    return {
+        "weights": c["weights"] + extra_static,
+        "trainable": c["trainable"],
+        "gradients": grads if at_backward_end else 0,
+        "optimizer": c["optimizer"],
+        "activations": backward_end - grads if at_backward_end else forward_peak - c["logits"],
+        "logits": 0 if at_backward_end else c["logits"],
         "overhead": overhead,
     }
-    context = CONTEXT_BASE_BYTES + int(CONTEXT_PER_TOTAL * (total_vram_bytes or 140 * GIB))
+
+
+def context_bytes(total_vram_bytes: int | None) -> int:
+    return CONTEXT_BASE_BYTES + int(CONTEXT_PER_TOTAL * (total_vram_bytes or 140 * GIB))
+
+
+def from_breakdown(spec: ModelSpec, s: Settings, breakdown: dict[str, int], n_trainable: int,
+                   total_vram_bytes: int | None = None) -> Estimate:
+    peak = sum(breakdown.values())
     return Estimate(
         settings=s,
         peak_bytes=int(peak),
         low_bytes=int(peak * BAND[0]),
         high_bytes=int(peak * BAND[1]),
-        context_bytes=context,
+        context_bytes=context_bytes(total_vram_bytes),
         adapter_bytes=adapter_bytes(spec, s),
         trainable_params=n_trainable,
         breakdown=breakdown,
     )
+
+
+def estimate(spec: ModelSpec, s: Settings, total_vram_bytes: int | None = None) -> Estimate:
+    """Expected peak memory of one training step; `total_vram_bytes` sizes the CUDA context."""
+    c = components(spec, s)
+    return from_breakdown(spec, s, assemble(c, s), c["trainable_params"], total_vram_bytes)
 
 
 def with_settings(s: Settings, **changes) -> Settings:

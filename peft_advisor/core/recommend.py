@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from peft_advisor.core.catalog import Method, load_catalog
+from peft_advisor.core.distributed import Parallel, per_gpu_estimate
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
-from peft_advisor.core.estimate import METHODS, Estimate, Settings, estimate
+from peft_advisor.core.estimate import METHODS, Estimate, Settings
 from peft_advisor.core.model_spec import ModelSpec
 from peft_advisor.core.speed import step_time_vs_lora
 from peft_advisor.core.units import GIB, MB, fmt_bytes, fmt_file_bytes
@@ -104,6 +105,7 @@ class Advice:
     request: Settings
     recommendations: tuple[Recommendation, ...]
     ruled_out: tuple[RuledOut, ...]
+    parallel: Parallel = Parallel()
 
     @property
     def best(self) -> Recommendation | None:
@@ -115,6 +117,7 @@ class Advice:
             "priority": self.priority,
             "budget": self.budget.to_dict(),
             "request": {"seq_len": self.request.seq_len, "batch_size": self.request.batch_size},
+            "parallel": {"gpus": self.parallel.gpus, "strategy": self.parallel.strategy},
             "recommendations": [r.to_dict() for r in self.recommendations],
             "ruled_out": [r.to_dict() for r in self.ruled_out],
         }
@@ -169,8 +172,12 @@ def _adapter_fits(est: Estimate, budget: Budget) -> bool:
     return budget.adapter_bytes is None or est.adapter_bytes <= budget.adapter_bytes
 
 
-def _search(spec: ModelSpec, s: Settings, budget: Budget):
+def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parallel()):
     """First setting that fits both budgets -> (estimate, adjustments) or (None, closest, reason)."""
+
+    def estimate(spec, settings, total=None):
+        return per_gpu_estimate(spec, settings, par, total)
+
     closest = None
     size_ok_any = False
     for sized, size_adj in _size_ladder(s):
@@ -193,14 +200,27 @@ def _search(spec: ModelSpec, s: Settings, budget: Budget):
                   f"{fmt_file_bytes(budget.adapter_bytes)}")
         return None, smallest, reason
     miss = closest.total_bytes - budget.vram_bytes
-    reason = (f"needs {fmt_bytes(closest.total_bytes)} even with {_describe(closest.settings)} "
+    per_gpu = " per GPU" if par.gpus > 1 else ""
+    reason = (f"needs {fmt_bytes(closest.total_bytes)}{per_gpu} even with {_describe(closest.settings)} "
               f"> budget {fmt_bytes(budget.vram_bytes)} (misses by {fmt_bytes(miss)})")
     return None, closest, reason
 
 
+def _more_gpus_hint(spec: ModelSpec, s: Settings, budget: Budget, start: int) -> str:
+    """'fits on 2 GPUs with FSDP': the fewest GPUs (same budget each) on which a method fits."""
+    for gpus in (2, 4, 8):
+        if gpus <= start:
+            continue
+        for strategy in ("ddp", "fsdp"):
+            est, _, _ = _search(spec, s, budget, Parallel(gpus, strategy))
+            if est is not None:
+                return f"; fits on {gpus} such GPUs with {strategy.upper()} ({fmt_bytes(est.total_bytes)} each)"
+    return ""
+
+
 def _valid(spec: ModelSpec, s: Settings) -> bool:
     try:
-        estimate(spec, s)
+        per_gpu_estimate(spec, s, Parallel())
         return True
     except UserError:
         return False
@@ -271,8 +291,9 @@ def recommend(
     rank: int = 16,
     targets="all-linear",
     catalog: dict[str, Method] | None = None,
+    parallel: Parallel = Parallel(),
 ) -> Advice:
-    """Rank every method that fits; rule out the rest with the reason."""
+    """Rank every method that fits; rule out the rest with the reason (and how many GPUs would do)."""
     if priority not in PRIORITIES:
         raise UserError(f"unknown priority {priority!r}{did_you_mean(priority, PRIORITIES)} "
                         f"(choose from {', '.join(PRIORITIES)})", ExitCode.USAGE)
@@ -283,9 +304,11 @@ def recommend(
     fits, ruled = [], []
     for method in methods:
         s = replace(request, method=method)
-        est, adjustments, reason = _search(spec, s, budget)
+        est, adjustments, reason = _search(spec, s, budget, parallel)
         name = catalog[method].name
         if est is None:
+            if "adapter" not in reason:
+                reason += _more_gpus_hint(spec, s, budget, parallel.gpus)
             ruled.append(RuledOut(method, name, reason, adjustments.peak_bytes, adjustments))
             continue
         fits.append(Recommendation(method, name, est.settings, est, (), adjustments))
@@ -294,7 +317,7 @@ def recommend(
     if recs:
         recs = (replace(recs[0], reasons=(_why_first(recs, catalog, priority),) + recs[0].reasons),) + recs[1:]
     ruled.sort(key=lambda r: r.peak_bytes)
-    return Advice(spec.id, priority, budget, request, recs, tuple(ruled))
+    return Advice(spec.id, priority, budget, request, recs, tuple(ruled), parallel)
 
 
 def _why_first(recs, catalog, priority: str) -> str:

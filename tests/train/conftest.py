@@ -4,6 +4,7 @@ Nothing is downloaded: the Hub is switched off for this process and the trainer 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="peft-advisor-tests-datasets-"))
 
 
 @pytest.fixture(scope="session")

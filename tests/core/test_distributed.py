@@ -1,0 +1,65 @@
+"""Per-GPU estimates for DDP and FSDP, checked against hand-computed terms."""
+
+from __future__ import annotations
+
+import pytest
+
+from peft_advisor.core import estimate as E
+from peft_advisor.core.distributed import Parallel, global_batch, per_gpu_estimate
+from peft_advisor.core.errors import UserError
+from peft_advisor.core.model_spec import load_preset
+from peft_advisor.core.recommend import Budget, recommend
+from peft_advisor.core.units import GIB
+
+SPEC = load_preset("llama-3.1-8b")
+
+
+def test_one_gpu_is_the_single_gpu_estimate():
+    s = E.Settings("lora", batch_size=2, seq_len=512)
+    assert per_gpu_estimate(SPEC, s, Parallel(1, "fsdp")).peak_bytes == E.estimate(SPEC, s).peak_bytes
+
+
+def test_ddp_adds_one_bucket_copy_of_the_gradients():
+    s = E.Settings("full", batch_size=1, seq_len=512)
+    single = E.estimate(SPEC, s)
+    ddp = per_gpu_estimate(SPEC, s, Parallel(4, "ddp"))
+    # full fine-tuning in bf16: gradients are 2 bytes a parameter; DDP's buckets hold another copy
+    assert ddp.breakdown["weights"] - single.breakdown["weights"] == 2 * SPEC.total_params
+    assert ddp.peak_bytes > single.peak_bytes + 2 * SPEC.total_params * 0.99
+
+
+def test_fsdp_shards_weights_states_and_gradients():
+    s = E.Settings("full", batch_size=1, seq_len=512)
+    c = E.components(SPEC, s)
+    fsdp = per_gpu_estimate(SPEC, s, Parallel(8, "fsdp"))
+    block = SPEC.layer_params * 2
+    root = (SPEC.embedding_params + SPEC.lm_head_params + SPEC.final_norm_params) * 2
+    assert fsdp.breakdown["weights"] == c["weights"] // 8 + 2 * block + root
+    assert fsdp.breakdown["optimizer"] == c["optimizer"] // 8  # bf16 AdamW: 4 bytes/param over 8
+    assert fsdp.peak_bytes < E.estimate(SPEC, s).peak_bytes / 3
+    # more GPUs, less per GPU
+    assert per_gpu_estimate(SPEC, s, Parallel(4, "fsdp")).peak_bytes > fsdp.peak_bytes
+
+
+def test_activations_do_not_shard():
+    s = E.Settings("lora", batch_size=8, seq_len=2048)
+    one, eight = E.estimate(SPEC, s), per_gpu_estimate(SPEC, s, Parallel(8, "fsdp"))
+    assert eight.breakdown["activations"] == one.breakdown["activations"]
+    assert eight.breakdown["logits"] == one.breakdown["logits"]
+
+
+def test_global_batch_and_bad_input():
+    assert global_batch(E.Settings("lora", batch_size=2, grad_accum=4), Parallel(8, "ddp")) == 64
+    with pytest.raises(UserError, match="did you mean fsdp"):
+        Parallel(2, "fsd")
+    with pytest.raises(UserError):
+        Parallel(0, "ddp")
+
+
+def test_recommend_says_how_many_gpus_would_do():
+    advice = recommend(SPEC, Budget(24 * GIB, None, "test", 24 * GIB), seq_len=1024, batch_size=4)
+    full = next(r for r in advice.ruled_out if r.method == "full")
+    assert "fits on" in full.reason and "GPUs with" in full.reason
+    multi = recommend(SPEC, Budget(24 * GIB, None, "test", 24 * GIB), seq_len=1024, batch_size=4,
+                      parallel=Parallel(8, "fsdp"))
+    assert "full" in {r.method for r in multi.recommendations}
