@@ -62,6 +62,7 @@ def ensure_demo_model() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{DEMO_MODEL_NAME}.", dir=target.parent))
     try:
         _convert(package_dir, tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
         try:
             os.replace(tmp, target)
         except OSError:  # another process finished first (the target is a non-empty folder now)

@@ -52,14 +52,16 @@ class Run:
         self.check_run_dir()
         self.check_report_to()
         import torch
-        from transformers import set_seed
 
         from peft_advisor.train import data, methods
-        from peft_advisor.train.model import estimate_for, load_model, load_tokenizer, resolve_model
 
         r = self.recipe
         self.cuda = torch.cuda.is_available()
-        methods.check_device(r, self.cuda)
+        methods.check_device(r, self.cuda)  # before transformers and peft: those imports take seconds
+        from transformers import set_seed
+
+        from peft_advisor.train.model import estimate_for, load_model, load_tokenizer, resolve_model
+
         self.model_path = resolve_model(r.model.id)
         self.tokenizer = load_tokenizer(self.model_path, r.model.trust_remote_code)
         self.data = data.prepare(r.data, self.tokenizer, r.train.seed, self.recipe_path.parent)

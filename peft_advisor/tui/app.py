@@ -71,6 +71,8 @@ class PeftAdvisorApp(App[int]):
         """Probe, launcher and output root; tests pass fakes."""
         self.start_run_dir = Path(monitor) if monitor else None
         """Open the monitor on this folder instead of the advisor."""
+        self.launched: dict[Path, object] = {}
+        """Runs this UI started (`launch.Launched`), so reopening one still knows its exit code."""
 
     async def on_mount(self) -> None:
         if self.start_run_dir is not None:
@@ -96,8 +98,11 @@ class PeftAdvisorApp(App[int]):
 
     async def open_monitor(self, run_dir: Path, launched=None) -> None:
         """Show the monitor following `run_dir`; `launched` is set when this UI started the run."""
+        key = Path(run_dir).absolute()
+        if launched is not None:
+            self.launched[key] = launched
         await self.switch_mode("monitor")
-        self.get_screen_stack("monitor")[0].follow(Path(run_dir), launched)
+        self.get_screen_stack("monitor")[0].follow(Path(run_dir), self.launched.get(key))
 
 
 def run_app(monitor: str | Path | None = None, output_root: str | Path | None = None, **_) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import FakeLauncher, make_app, wait_until
+from tui_support import FakeLauncher, make_app, wait_until
 from textual.widgets import Static
 
 from peft_advisor.core.recipe import Recipe, updated
@@ -142,5 +142,40 @@ async def test_reattach_to_a_run_started_earlier(workdir):
             await wait_until(pilot, lambda: screen.view.done, timeout=15)
             assert screen.view.status == "ok" and screen.view.step == 60 > seen
             assert [s for s, _ in screen.view.losses] == list(range(1, 61))  # history from step 1
+    finally:
+        fake.cleanup()
+
+
+async def test_gpu_memory_against_the_estimate_while_live(workdir):
+    fake = FakeLauncher("--steps", "200", "--interval", "0.05", "--device", "cuda:0")
+    app = make_app(fake)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            run_dir, launched = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/gpu"}))
+            await app.open_monitor(run_dir, launched)
+            screen = app.screen
+            await wait_until(pilot, lambda: screen.gpu is not None and screen.view.step > 0, timeout=15)
+            await pilot.pause(0.3)
+            assert screen.query_one(MetricPanel).value_of("GPU") == "12% 45°C 62 W"  # the fake RTX 4090
+            parts, limit, caption = screen.query_one("#mem-bar").data
+            labels = dict(parts)
+            assert limit == 3 * 1024**3 and "est. 3.00 GiB" in caption
+            assert labels["torch reserved"] == int(3 * 1024**3 * 0.9) and "other (NVML)" in labels
+    finally:
+        fake.cleanup()
+
+
+async def test_reopening_a_run_launched_here_keeps_its_exit_code(workdir):
+    fake = FakeLauncher("--steps", "50", "--interval", "0.03", "--die-at", "20", "--exit-code", "7")
+    app = make_app(fake)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            run_dir, launched = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/again"}))
+            await app.open_monitor(run_dir, launched)
+            await pilot.press("f5")
+            await app.open_monitor(Path("runs/again"))  # as the Runs screen does: no Popen passed
+            screen = app.screen
+            await wait_until(pilot, lambda: screen.exit_note is not None)
+            assert "exit code 7" in screen.exit_note
     finally:
         fake.cleanup()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import make_app, wait_until
+from tui_support import make_app, wait_until
 from textual.widgets import Input, Static
 
 from peft_advisor.core import recipe as rc

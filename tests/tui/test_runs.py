@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import make_app, wait_until
+from tui_support import make_app, wait_until
 from textual.widgets import DataTable
 
 

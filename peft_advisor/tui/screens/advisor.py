@@ -31,8 +31,6 @@ from peft_advisor.tui.widgets.tradeoff_table import MethodRow, TradeoffTable, ro
 
 PRIORITIES = ("quality", "speed", "memory", "size")
 DEFAULT_MODEL = "llama-3.1-8b"
-DEMO_SPEC = "smollm2-135m"
-"""The recipe id "demo" is the embedded SmolLM2-135M-Instruct; its shapes are this preset's."""
 DEBOUNCE_S = 0.15
 
 
@@ -44,6 +42,10 @@ class AdviceInputs:
     seq_len: int
     batch_size: int
     priority: str
+    source: str
+    """Where the budget came from (the chosen GPU's free memory, or typed)."""
+    total_vram_bytes: int | None
+    """The card's size, which sizes the CUDA context estimate."""
 
 
 class AdvisorScreen(Screen):
@@ -123,7 +125,7 @@ class AdvisorScreen(Screen):
         box.display = bool(result.gpus)
         notice.display = not result.gpus
         if not result.gpus:
-            notice.update(f"{result.message.removesuffix(': give --vram')}: type the VRAM budget of the GPU you will train on.")
+            notice.update(f"{result.message.removesuffix(': give --vram')}: type the GPU's VRAM budget in GiB")
             return
         if self.chosen_gpu is None or result.gpu(self.chosen_gpu) is None:
             self._choose_gpu(result.gpus[0].index)
@@ -138,7 +140,7 @@ class AdvisorScreen(Screen):
         self.chosen_gpu = index
         self._mark_chosen()
         gpu = self.probe_result.gpu(index) if self.probe_result else None
-        free = usable_vram_bytes(gpu) if gpu is not None else None
+        free = usable_vram_bytes(gpu) if gpu is not None else None  # free memory, as the CLI's default
         if free is not None and not self.budget_typed:
             field = self.query_one("#in-vram", Input)
             text = f"{bytes_to_gib(free):.1f}"
@@ -182,38 +184,46 @@ class AdvisorScreen(Screen):
             seq, batch = int(value("#in-seq")), int(value("#in-batch"))
         except ValueError as err:
             return f"not a number: {str(err).split(': ', 1)[-1]}"
-        if vram is None:
-            return "VRAM GiB: type the GPU memory budget in GiB (no GPU was found to take it from)"
+        if vram is None:  # with no GPU the notice above already asks for it
+            return "" if self.probe_result is not None and not self.probe_result.gpus else "VRAM GiB: type a budget"
         if vram <= 0 or seq < 1 or batch < 1 or (adapter is not None and adapter < 0):
             return "budgets, sequence length and batch must be positive"
         priority = self.query_one("#in-priority", Select).value
-        return AdviceInputs(model, int(vram * GIB), int(adapter * MB) if adapter else None, seq, batch, str(priority))
+        gpu = self._gpu()
+        if gpu is not None and not self.budget_typed:
+            source, total = f"GPU {gpu.index} {gpu.name}: free memory", gpu.total_bytes
+        else:  # a typed figure is taken as the card's size, as the CLI's --vram is
+            source, total = f"typed {vram:g} GiB", int(vram * GIB)
+        return AdviceInputs(model, int(vram * GIB), int(adapter * MB) if adapter else None, seq, batch,
+                            str(priority), source, total)
+
+    def _gpu(self):
+        if self.probe_result is None or self.chosen_gpu is None:
+            return None
+        return self.probe_result.gpu(self.chosen_gpu)
 
     def _recompute(self) -> None:
         inputs = self._read_inputs()
         error = self.query_one("#input-error", Static)
         if isinstance(inputs, str):
             error.update(inputs)
-            error.display = True
+            error.display = bool(inputs)
             return
         self._advise(inputs)
 
     @work(thread=True, exclusive=True, group="advice", exit_on_error=False, description="recommend")
     def _advise(self, inputs: AdviceInputs) -> tuple[AdviceInputs, list[MethodRow]] | None:
+        """The same call as `peft-advisor recommend`, off the UI thread."""
         from peft_advisor.core.catalog import load_catalog
-        from peft_advisor.core.estimate import METHODS, Settings, estimate
         from peft_advisor.core.model_spec import load_model_spec
-        from peft_advisor.core.recommend import recommend
+        from peft_advisor.core.recommend import Budget, recommend
 
-        spec = load_model_spec(DEMO_SPEC if inputs.model == "demo" else inputs.model)
-        advice = recommend(spec, inputs.vram_bytes, inputs.adapter_budget_bytes, inputs.seq_len,
-                           inputs.batch_size, inputs.priority)
-        fitting = {r.method for r in advice.recommendations}
-        plain = {m: estimate(spec, Settings(method=m, seq_len=inputs.seq_len, batch_size=inputs.batch_size))
-                 for m in METHODS if m not in fitting}
+        spec = load_model_spec(inputs.model)
+        budget = Budget(inputs.vram_bytes, inputs.adapter_budget_bytes, inputs.source, inputs.total_vram_bytes)
+        advice = recommend(spec, budget, seq_len=inputs.seq_len, batch_size=inputs.batch_size, priority=inputs.priority)
         if get_current_worker().is_cancelled:
             return None
-        return inputs, rows_from_advice(advice, load_catalog(), plain, inputs.vram_bytes)
+        return inputs, rows_from_advice(advice, load_catalog())
 
     def on_worker_state_changed(self, event) -> None:
         worker = event.worker
@@ -241,11 +251,14 @@ class AdvisorScreen(Screen):
         if s is not None:
             head.append("[dim]settings:[/] " + _settings_text(s))
         self.query_one("#detail-head", Static).update("\n".join(head))
-        breakdown = dict(getattr(est, "breakdown", {}) or {})
+        parts = dict(getattr(est, "breakdown", {}) or {})
+        if est is not None:
+            parts["CUDA context"] = est.context_bytes
         budget = self.inputs.vram_bytes if self.inputs else None
-        band = f" (band {fmt_bytes(est.low_bytes)}–{fmt_bytes(est.high_bytes)})" if est is not None else ""
-        caption = f"est. peak {fmt_bytes(row.peak_bytes)}{band} vs budget {fmt_bytes(budget)}"
-        self.query_one("#breakdown", BudgetBar).show(list(breakdown.items()), budget, caption)
+        band = (f" (range {fmt_bytes(est.low_bytes + est.context_bytes)}–{fmt_bytes(est.high_bytes + est.context_bytes)})"
+                if est is not None else "")
+        caption = f"on card {fmt_bytes(row.peak_bytes)}{band} vs budget {fmt_bytes(budget)}"
+        self.query_one("#breakdown", BudgetBar).show(list(parts.items()), budget, caption)
         lines = [f"[b]{'Why' if row.fits else 'Ruled out'}:[/b] " + "; ".join(_esc(r) for r in row.reasons)]
         if info is not None:
             lines += [f"[b]Quality:[/b] {_esc(info.quality_evidence)}", f"[b]Cost:[/b] {_esc(info.cost_evidence)}"]
@@ -267,13 +280,12 @@ class AdvisorScreen(Screen):
 
         if self.inputs is None or row.settings is None:
             return
-        gpu = self.probe_result.gpu(self.chosen_gpu) if self.probe_result and self.chosen_gpu is not None else None
         try:
             recipe = recipe_from_recommendation(
                 self.inputs.model, row.settings, row.estimate,
                 vram_gib=round(bytes_to_gib(self.inputs.vram_bytes), 2),
                 adapter_mb=(self.inputs.adapter_budget_bytes or 0) / MB,
-                priority=self.inputs.priority, gpu=(gpu.name or "") if gpu else "",
+                priority=self.inputs.priority, gpu=self.inputs.source,
             )
         except UserError as err:
             self.notify(str(err), severity="error")

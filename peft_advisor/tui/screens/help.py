@@ -51,7 +51,8 @@ class HelpScreen(ModalScreen[None]):
             for key, description in _rows(bindings):
                 grid.add_row(key, description)
             grid.add_row("", "")
-        grid.add_row("Mouse", "click rows, buttons and fields; scroll with the wheel")
+        grid.add_row("Mouse", "click rows, buttons, fields and the screen names at the top")
+        grid.add_row("Esc", "closes this help")
         return grid
 
 

@@ -24,8 +24,9 @@ from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
 from peft_advisor.core.events import EventTail, RunSummary
-from peft_advisor.core.units import fmt_bytes, fmt_file_bytes
+from peft_advisor.core.units import fmt_bytes
 from peft_advisor.tui.messages import GpusProbed, TrainingEnded, TrainingEventsReceived
+from peft_advisor.tui.run_text import downsample, escape, fmt, fmt_duration, summary_text
 from peft_advisor.tui.services import run_pid, trainer_alive
 from peft_advisor.tui.text_tail import TextTail
 from peft_advisor.tui.widgets.budget_bar import BudgetBar
@@ -46,7 +47,7 @@ class MonitorScreen(Screen):
     CSS_PATH = "monitor.tcss"
     BINDINGS = [
         Binding("s", "stop", "Stop run"),
-        Binding("l", "toggle_log", "Log"),
+        Binding("l", "toggle_log", "Show/hide log"),
     ]
 
     def __init__(self) -> None:
@@ -150,14 +151,14 @@ class MonitorScreen(Screen):
         progress.caption = f"{step_text} · {fmt_duration(v.wall_s)}{eta}"
         acc = v.eval_accuracies[-1][1] if v.eval_accuracies else None
         gpu = self.gpu if self._live() else None
-        gpu_text = "—" if gpu is None else (f"{_fmt(gpu.utilization_pct, '{}%')} {_fmt(gpu.temperature_c, '{}°C')} "
-                                           f"{_fmt(gpu.power_w, '{:.0f} W')}")
+        gpu_text = "—" if gpu is None else (f"{fmt(gpu.utilization_pct, '{}%')} {fmt(gpu.temperature_c, '{}°C')} "
+                                           f"{fmt(gpu.power_w, '{:.0f} W')}")
         self.query_one(MetricPanel).rows = (
-            Metric("loss", _fmt(v.last_loss, "{:.4f}"), tuple(loss for _, loss in v.losses[-120:])),
-            Metric("eval loss", _fmt(v.last_eval_loss, "{:.4f}") + (f" · acc {acc:.0%}" if acc is not None else "")),
-            Metric("lr", _fmt(v.lr, "{:.2e}")),
-            Metric("grad norm", _fmt(v.grad_norm, "{:.3f}")),
-            Metric("tokens/s", _fmt(v.tokens_per_s, "{:,.0f}")),
+            Metric("loss", fmt(v.last_loss, "{:.4f}"), tuple(loss for _, loss in v.losses[-120:])),
+            Metric("eval loss", fmt(v.last_eval_loss, "{:.4f}") + (f" · acc {acc:.0%}" if acc is not None else "")),
+            Metric("lr", fmt(v.lr, "{:.2e}")),
+            Metric("grad norm", fmt(v.grad_norm, "{:.3f}")),
+            Metric("tokens/s", fmt(v.tokens_per_s, "{:,.0f}")),
             Metric("GPU", gpu_text),
         )
         self._refresh_memory()
@@ -170,7 +171,7 @@ class MonitorScreen(Screen):
         status = "died" if self.exit_note else v.status
         colour = {"ok": "green", "running": "cyan", "cancelled": "yellow", "waiting": "cyan"}.get(status, "red")
         head = " · ".join(str(p) for p in (self.run_dir, v.method, v.model, v.device) if p)
-        return f"[b]{_escape(head)}[/b] · [{colour}]{status}[/]"
+        return f"[b]{escape(head)}[/b] · [{colour}]{status}[/]"
 
     def _refresh_memory(self) -> None:
         v = self.view
@@ -187,7 +188,7 @@ class MonitorScreen(Screen):
         membar.show(parts, v.estimate_peak_bytes, caption)
 
     def _refresh_summary(self) -> None:
-        text = _summary_text(self.view, self.exit_note)
+        text = summary_text(self.view, self.exit_note)
         if text != self._texts.get("#summary"):
             self._texts["#summary"] = text
             summary = self.query_one("#summary", Static)
@@ -214,7 +215,7 @@ class MonitorScreen(Screen):
         plt.xlabel("step")
         width = max(10, plot.size.width)
         if self.view.losses:
-            xs, ys = _downsample(self.view.losses, min(PLOT_POINTS, 2 * width))
+            xs, ys = downsample(self.view.losses, min(PLOT_POINTS, 2 * width))
             plt.plot(xs, ys, label="train", marker="hd")
         if self.view.eval_losses:
             xs, ys = zip(*self.view.eval_losses)
@@ -293,59 +294,3 @@ def _death_note(run_dir: Path, launched, returncode: int | None, log: TextTail) 
         return f"not started (exit code {returncode}): {reason}"
     code = f"with exit code {returncode}" if returncode is not None else "(exit code unknown: not started by this UI)"
     return f"the trainer is gone {code} and wrote no end event; see the log below"
-
-
-def _fmt(value, spec: str) -> str:
-    if value is None or isinstance(value, bool):
-        return "—"
-    try:
-        return spec.format(value)
-    except (ValueError, TypeError):
-        return str(value)
-
-
-def _escape(text: str) -> str:
-    return text.replace("[", r"\[")
-
-
-def _downsample(points: list[tuple[int, float]], limit: int) -> tuple[list[float], list[float]]:
-    """Average consecutive points into at most `limit` bins (keeps the curve's shape)."""
-    if len(points) <= limit:
-        return [float(p[0]) for p in points], [p[1] for p in points]
-    size = len(points) / limit
-    xs, ys = [], []
-    for i in range(limit):
-        chunk = points[int(i * size) : int((i + 1) * size)] or [points[-1]]
-        xs.append(sum(p[0] for p in chunk) / len(chunk))
-        ys.append(sum(p[1] for p in chunk) / len(chunk))
-    return xs, ys
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, sec = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
-
-
-def _summary_text(v: RunSummary, exit_note: str | None) -> str:
-    """The final summary: status, losses, accuracy, adapter size, wall time, peak vs estimate."""
-    if exit_note:
-        return f"[b red]✗ {_escape(exit_note)}[/]"
-    if not v.done:
-        return ""
-    mark = {"ok": "[b green]✓ ok[/]", "cancelled": "[b yellow]■ cancelled[/]"}.get(v.status, f"[b red]✗ {v.status}[/]")
-    acc = v.eval_accuracies[-1][1] if v.eval_accuracies else None
-    peak, est = v.mem_peak_bytes, v.estimate_peak_bytes
-    ratio = f" ({peak / est:.0%})" if peak is not None and est else ""
-    lines = [
-        f"{mark} · final loss {_fmt(v.final_loss, '{:.4f}')} · best eval {_fmt(v.best_eval_loss, '{:.4f}')}"
-        + (f" · eval acc {acc:.0%}" if acc is not None else ""),
-        f"adapter {fmt_file_bytes(v.adapter_bytes)} · wall {fmt_duration(v.wall_s)} · "
-        f"peak {fmt_bytes(peak)} vs est. {fmt_bytes(est)}{ratio}",
-    ]
-    if v.message:
-        lines.append(_escape(v.message))
-    return "\n".join(lines)

@@ -24,9 +24,10 @@ class GpuCard(Widget, can_focus=True):
     """Set `gpu` (a `core.hardware.GpuInfo`) to redraw."""
 
     DEFAULT_CSS = """
-    GpuCard { height: 4; width: 1fr; min-width: 30; border: round $panel; padding: 0 1; }
-    GpuCard.-chosen { border: round $accent; }
-    GpuCard:focus { border: round $accent; background: $boost; }
+    GpuCard { height: 2; width: 1fr; min-width: 30; padding: 0 1; margin-right: 1;
+              text-wrap: nowrap; text-overflow: ellipsis; }
+    GpuCard.-chosen { background: $panel; }
+    GpuCard:focus { background: $accent 30%; }
     """
     BINDINGS = [Binding("enter,space", "choose", "Use this GPU", show=False)]
 
@@ -44,10 +45,6 @@ class GpuCard(Widget, can_focus=True):
     def watch_chosen(self, chosen: bool) -> None:
         self.set_class(chosen, "-chosen")
 
-    def watch_gpu(self, gpu) -> None:
-        if gpu is not None:
-            self.border_title = f"GPU {gpu.index} · {gpu.name or 'unknown'}"
-
     def render(self) -> Text:
         g = self.gpu
         if g is None:
@@ -58,16 +55,18 @@ class GpuCard(Widget, can_focus=True):
         bar_w = max(4, width - len(label))
         frac = (used / total) if used is not None and total else 0.0
         filled = round(frac * bar_w)
-        text = Text()
+        text = Text(no_wrap=True, overflow="ellipsis")
+        bf16 = {True: "bf16 ✓", False: "bf16 ✗", None: "bf16 ?"}[g.bf16]
+        name = (g.name or "unknown").removeprefix("NVIDIA ")  # every card here is NVIDIA's
+        text.append(("▶ " if self.chosen else "  ") + f"GPU {g.index} {name}", "bold")
+        text.append(
+            f"  {_or_dash(g.utilization_pct, '{}%')} {_or_dash(g.temperature_c, '{}°C')} "
+            f"{_or_dash(g.power_w, '{:.0f}W')} {bf16}\n"
+        )
         style = "red" if frac > 0.9 else "yellow" if frac > 0.7 else "green"
         text.append("█" * filled, style)
         text.append("░" * (bar_w - filled), "dim")
-        text.append(label + "\n")
-        bf16 = {True: "bf16 ✓", False: "bf16 ✗", None: "bf16 ?"}[g.bf16]
-        text.append(
-            f"util {_or_dash(g.utilization_pct, '{}%')}  {_or_dash(g.temperature_c, '{}°C')}  "
-            f"{_or_dash(g.power_w, '{:.0f} W')}  {bf16}"
-        )
+        text.append(label)
         return text
 
     def on_click(self) -> None:

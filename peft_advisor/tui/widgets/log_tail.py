@@ -23,7 +23,8 @@ class LogTail(Widget, can_focus=True):
     """The last lines of a log; `back` lines scrolled back from the end (0 = following)."""
 
     DEFAULT_CSS = """
-    LogTail { height: 6; border: round $panel; background: $surface; padding: 0 1; }
+    LogTail { height: 6; border: round $panel; background: $surface; padding: 0 1;
+              text-wrap: nowrap; text-overflow: ellipsis; }
     LogTail:focus { border: round $accent; }
     """
     BINDINGS = [

@@ -38,7 +38,7 @@ class MetricPanel(Widget):
     """Set `rows` to a tuple of `Metric`; the panel is as high as its lines."""
 
     DEFAULT_CSS = """
-    MetricPanel { height: auto; }
+    MetricPanel { height: auto; text-wrap: nowrap; text-overflow: clip; }
     """
 
     rows: reactive[tuple[Metric, ...]] = reactive(())

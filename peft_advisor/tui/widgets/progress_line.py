@@ -18,7 +18,7 @@ class ProgressLine(Widget):
     """`fraction` in [0, 1] or None (unknown total), and a `caption`."""
 
     DEFAULT_CSS = """
-    ProgressLine { height: 1; }
+    ProgressLine { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     fraction: reactive[float | None] = reactive(None)

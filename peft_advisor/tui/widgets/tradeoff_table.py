@@ -2,8 +2,8 @@
 parameters, quality evidence and speed from the matrix. The recommended row is starred; each
 ruled-out row says why.
 
-`rows_from_advice` turns the core's `Advice` (plus the catalog and an estimate per method) into
-plain rows, so the table itself only draws.
+`rows_from_advice` turns the core's `Advice` (plus the catalog) into plain rows, so the table
+itself only draws. "On card" is what the budget is checked against: peak plus CUDA context.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from textual.widgets import DataTable
 
 from peft_advisor.core.units import fmt_bytes, fmt_count, fmt_file_bytes
 
-COLUMNS = ("#", "Method", "Fits", "Peak / budget", "Adapter", "Trainable", "Quality", "Speed", "Why")
+COLUMNS = ("#", "Method", "Fits", "On card", "Adapter", "Trainable", "Quality", "Speed", "Why")
 
 
 @dataclass
@@ -28,6 +28,7 @@ class MethodRow:
     rank: int | None
     """1 = recommended; None when ruled out."""
     peak_bytes: int | None
+    """On the card: the allocator's peak plus the CUDA context (what the budget is checked against)."""
     budget_bytes: int | None
     adapter_bytes: int | None
     trainable_params: int | None
@@ -49,35 +50,34 @@ class MethodRow:
         return self.rank is not None
 
 
-def rows_from_advice(advice, catalog: dict, estimates: dict, budget_bytes: int | None) -> list[MethodRow]:
-    """Recommended methods best first, then the ruled-out ones; `estimates[method]` is an
-    `Estimate` for ruled-out methods (the recommendation carries its own)."""
+def rows_from_advice(advice, catalog: dict) -> list[MethodRow]:
+    """Recommended methods best first, then the ruled-out ones (closest miss first)."""
+    budget = advice.budget.vram_bytes
     rows = []
     for rank, rec in enumerate(advice.recommendations, start=1):
-        est = rec.estimate
-        rows.append(_row(rec.method, catalog, rank, est, budget_bytes, list(rec.reasons), rec.settings, est.peak_bytes))
+        why = rec.reasons[0] if rank == 1 else ("to fit: " + "; ".join(rec.adjustments) if rec.adjustments else "fits as asked")
+        rows.append(_row(rec.method, rec.name, catalog, rank, rec.estimate, budget, why, list(rec.reasons), rec.settings))
     for out in advice.ruled_out:
-        est = estimates.get(out.method)
-        peak = out.peak_bytes if out.peak_bytes else getattr(est, "peak_bytes", None)
-        row = _row(out.method, catalog, None, est, budget_bytes, [out.reason], getattr(est, "settings", None), peak)
-        rows.append(row)
+        est = out.closest
+        rows.append(_row(out.method, out.name, catalog, None, est, budget, out.reason, [out.reason],
+                         getattr(est, "settings", None)))
     return rows
 
 
-def _row(method, catalog, rank, est, budget_bytes, reasons, settings, peak) -> MethodRow:
+def _row(method, name, catalog, rank, est, budget_bytes, why, reasons, settings) -> MethodRow:
     info = catalog.get(method)
     return MethodRow(
         method=method,
-        name=getattr(info, "name", method),
+        name=name,
         rank=rank,
-        peak_bytes=peak,
+        peak_bytes=getattr(est, "total_bytes", None),
         budget_bytes=budget_bytes,
         adapter_bytes=getattr(est, "adapter_bytes", None),
         trainable_params=getattr(est, "trainable_params", None),
         quality=getattr(info, "quality", None),
         speed=getattr(info, "speed", None),
         time_vs_lora=getattr(info, "time_vs_lora", None),
-        why=reasons[0] if reasons else "",
+        why=why,
         reasons=reasons,
         settings=settings,
         estimate=est,
@@ -97,18 +97,17 @@ def cells(row: MethodRow) -> tuple:
         peak = Text(f"{fmt_bytes(row.peak_bytes)} {share:4.0%}", "red" if share > 1 else "")
     else:
         peak = Text(fmt_bytes(row.peak_bytes))
-    speed = f"{row.time_vs_lora:.2f}× time" if row.time_vs_lora else dots(row.speed)
     name = Text(row.name, "bold" if row.rank == 1 else "")
     why = Text(row.why, "red" if not row.fits else "dim")
     return (mark, name, fits, peak, fmt_file_bytes(row.adapter_bytes), fmt_count(row.trainable_params),
-            dots(row.quality), speed, why)
+            dots(row.quality), dots(row.speed), why)
 
 
 class TradeoffTable(DataTable):
     """Row keys are method ids; the cursor stays on the same method when the rows change."""
 
     DEFAULT_CSS = """
-    TradeoffTable { height: auto; max-height: 12; }
+    TradeoffTable { height: auto; max-height: 12; scrollbar-size-horizontal: 0; }
     """
 
     @dataclass

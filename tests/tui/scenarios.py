@@ -1,0 +1,95 @@
+"""The screens as the snapshot tests and the README screenshots show them: one app and one
+`run_before` per scenario, deterministic (fake GPUs, canned runs, fixed clocks in the events).
+
+Run from a folder holding the canned runs under `runs/` (the `workdir` fixture, or
+`make_screenshots.py`, which writes assets/*.svg from these same scenarios).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from textual.widgets import DataTable, Input
+from tui_support import make_app, wait_until
+
+from peft_advisor.tui.widgets.tradeoff_table import TradeoffTable
+
+
+@dataclass
+class Scenario:
+    make: Callable
+    run_before: Callable[..., Awaitable[None]]
+
+
+async def advice_shown(pilot, model: str = "llama-3.1-8b") -> None:
+    app = pilot.app
+    await wait_until(pilot, lambda: getattr(app.screen, "inputs", None) is not None
+                     and app.screen.inputs.model == model and app.screen.query_one(TradeoffTable).row_count)
+    await pilot.pause(0.2)
+
+
+async def _advisor(pilot) -> None:
+    await advice_shown(pilot)
+    pilot.app.screen.query_one(TradeoffTable).focus()
+    await pilot.pause(0.1)
+
+
+async def _advisor_no_gpu(pilot) -> None:
+    field = pilot.app.screen.query_one("#in-vram", Input)
+    field.focus()
+    await pilot.press(*"16")
+    await wait_until(pilot, lambda: pilot.app.screen.inputs is not None)
+    table = pilot.app.screen.query_one(TradeoffTable)
+    table.focus()
+    table.move_cursor(row=table.get_row_index("full"))  # a ruled-out row, with its reason below
+    await pilot.pause(0.2)
+
+
+async def _recipe(pilot) -> None:
+    await advice_shown(pilot)
+    pilot.app.screen.query_one(TradeoffTable).focus()
+    await pilot.press("enter")  # the recommended method, on to its recipe
+    await wait_until(pilot, lambda: pilot.app.current_mode == "recipe")
+    field = pilot.app.screen.query_one("#f-method-rank", Input)
+    field.focus()
+    field.value = "x8"  # a bad value: its message shows under the field
+    await pilot.pause(0.3)
+
+
+async def _monitor(pilot) -> None:
+    await wait_until(pilot, lambda: pilot.app.screen.view.done or pilot.app.screen.exit_note)
+    pilot.app.screen._draw_plot()
+    await pilot.pause(0.3)
+
+
+async def _runs(pilot) -> None:
+    await pilot.press("f5")
+    table = pilot.app.screen.query_one(DataTable)
+    await wait_until(pilot, lambda: table.row_count == 3)
+    await pilot.press("space", "down", "space", "down", "space", "c")
+    await pilot.pause(0.3)
+
+
+async def _help(pilot) -> None:
+    await _monitor(pilot)
+    await pilot.press("f1")
+    await pilot.pause(0.2)
+
+
+async def _light(pilot) -> None:
+    await _monitor(pilot)
+    await pilot.press("ctrl+t")
+    await pilot.pause(0.2)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "advisor": Scenario(lambda: make_app(), _advisor),
+    "advisor_no_gpu": Scenario(lambda: make_app(gpu=False), _advisor_no_gpu),
+    "recipe": Scenario(lambda: make_app(), _recipe),
+    "monitor": Scenario(lambda: make_app(monitor="runs/demo-lora"), _monitor),
+    "monitor_died": Scenario(lambda: make_app(monitor="runs/demo-vera"), _monitor),
+    "runs": Scenario(lambda: make_app(monitor="runs/demo-lora"), _runs),
+    "help": Scenario(lambda: make_app(monitor="runs/demo-lora"), _help),
+    "monitor_light": Scenario(lambda: make_app(monitor="runs/demo-lora"), _light),
+}

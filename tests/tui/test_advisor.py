@@ -1,0 +1,128 @@
+"""The advisor: GPU cards, budgets in, the eight methods out, details, and on to a recipe."""
+
+from __future__ import annotations
+
+from textual.widgets import Input, Static
+from tui_support import make_app, wait_until
+
+from peft_advisor.tui.widgets.gpu_card import GpuCard
+from peft_advisor.tui.widgets.tradeoff_table import TradeoffTable
+
+
+def table_of(app) -> TradeoffTable:
+    return app.screen.query_one(TradeoffTable)
+
+
+def rows(app) -> dict:
+    return table_of(app).rows_by_method
+
+
+async def set_input(pilot, selector: str, text: str) -> None:
+    """Focus the field, clear it and type `text` key by key, as a person would."""
+    field = pilot.app.screen.query_one(selector, Input)
+    field.focus()
+    field.value = ""
+    await pilot.press(*text)
+
+
+async def settle(pilot, app, inputs_like) -> None:
+    """Wait until the table shows advice for inputs matching `inputs_like(inputs)`."""
+    await wait_until(pilot, lambda: app.screen.inputs is not None and inputs_like(app.screen.inputs) and rows(app))
+
+
+async def test_gpu_cards_and_default_budget_from_free_memory(workdir):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await wait_until(pilot, lambda: len(app.screen.query(GpuCard)) == 2)
+        assert app.screen.query_one("#in-vram", Input).value == "22.0"  # the 4090's free memory
+        await settle(pilot, app, lambda i: i.vram_bytes == 22 * 1024**3)
+        assert len(rows(app)) == 8 and table_of(app).row_count == 8
+        await pilot.click(list(app.screen.query(GpuCard))[1])  # the H200: the budget follows its free memory
+        await settle(pilot, app, lambda i: i.vram_bytes == 140 * 1024**3)
+        assert app.screen.query_one("#in-vram", Input).value == "140.0"
+        assert all(r.fits for r in rows(app).values())
+
+
+async def test_typing_a_budget_changes_the_table(workdir):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(pilot, app, lambda i: i.vram_bytes == 22 * 1024**3)
+        before = {m: r.fits for m, r in rows(app).items()}
+        assert before["lora"] and not before["full"]
+        await set_input(pilot, "#in-vram", "12")
+        await settle(pilot, app, lambda i: i.vram_bytes == 12 * 1024**3)
+        after = rows(app)
+        assert after["qlora"].fits and not after["lora"].fits  # an 8B model in 12 GiB: only 4-bit fits
+        assert after["qlora"].rank == 1 and list(after)[0] == "qlora"  # the recommended row comes first
+        cell = str(table_of(app).get_row("qlora")[0])
+        assert cell == "★"
+
+
+async def test_a_ruled_out_method_shows_its_reason(workdir):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await set_input(pilot, "#in-vram", "12")
+        await settle(pilot, app, lambda i: i.vram_bytes == 12 * 1024**3)
+        full = rows(app)["full"]
+        assert not full.fits and full.why.startswith("needs")
+        table = table_of(app)
+        assert str(table.get_row("full")[-1]) == full.why  # in the table's Why column
+        table.focus()
+        table.move_cursor(row=table.get_row_index("full"))
+        await pilot.pause(0.1)
+        detail = str(app.screen.query_one("#detail-text", Static).content)
+        assert "Ruled out:" in detail and full.why.split(";")[0] in detail
+        assert "Sources:" in detail and full.method_info.sources[0] in detail
+
+
+async def test_no_gpu_shows_a_notice_and_takes_a_typed_budget(workdir):
+    app = make_app(gpu=False)
+    async with app.run_test(size=(100, 32)) as pilot:
+        notice = app.screen.query_one("#gpu-notice", Static)
+        await wait_until(pilot, lambda: notice.display)
+        assert "no NVIDIA GPU" in str(notice.content) and not app.screen.query(GpuCard)
+        assert not rows(app)
+        await set_input(pilot, "#in-vram", "24")
+        await settle(pilot, app, lambda i: i.vram_bytes == 24 * 1024**3)
+        assert rows(app)["lora"].fits
+
+
+async def test_bad_input_says_why_and_keeps_the_last_table(workdir):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(pilot, app, lambda i: i.model == "llama-3.1-8b")
+        await set_input(pilot, "#in-model", "llama-9")
+        error = app.screen.query_one("#input-error", Static)
+        await wait_until(pilot, lambda: error.display and "unknown model" in str(error.content))
+        assert len(rows(app)) == 8  # the previous advice stays until the input is good again
+
+
+async def test_enter_on_a_row_opens_its_recipe(workdir):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await set_input(pilot, "#in-model", "qwen2.5-0.5b")
+        await settle(pilot, app, lambda i: i.model == "qwen2.5-0.5b")
+        table = table_of(app)
+        table.focus()
+        table.move_cursor(row=table.get_row_index("dora"))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.current_mode == "recipe")
+        recipe = app.screen.recipe
+        assert recipe.method.name == "dora" and recipe.model.id == "qwen2.5-0.5b"
+        assert recipe.estimate.peak_bytes == rows_peak(app)
+
+
+def rows_peak(app) -> int:
+    advisor = app.get_screen_stack("advisor")[0]
+    return advisor.query_one(TradeoffTable).rows_by_method["dora"].estimate.peak_bytes
+
+
+async def test_model_picker_searches_presets(workdir):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.press("ctrl+f")
+        await pilot.pause(0.1)
+        await pilot.press(*"qwen3 0.6")
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert app.screen.query_one("#in-model", Input).value == "qwen3-0.6b"

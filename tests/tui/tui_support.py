@@ -1,0 +1,72 @@
+"""Helpers for the terminal UI tests: apps with a fake GPU probe, a launcher that runs the fake
+trainer, and a wait helper. Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+FIXTURES = TESTS / "fixtures"
+FAKE_TRAINER = FIXTURES / "fake_trainer.py"
+sys.path.insert(0, str(TESTS))  # tests/fakes.py
+
+from fakes import FakeProber, fake_no_gpu_result, fake_probe_result  # noqa: E402
+
+from peft_advisor import launch  # noqa: E402
+from peft_advisor.tui.app import PeftAdvisorApp  # noqa: E402
+from peft_advisor.tui.services import Services  # noqa: E402
+
+
+class FakeLauncher:
+    """Starts tests/fixtures/fake_trainer.py the way `launch.start` starts the real trainer: its
+    own session, stdout+stderr to train.log, the pid in run.json, a `launch.Launched` back.
+    Stopping goes through the real `launch.stop` (SIGINT to the pid in run.json)."""
+
+    def __init__(self, *extra: str):
+        self.extra = list(extra)
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, recipe_path: Path, run_dir: Path) -> launch.Launched:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True)
+        argv = [sys.executable, str(FAKE_TRAINER), str(recipe_path), "--run-dir", str(run_dir),
+                "--label", "peft_advisor.train", *self.extra]
+        with open(run_dir / "train.log", "ab") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        launch.write_run_json(run_dir, proc.pid, argv)
+        self.started.append(proc)
+        return launch.Launched(proc, run_dir, run_dir / "train.log", None)
+
+    @staticmethod
+    def stop(run_dir: Path) -> bool:
+        return launch.stop(run_dir)
+
+    def cleanup(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+def make_services(launcher: FakeLauncher | None = None, gpu: bool = True, root: Path = Path("runs")) -> Services:
+    prober = FakeProber(fake_probe_result() if gpu else fake_no_gpu_result())
+    services = Services(prober=prober, output_root=root)
+    if launcher is not None:
+        services.start_run, services.stop_run = launcher.start, launcher.stop
+    return services
+
+
+def make_app(launcher=None, gpu: bool = True, monitor=None) -> PeftAdvisorApp:
+    return PeftAdvisorApp(services=make_services(launcher, gpu), monitor=monitor)
+
+
+async def wait_until(pilot, condition, timeout: float = 10.0, step: float = 0.05) -> None:
+    """Let the app run until `condition()` holds; fail with the timeout otherwise."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await pilot.pause(step)
