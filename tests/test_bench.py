@@ -32,6 +32,12 @@ FAKE_TRAINER = FIXTURES / "fake_trainer.py"
 DEMO_LORA = ROOT / "recipes" / "demo" / "lora.toml"
 
 
+def base_recipe(**changes) -> rc.Recipe:
+    """The demo model and data, LoRA at 1e-3 (five times its default lr), 80 steps of batch 8."""
+    base = {"train.lr": 1e-3, "train.max_steps": 80, "train.micro_batch": 8}
+    return rc.updated(rc.Recipe(), {**base, **{k.replace("__", "."): v for k, v in changes.items()}})
+
+
 def events_of(name: str) -> list[dict]:
     return read_events(FIXTURES / "runs" / name / "events.jsonl")[0]
 
@@ -54,7 +60,7 @@ def test_parse_methods_keeps_order_drops_repeats_and_names_the_unknown():
 
 
 def test_budget_steps_time_split_and_default():
-    recipe = rc.load(DEMO_LORA)  # max_steps 80
+    recipe = base_recipe()  # max_steps 80
     assert bench.make_budget(recipe, 7, None, 3) == bench.Budget(steps=7)
     assert bench.make_budget(recipe, None, 6.0, 3) == bench.Budget(time_s=120.0)  # 6 min over 3 methods
     assert bench.make_budget(recipe, None, None, 3) == bench.Budget(steps=bench.DEFAULT_STEPS)
@@ -66,7 +72,7 @@ def test_budget_steps_time_split_and_default():
 
 
 def test_lr_follows_each_methods_default_scaled_like_the_recipe():
-    tuned = rc.load(DEMO_LORA)  # lora at 1e-3, five times DEFAULT_LR["lora"]
+    tuned = base_recipe()  # lora at 1e-3, five times DEFAULT_LR["lora"]
     assert bench.candidate_lr(tuned, "lora") == 1e-3
     assert bench.candidate_lr(tuned, "dora") == pytest.approx(5 * rc.DEFAULT_LR["dora"])
     assert bench.candidate_lr(tuned, "vera") == pytest.approx(5 * rc.DEFAULT_LR["vera"])
@@ -76,7 +82,7 @@ def test_lr_follows_each_methods_default_scaled_like_the_recipe():
 
 
 def test_plan_swaps_only_the_method_and_knows_what_needs_cuda(tmp_path):
-    recipe = rc.load(DEMO_LORA)
+    recipe = base_recipe()
     names = ["lora", "qlora", "vera", "galore-8bit"]
     dirs = {n: str(tmp_path / n) for n in names}
     folder = str(tmp_path)
@@ -95,12 +101,12 @@ def test_plan_swaps_only_the_method_and_knows_what_needs_cuda(tmp_path):
     timed = bench.plan(recipe, ["dora"], True, bench.Budget(time_s=60.0), folder)[0].recipe
     assert timed.train.max_steps == recipe.train.max_steps  # the clock stops it, the schedule is the recipe's
     # a qlora recipe benched as lora must drop the 4-bit base
-    from_qlora = bench.plan(rc.load(ROOT / "recipes" / "demo" / "qlora.toml"), ["lora"], True, bench.Budget(steps=5), folder)
+    from_qlora = bench.plan(base_recipe(method__name="qlora"), ["lora"], True, bench.Budget(steps=5), folder)
     assert not from_qlora[0].recipe.model.load_in_4bit
 
 
 def test_a_candidate_the_recipe_rules_out_is_an_error_row(tmp_path):
-    recipe = rc.updated(rc.load(DEMO_LORA), {"train.grad_accum": 2})
+    recipe = base_recipe(train__grad_accum=2)
     cand = bench.plan(recipe, ["galore-layerwise"], True, bench.Budget(steps=5), str(tmp_path))[0]
     assert cand.skip_status == "error" and "grad_accum" in cand.skip_reason
     row = bench.skipped_row(cand)

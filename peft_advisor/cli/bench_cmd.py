@@ -54,8 +54,8 @@ def run_bench(args) -> int:
     names = bench.parse_methods(args.methods)
     out = Path(args.out or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}").absolute()
     gpu = _gpu_name()
-    first = bench.plan(recipe, names, gpu is not None, bench.Budget(steps=1), str(out))
-    budget = bench.make_budget(recipe, args.steps, args.time_budget, sum(c.runnable for c in first))
+    runnable = sum(c.runnable for c in bench.plan(recipe, names, gpu is not None, bench.Budget(steps=1), str(out)))
+    budget = bench.make_budget(recipe, args.steps, args.time_budget, runnable)  # time is split over these
     candidates = bench.plan(recipe, names, gpu is not None, budget, str(out))
     _prepare_out(out, names, args.force)
     result = bench.BenchResult(recipe=str(args.recipe), model=recipe.model.id, data=recipe.data.path,
@@ -247,7 +247,8 @@ class Progress:
             if kind == "start":
                 total = e.get("total_steps")
                 self.every = max(1, int(total) // 10) if isinstance(total, int) and total > 0 else 1
-                print(f"{self.tag}: training on {e.get('device')}, {total} steps planned", file=sys.stderr, flush=True)
+                planned = f"{total} step{'s' if total != 1 else ''}" if isinstance(total, int) else "? steps"
+                print(f"{self.tag}: training on {e.get('device')}, {planned} planned", file=sys.stderr, flush=True)
             elif kind == "step" and isinstance(e.get("step"), int):
                 now = time.monotonic()
                 if e["step"] % self.every == 0 or e["step"] == 1 or now - self.last_t >= 10:

@@ -148,6 +148,7 @@ def build_loraplus(model, recipe) -> Built:
         lr=t.lr,
         loraplus_lr_ratio=recipe.method.loraplus_lr_ratio,
         weight_decay=t.weight_decay,
+        fused=torch.cuda.is_available(),  # as Trainer's default adamw_torch_fused
     )
     return Built(peft_model, optimizers=(optimizer, None))
 

@@ -266,7 +266,9 @@ def training_args(r, run_dir: Path, cuda: bool, has_eval: bool, resume: bool) ->
         save_steps=t.save_every or None,
         save_total_limit=2,
         report_to=[] if r.output.report_to == "none" else [r.output.report_to],
-        bf16=dtype == "bfloat16",
+        # Pure bf16 training, no autocast: the weights are already bf16 and peft keeps adapters in
+        # fp32; this is the stack the memory estimator was measured on (and the PEFT study's).
+        bf16=False,
         fp16=dtype == "float16",
         use_cpu=not cuda,
         dataloader_pin_memory=cuda,

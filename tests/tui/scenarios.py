@@ -25,7 +25,8 @@ class Scenario:
 async def advice_shown(pilot, model: str = "llama-3.1-8b") -> None:
     app = pilot.app
     await wait_until(pilot, lambda: getattr(app.screen, "inputs", None) is not None
-                     and app.screen.inputs.model == model and app.screen.query_one(TradeoffTable).row_count)
+                     and app.screen.inputs.model == model and app.screen.query(TradeoffTable)
+                     and app.screen.query_one(TradeoffTable).row_count)
     await pilot.pause(0.2)
 
 

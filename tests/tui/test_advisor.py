@@ -14,7 +14,8 @@ def table_of(app) -> TradeoffTable:
 
 
 def rows(app) -> dict:
-    return table_of(app).rows_by_method
+    tables = app.screen.query(TradeoffTable)  # mounted just after the first paint
+    return tables.first().rows_by_method if tables else {}
 
 
 async def set_input(pilot, selector: str, text: str) -> None:

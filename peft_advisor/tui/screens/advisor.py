@@ -15,19 +15,18 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.suggester import SuggestFromList
-from textual.widgets import Footer, Input, Label, Select, Static
+from textual.widgets import Footer, Input, Label, Static
 from textual.worker import WorkerState, get_current_worker
 
 from peft_advisor.core.errors import UserError
-from peft_advisor.core.hardware import usable_vram_bytes
-from peft_advisor.core.model_spec import preset_ids
 from peft_advisor.core.units import GIB, MB, bytes_to_gib, fmt_bytes
 from peft_advisor.tui.messages import GpusProbed, RecipeRequested
-from peft_advisor.tui.widgets.budget_bar import BudgetBar
+from peft_advisor.tui.widgets.choice import Choice
 from peft_advisor.tui.widgets.gpu_card import GpuCard
 from peft_advisor.tui.widgets.nav_bar import NavBar
-from peft_advisor.tui.widgets.tradeoff_table import MethodRow, TradeoffTable, rows_from_advice
+
+# The table, the detail pane and the model presets arrive just after the first paint (see
+# `_start_background_work`): the first frame shows the GPUs and the inputs at once.
 
 PRIORITIES = ("quality", "speed", "memory", "size")
 DEFAULT_MODEL = "llama-3.1-8b"
@@ -64,7 +63,8 @@ class AdvisorScreen(Screen):
         self.chosen_gpu: int | None = None
         self.budget_typed = False
         """True once the person typed a budget: the probe stops filling it in."""
-        self.rows: list[MethodRow] = []
+        self.rows: list = []
+        """`tradeoff_table.MethodRow`s of the last advice."""
         self.inputs: AdviceInputs | None = None
         self._timer = None
 
@@ -74,24 +74,19 @@ class AdvisorScreen(Screen):
         yield Static("", id="gpu-notice", classes="notice", markup=False)
         with Horizontal(classes="input-row"):
             yield Label("model", classes="in-label")
-            yield Input(DEFAULT_MODEL, id="in-model", compact=True, suggester=SuggestFromList(preset_ids() + ["demo"]))
+            yield Input(DEFAULT_MODEL, id="in-model", compact=True)
             yield Label("VRAM GiB", classes="in-label")
             yield Input("", id="in-vram", compact=True, placeholder="budget", classes="num")
             yield Label("adapter MB", classes="in-label")
             yield Input("", id="in-adapter", compact=True, placeholder="no limit", classes="num")
         with Horizontal(classes="input-row"):
             yield Label("priority", classes="in-label")
-            yield Select([(p, p) for p in PRIORITIES], value="quality", allow_blank=False, id="in-priority", compact=True)
+            yield Choice(PRIORITIES, "quality", id="in-priority")
             yield Label("seq len", classes="in-label")
             yield Input("1024", id="in-seq", compact=True, classes="num")
             yield Label("batch", classes="in-label")
             yield Input("1", id="in-batch", compact=True, classes="num")
         yield Static("", id="input-error", classes="error", markup=False)
-        yield TradeoffTable(id="table")
-        with VerticalScroll(id="detail"):
-            yield Static("", id="detail-head")
-            yield BudgetBar(id="breakdown")
-            yield Static("", id="detail-text")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -101,6 +96,16 @@ class AdvisorScreen(Screen):
         self.call_after_refresh(self._start_background_work)
 
     def _start_background_work(self) -> None:
+        from textual.suggester import SuggestFromList
+
+        from peft_advisor.core.model_spec import preset_ids
+        from peft_advisor.tui.widgets.budget_bar import BudgetBar
+        from peft_advisor.tui.widgets.tradeoff_table import TradeoffTable
+
+        self.query_one("#in-model", Input).suggester = SuggestFromList(preset_ids() + ["demo"])
+        detail = VerticalScroll(Static("", id="detail-head"), BudgetBar(id="breakdown"), Static("", id="detail-text"),
+                                id="detail")
+        self.mount(TradeoffTable(id="table"), detail, before=self.query_one(Footer))
         self.set_interval(1.0, self._probe_gpus)
         self._probe_gpus()
         self._schedule()
@@ -113,6 +118,8 @@ class AdvisorScreen(Screen):
 
     def on_gpus_probed(self, message: GpusProbed) -> None:
         message.stop()
+        if message.result == self.probe_result:
+            return  # nothing changed since the last second: no repaint
         result = self.probe_result = message.result
         box, notice = self.query_one("#gpus", Horizontal), self.query_one("#gpu-notice", Static)
         cards = list(box.query(GpuCard))
@@ -139,6 +146,8 @@ class AdvisorScreen(Screen):
     def _choose_gpu(self, index: int) -> None:
         self.chosen_gpu = index
         self._mark_chosen()
+        from peft_advisor.core.hardware import usable_vram_bytes
+
         gpu = self.probe_result.gpu(index) if self.probe_result else None
         free = usable_vram_bytes(gpu) if gpu is not None else None  # free memory, as the CLI's default
         if free is not None and not self.budget_typed:
@@ -161,7 +170,7 @@ class AdvisorScreen(Screen):
         if event.input.id and event.input.id.startswith("in-"):
             self._schedule()
 
-    def on_select_changed(self, event: Select.Changed) -> None:
+    def on_choice_changed(self, event: Choice.Changed) -> None:
         self._schedule()
 
     def _schedule(self) -> None:
@@ -188,7 +197,7 @@ class AdvisorScreen(Screen):
             return "" if self.probe_result is not None and not self.probe_result.gpus else "VRAM GiB: type a budget"
         if vram <= 0 or seq < 1 or batch < 1 or (adapter is not None and adapter < 0):
             return "budgets, sequence length and batch must be positive"
-        priority = self.query_one("#in-priority", Select).value
+        priority = self.query_one("#in-priority", Choice).value
         gpu = self._gpu()
         if gpu is not None and not self.budget_typed:
             source, total = f"GPU {gpu.index} {gpu.name}: free memory", gpu.total_bytes
@@ -212,9 +221,10 @@ class AdvisorScreen(Screen):
         self._advise(inputs)
 
     @work(thread=True, exclusive=True, group="advice", exit_on_error=False, description="recommend")
-    def _advise(self, inputs: AdviceInputs) -> tuple[AdviceInputs, list[MethodRow]] | None:
+    def _advise(self, inputs: AdviceInputs) -> tuple[AdviceInputs, list] | None:
         """The same call as `peft-advisor recommend`, off the UI thread."""
         from peft_advisor.core.catalog import load_catalog
+        from peft_advisor.tui.widgets.tradeoff_table import rows_from_advice
         from peft_advisor.core.model_spec import load_model_spec
         from peft_advisor.core.recommend import Budget, recommend
 
@@ -237,14 +247,14 @@ class AdvisorScreen(Screen):
         elif worker.state == WorkerState.SUCCESS and worker.result is not None:
             error.display = False
             self.inputs, self.rows = worker.result
-            self.query_one(TradeoffTable).show_rows(self.rows)
+            self.query_one("#table").show_rows(self.rows)
 
     # ------------------------------------------------------------------ details and recipe
 
-    def on_tradeoff_table_method_highlighted(self, message: TradeoffTable.MethodHighlighted) -> None:
+    def on_tradeoff_table_method_highlighted(self, message) -> None:
         self._show_detail(message.row)
 
-    def _show_detail(self, row: MethodRow) -> None:
+    def _show_detail(self, row) -> None:
         info, est, s = row.method_info, row.estimate, row.settings
         verdict = "[b yellow]★ recommended[/]" if row.rank == 1 else (f"#{row.rank}" if row.rank else "[b red]✗ ruled out[/]")
         head = [f"[b]{row.name}[/b] {verdict} · {_esc(getattr(info, 'summary', ''))}"]
@@ -258,7 +268,7 @@ class AdvisorScreen(Screen):
         band = (f" (range {fmt_bytes(est.low_bytes + est.context_bytes)}–{fmt_bytes(est.high_bytes + est.context_bytes)})"
                 if est is not None else "")
         caption = f"on card {fmt_bytes(row.peak_bytes)}{band} vs budget {fmt_bytes(budget)}"
-        self.query_one("#breakdown", BudgetBar).show(list(parts.items()), budget, caption)
+        self.query_one("#breakdown").show(list(parts.items()), budget, caption)
         lines = [f"[b]{'Why' if row.fits else 'Ruled out'}:[/b] " + "; ".join(_esc(r) for r in row.reasons)]
         if info is not None:
             lines += [f"[b]Quality:[/b] {_esc(info.quality_evidence)}", f"[b]Cost:[/b] {_esc(info.cost_evidence)}"]
@@ -266,16 +276,16 @@ class AdvisorScreen(Screen):
             lines += ["[b]Sources:[/b]"] + [f"  {_esc(src)}" for src in info.sources]
         self.query_one("#detail-text", Static).update("\n".join(lines))
 
-    def on_tradeoff_table_method_chosen(self, message: TradeoffTable.MethodChosen) -> None:
+    def on_tradeoff_table_method_chosen(self, message) -> None:
         self._make_recipe(message.row)
 
     def action_make_recipe(self) -> None:
-        table = self.query_one(TradeoffTable)
+        table = self.query_one("#table")
         row = table.rows_by_method.get(table.current_method() or "")
         if row is not None:
             self._make_recipe(row)
 
-    def _make_recipe(self, row: MethodRow) -> None:
+    def _make_recipe(self, row) -> None:
         from peft_advisor.core.recipe import recipe_from_recommendation
 
         if self.inputs is None or row.settings is None:
@@ -295,6 +305,7 @@ class AdvisorScreen(Screen):
         self.post_message(RecipeRequested(recipe))
 
     def action_pick_model(self) -> None:
+        from peft_advisor.core.model_spec import preset_ids
         from peft_advisor.tui.screens.model_picker import ModelPickerScreen
 
         def chosen(model_id: str | None) -> None:
@@ -304,7 +315,7 @@ class AdvisorScreen(Screen):
         self.app.push_screen(ModelPickerScreen(preset_ids(), self.query_one("#in-model", Input).value), chosen)
 
     def action_focus_table(self) -> None:
-        self.query_one(TradeoffTable).focus()
+        self.query_one("#table").focus()
 
 
 def _settings_text(s) -> str:
