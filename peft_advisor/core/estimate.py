@@ -25,6 +25,7 @@ held-out architectures (`bench/calibrate.py`). Only the pure arithmetic lives he
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.model_spec import ModelSpec
@@ -160,8 +161,13 @@ def resolve_targets(spec: ModelSpec, targets) -> tuple[str, ...]:
     return names
 
 
+@lru_cache(maxsize=256)
+def _target_layers(spec: ModelSpec, targets) -> tuple:
+    return tuple(spec.linear(name) for name in resolve_targets(spec, targets))
+
+
 def _targets(spec: ModelSpec, s: Settings):
-    return [spec.linear(name) for name in resolve_targets(spec, s.targets)]
+    return _target_layers(spec, s.targets)
 
 
 def trainable_params(spec: ModelSpec, s: Settings) -> int:
@@ -316,8 +322,13 @@ def _kernel_scratch_bytes(spec: ModelSpec, s: Settings) -> int:
 
 def components(spec: ModelSpec, s: Settings) -> dict[str, int]:
     """The raw terms of one training step on one GPU, before they are combined into a peak."""
+    return dict(_components(spec, s))
+
+
+@lru_cache(maxsize=1024)
+def _components(spec: ModelSpec, s: Settings) -> tuple:
     n_trainable = trainable_params(spec, s)
-    return {
+    return tuple({
         "trainable_params": n_trainable,
         "weights": _weight_bytes(spec, s),
         "trainable": 0 if s.method in ("full", "galore") else n_trainable * FP32,
@@ -327,7 +338,7 @@ def components(spec: ModelSpec, s: Settings) -> dict[str, int]:
         "logits": _logits_bytes(spec, s),
         "scratch": _kernel_scratch_bytes(spec, s),
         "recompute": _recompute_bytes(spec, s),
-    }
+    }.items())
 
 
 def assemble(c: dict[str, int], s: Settings, extra_static: int = 0, grads_held: int | None = None) -> dict[str, int]:
