@@ -127,3 +127,15 @@ async def test_model_picker_searches_presets(workdir):
         await pilot.press("enter")
         await pilot.pause(0.1)
         assert app.screen.query_one("#in-model", Input).value == "qwen3-0.6b"
+
+
+async def test_priority_reorders_the_methods(workdir):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(pilot, app, lambda i: i.priority == "quality")
+        app.screen.query_one("#in-priority").focus()
+        await pilot.press("right", "right")  # quality → speed → memory
+        await settle(pilot, app, lambda i: i.priority == "memory")
+        order = list(rows(app))
+        fitting = [r for r in rows(app).values() if r.fits]
+        assert order[0] == min(fitting, key=lambda r: r.peak_bytes).method  # least memory first
