@@ -21,8 +21,7 @@ from pathlib import Path
 from gpu_common import ROOT, make_model_folder, make_text_data, read_run, write_recipe
 
 CASES = [("full", {}), ("lora", {}), ("rslora", {}), ("dora", {}), ("loraplus", {}), ("vera", {}),
-         ("galore", {}), ("galore", {"layerwise": True}), ("galore", {"eightbit": True}), ("qlora", {}),
-         ("qlora", {"ckpt": True})]
+         ("galore", {}), ("galore", {"layerwise": True}), ("galore", {"eightbit": True}), ("qlora", {})]
 
 
 def main() -> int:

@@ -6,6 +6,11 @@ kill a run. Its stdout and stderr go to train.log. For a new run the launcher fi
 staging folder next to the run folder to hold train.log; the child fills it and renames it into
 place once the recipe, model and data are known to be good. If the child fails before that, no run
 folder exists: `wait_started` reads the one-line reason from the staging log and removes it.
+
+A recipe whose [distributed] table asks for several processes is started through the engine's
+own launcher instead, `python -m torch.distributed.run ...` or `python -m accelerate.commands.launch
+...`, with the same trainer module after it; that launcher is the child we watch and signal (it
+forwards SIGINT to every rank), and rank 0 does what the single child does above.
 """
 
 from __future__ import annotations
@@ -21,16 +26,85 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from peft_advisor.core import recipe as rc
 from peft_advisor.core.errors import ExitCode, UserError
 
 STAGING_ENV = "PEFT_ADVISOR_STAGING"  # read by peft_advisor/train/run.py
+SETUP_EXIT_FILE = "setup_exit_code"  # written there by peft_advisor/train/run.py
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def build_argv(recipe_path, run_dir, resume: bool = False) -> list[str]:
-    """The child's command line, run with the interpreter running us."""
-    argv = [sys.executable, "-m", "peft_advisor.train", str(recipe_path), "--run-dir", str(run_dir)]
-    return argv + ["--resume"] if resume else argv
+SHUTDOWN_TIMEOUT_S = "300"  # torchrun's wait for the ranks after forwarding a stop: room for a checkpoint
+
+
+def build_argv(recipe_path, run_dir, resume: bool = False, dist=None, port: int | None = None) -> list[str]:
+    """The child's command line, run with the interpreter running us; behind torchrun or
+    accelerate when `dist` (a recipe's [distributed] table) asks for more than one process."""
+    argv = ["-m", "peft_advisor.train", str(recipe_path), "--run-dir", str(run_dir)] + (["--resume"] if resume else [])
+    if dist is None or rc.world_size(dist) == 1:
+        return [sys.executable, *argv]
+    return launcher_argv(dist, dist.master_port if port is None else port) + argv
+
+
+def launcher_argv(d, port: int) -> list[str]:
+    """torchrun or `accelerate launch` for one node of the run, up to the training module."""
+    per_node = rc.processes_per_node(d)
+    if d.launcher == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(per_node),
+                "--nnodes", str(d.nnodes), "--node_rank", str(d.node_rank),
+                "--master_addr", d.master_addr, "--master_port", str(port)]
+    argv = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(per_node * d.nnodes),
+            "--num_machines", str(d.nnodes), "--machine_rank", str(d.node_rank),
+            "--main_process_ip", d.master_addr, "--main_process_port", str(port),
+            "--mixed_precision", d.mixed_precision, "--dynamo_backend", "no"]
+    if d.strategy != "fsdp":
+        return argv + ["--multi_gpu"]
+    version = d.fsdp_version or fsdp_version_installed()
+    return argv + ["--use_fsdp", "--fsdp_version", str(version), "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+                   "--fsdp_reshard_after_forward", "true" if version == 2 else "FULL_SHARD",
+                   "--fsdp_state_dict_type", "FULL_STATE_DICT"]
+
+
+def fsdp_version_installed() -> int:
+    """2 where torch (>= 2.6, `fully_shard`) and accelerate (>= 1.6) have FSDP2, else 1; read from
+    the package metadata, so the launcher stays free of torch (the trainer checks the modules)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def at_least(name: str, wanted: tuple[int, int]) -> bool:
+        try:
+            parts = version(name).split("+")[0].split(".")
+            return tuple(int(p) for p in parts[:2] if p.isdigit()) >= wanted
+        except (PackageNotFoundError, ValueError):
+            return False
+
+    return 2 if at_least("torch", (2, 6)) and at_least("accelerate", (1, 6)) else 1
+
+
+def free_port() -> int:
+    """A TCP port free right now on this machine (for a one-node run with master_port = 0)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def distributed_env(d) -> dict:
+    """Environment for the launcher: which GPUs, and time for the ranks to checkpoint on a stop."""
+    env = {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT_S)}
+    if d.gpu_ids:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in d.gpu_ids)
+    return env
+
+
+def child_argv_env(recipe_path, run_dir, resume: bool = False) -> tuple[list[str], dict]:
+    """The command line and extra environment a recipe's run needs (its [distributed] table)."""
+    d = rc.load(recipe_path).distributed
+    if rc.world_size(d) == 1:
+        env = {"CUDA_VISIBLE_DEVICES": str(d.gpu_ids[0])} if d.gpu_ids else {}
+        return build_argv(recipe_path, run_dir, resume), env
+    port = free_port() if d.master_port == 0 and d.nnodes == 1 else d.master_port
+    return build_argv(recipe_path, run_dir, resume, d, port), distributed_env(d)
 
 
 @dataclass
@@ -86,8 +160,8 @@ def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None) -
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = folder = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".starting", dir=run_dir.parent))
         os.chmod(folder, 0o755)
-    argv = build_argv(Path(recipe_path).absolute(), run_dir, resume)
-    child_env = {**os.environ, **(env or {})}
+    argv, dist_env = child_argv_env(Path(recipe_path).absolute(), run_dir, resume)
+    child_env = {**os.environ, **dist_env, **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), child_env.get("PYTHONPATH")]))
     if staging is not None:
         child_env[STAGING_ENV] = str(staging)
@@ -104,6 +178,24 @@ def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None) -
         raise UserError(f"cannot start the trainer: {err}", ExitCode.TRAIN_FAILED) from None
     write_run_json(folder, process.pid, argv)
     return Launched(process, run_dir, log, staging, *launched_offsets)
+
+
+def run_worker_node(recipe_path, run_dir, resume: bool = False) -> int:
+    """A node other than 0 of a multi-node run: its launcher in the foreground, output to this
+    terminal. It writes nothing of its own: rank 0, on node 0, keeps the run folder and events."""
+    argv, dist_env = child_argv_env(Path(recipe_path).absolute(), Path(run_dir).absolute(), resume)
+    env = {**os.environ, **dist_env}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    try:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
+    except OSError as err:
+        raise UserError(f"cannot start the trainer: {err}", ExitCode.TRAIN_FAILED) from None
+    for _ in range(3):
+        try:
+            return process.wait()
+        except KeyboardInterrupt:  # the launcher got the terminal's Ctrl-C too: let it stop its ranks
+            continue
+    return int(ExitCode.INTERRUPTED)
 
 
 def failure_message(log_text: str) -> str:
@@ -143,6 +235,16 @@ def discard_staging(launched: Launched) -> None:
         shutil.rmtree(launched.staging_dir, ignore_errors=True)
 
 
+def _setup_exit_code(launched: Launched, code: int) -> int:
+    """torchrun exits 1 when a rank fails; rank 0 left the real code in the staging folder."""
+    if launched.staging_dir is None:
+        return code
+    try:
+        return int((launched.staging_dir / SETUP_EXIT_FILE).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return code
+
+
 def _setup_failure(launched: Launched, code: int) -> UserError:
     log = launched.log_path
     if not log.is_file():  # the staging folder became the run folder after all
@@ -153,6 +255,7 @@ def _setup_failure(launched: Launched, code: int) -> UserError:
             text = fh.read().decode("utf-8", "replace")
     except OSError:
         text = ""
+    code = _setup_exit_code(launched, code)
     discard_staging(launched)
     known = {int(c) for c in ExitCode}
     return UserError(failure_message(text), ExitCode(code) if code in known and code else ExitCode.TRAIN_FAILED)

@@ -50,6 +50,7 @@ def register(sub) -> None:
 
 
 def _add_parallel(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu-name", help="use local calibration runs measured on this GPU (default: the probed GPU)")
     p.add_argument("--gpus", type=int, help="GPU count (default: the probed GPUs of the same model, or 1 with --vram)")
     p.add_argument("--strategy", default="fsdp", help="ddp | fsdp: how several GPUs share the run (default fsdp)")
 
@@ -76,6 +77,10 @@ def run_estimate(args) -> int:
 
     par = Parallel(args.gpus or 1, args.strategy.strip().lower())
     est = per_gpu_estimate(spec, s, par)
+    if par.gpus == 1 and args.gpu_name:
+        from peft_advisor.calibration_store import calibrated_estimate
+
+        est = calibrated_estimate(spec, s, args.gpu_name, args.model)
     if args.json:
         print(json.dumps(dict(est.to_dict(), model=spec.id, total_params=spec.total_params,
                               gpus=par.gpus, strategy=par.strategy), indent=2))
@@ -129,8 +134,14 @@ def run_recommend(args) -> int:
     from peft_advisor.core.distributed import Parallel
 
     par = Parallel(args.gpus or getattr(args, "_probed_gpus", 1), args.strategy.strip().lower())
+    calibrate = None
+    gpu_name = args.gpu_name or getattr(args, "_probed_gpu_name", None)
+    if gpu_name:
+        from peft_advisor.calibration_store import calibrator
+
+        calibrate = calibrator(gpu_name, spec.id)
     advice = recommend(spec, budget, seq_len=args.seq, batch_size=args.batch, priority=args.priority.strip().lower(),
-                       methods=methods, rank=args.rank, targets=args.targets, parallel=par)
+                       methods=methods, rank=args.rank, targets=args.targets, parallel=par, calibrate=calibrate)
     if args.json:
         print(json.dumps(advice.to_dict(), indent=2))
     else:
@@ -162,6 +173,7 @@ def _budget(args, adapter_bytes):
         raise UserError(f"--gpu {args.gpu}: no such GPU (found {', '.join(map(str, gpus))})", ExitCode.USAGE)
     gpu = gpus[args.gpu]
     args._probed_gpus = sum(1 for g in result.gpus if g.name == gpu.name)
+    args._probed_gpu_name = gpu.name
     free = gpu.free_bytes if gpu.free_bytes is not None else gpu.total_bytes
     return Budget(int(free), adapter_bytes, f"GPU {gpu.index} {gpu.name}: free memory", gpu.total_bytes)
 

@@ -44,6 +44,10 @@ def run_train(args) -> int:
 
     recipe = rc.load(args.recipe)  # a bad recipe is one line here, before any process or folder
     run_dir = Path(args.run_dir or recipe.output.dir)
+    if recipe.distributed.node_rank > 0:  # a worker node: node 0 holds the run folder and the events
+        print(f"peft-advisor: node {recipe.distributed.node_rank} of {recipe.distributed.nnodes}; "
+              f"follow the run on node 0", file=sys.stderr)
+        return launch.run_worker_node(args.recipe, run_dir, resume=args.resume)
     launched = launch.start(args.recipe, run_dir, resume=args.resume)
     print(f"peft-advisor: trainer pid {launched.pid}; setting up {recipe.method.name} on {recipe.model.id}", file=sys.stderr)
     try:
@@ -106,7 +110,19 @@ def follow(run_dir: Path, launched=None, offset: int = 0, poll_s: float = 0.5, o
     finally:
         if launched:
             signal.signal(signal.SIGINT, previous)
+    if launched and summary.done:
+        _record_calibration(run_dir)
     return int(END_CODES.get(summary.status, ExitCode.TRAIN_FAILED))
+
+
+def _record_calibration(run_dir: Path) -> None:
+    """A GPU run that ended ok becomes local calibration for later estimates (never fails a run)."""
+    from peft_advisor.calibration_store import record_from_run_dir
+
+    try:
+        record_from_run_dir(run_dir, source="train")
+    except (OSError, ValueError) as err:
+        print(f"peft-advisor: note: run not kept as calibration ({err})", file=sys.stderr)
 
 
 def _reap(launched, timeout_s: float = 30) -> None:
@@ -172,9 +188,13 @@ def format_event(e: dict, s: RunSummary) -> str | None:
     kind = e.get("kind")
     if kind == "start":
         resumed = f", resumed at step {e['resumed_from_step']}" if e.get("resumed_from_step") else ""
-        est = f"; estimate peak {fmt_bytes(s.estimate_peak_bytes)}" if s.estimate_peak_bytes else ""
+        several = (s.gpus or 1) > 1
+        per_gpu = " per GPU" if several else ""
+        est = f"; estimate peak {fmt_bytes(s.estimate_peak_bytes)}{per_gpu}" if s.estimate_peak_bytes else ""
+        unit = "processes" if s.device == "cpu" else "GPUs"
+        gpus = f", {s.gpus} {unit} {(s.strategy or '').upper()}, global batch {s.global_batch}" if several else ""
         return (
-            f"start  {s.method} on {s.model} ({s.device}): {fmt_count(s.trainable_params)} trainable of "
+            f"start  {s.method} on {s.model} ({s.device}{gpus}): {fmt_count(s.trainable_params)} trainable of "
             f"{fmt_count(s.total_params)} params, {s.total_steps} steps{resumed}{est}"
         )
     if kind == "step":
@@ -187,6 +207,7 @@ def format_event(e: dict, s: RunSummary) -> str | None:
         if e.get("mem_peak_bytes"):
             parts.append(f"peak {fmt_bytes(e['mem_peak_bytes'])}")
         parts.append(f"ETA {fmt_duration(s.eta_s)}")
+        parts += per_gpu_memory(e)
         return "  ".join(parts)
     if kind == "eval":
         acc = e.get("eval_accuracy")
@@ -205,8 +226,17 @@ def format_event(e: dict, s: RunSummary) -> str | None:
         if s.mem_peak_bytes:
             est = f" (estimate {fmt_bytes(s.estimate_peak_bytes)})" if s.estimate_peak_bytes else ""
             parts.append(f"peak {fmt_bytes(s.mem_peak_bytes)}{est}")
+        parts += per_gpu_memory(e)
         return "  ".join(parts)
     return None
+
+
+def per_gpu_memory(e: dict) -> list[str]:
+    """`by GPU 10.2 GiB | 10.1 GiB`: each rank's peak, when the run has several and they were measured."""
+    values = e.get("mem_peak_bytes_by_rank")
+    if not isinstance(values, list) or not any(isinstance(v, int) and v > 0 for v in values):
+        return []
+    return ["by GPU " + " | ".join(fmt_bytes(v) if isinstance(v, int) and v > 0 else "—" for v in values)]
 
 
 def _num(value, spec: str) -> str:

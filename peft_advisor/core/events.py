@@ -36,8 +36,12 @@ class StartEvent(TypedDict, total=False):
     estimate_peak_bytes: int
     estimate_adapter_bytes: int
     device: str  # "cuda:0" | "cpu"
-    pid: int
+    pid: int  # the process to signal: the trainer, or torchrun/accelerate for several GPUs
     run_dir: str
+    gpus: int  # training processes (GPUs) in the run; 1 = one GPU
+    strategy: str  # "ddp" | "fsdp"; absent on one GPU
+    global_batch: int  # sequences per optimizer step, all GPUs together
+    # estimate_peak_bytes is per GPU (core.distributed.per_gpu_estimate) when gpus > 1
 
 
 class StepEvent(TypedDict, total=False):
@@ -52,8 +56,10 @@ class StepEvent(TypedDict, total=False):
     samples: int
     mem_allocated_bytes: int
     mem_reserved_bytes: int
-    mem_peak_bytes: int
+    mem_peak_bytes: int  # with several GPUs: the largest over the ranks (as mem_allocated/reserved_bytes)
     epoch: float
+    mem_reserved_bytes_by_rank: list  # several GPUs only: one entry per rank (None where not measured)
+    mem_peak_bytes_by_rank: list
 
 
 class EvalEvent(TypedDict, total=False):
@@ -237,6 +243,11 @@ class RunSummary:
     mem_allocated_bytes: int | None = None
     mem_reserved_bytes: int | None = None
     mem_peak_bytes: int | None = None  # the highest seen in any event
+    gpus: int | None = None
+    strategy: str | None = None
+    global_batch: int | None = None
+    mem_reserved_bytes_by_rank: list | None = None  # several GPUs: the last step's figures, per rank
+    mem_peak_bytes_by_rank: list | None = None
     estimate_peak_bytes: int | None = None
     estimate_adapter_bytes: int | None = None
     adapter_bytes: int | None = None  # of the last checkpoint
@@ -311,6 +322,12 @@ class RunSummary:
         if value is not None:
             self.mem_peak_bytes = value if self.mem_peak_bytes is None else max(self.mem_peak_bytes, value)
 
+    def _by_rank(self, e: Event) -> None:
+        for key in ("mem_reserved_bytes_by_rank", "mem_peak_bytes_by_rank"):
+            values = e.get(key)
+            if isinstance(values, list) and values:
+                setattr(self, key, [_int(v) for v in values])
+
     def _on_start(self, e: Event, t: float | None) -> None:
         """A second `start` is a resume: the run is running again; its history is kept."""
         self.status, self.message, self.end_wall_s = "running", None, None
@@ -319,9 +336,11 @@ class RunSummary:
         for key in ("method", "model", "device", "run_dir"):
             if isinstance(e.get(key), str):
                 setattr(self, key, e[key])
-        for key in ("pid", "trainable_params", "total_params", "total_steps"):
+        for key in ("pid", "trainable_params", "total_params", "total_steps", "gpus", "global_batch"):
             if _int(e.get(key)) is not None:
                 setattr(self, key, _int(e.get(key)))
+        if isinstance(e.get("strategy"), str):
+            self.strategy = e["strategy"]
         self.estimate_peak_bytes = _int(e.get("estimate_peak_bytes")) or self.estimate_peak_bytes
         self.estimate_adapter_bytes = _int(e.get("estimate_adapter_bytes")) or self.estimate_adapter_bytes
         self._step_times.clear()
@@ -343,6 +362,7 @@ class RunSummary:
             if _int(e.get(key)) is not None:
                 setattr(self, key, _int(e.get(key)))
         self._peak(e.get("mem_peak_bytes"))
+        self._by_rank(e)
         if t is not None:
             if self._step_times and self._step_times[-1][1] >= step:
                 self._step_times.clear()  # resumed from an earlier checkpoint
@@ -375,6 +395,7 @@ class RunSummary:
         self.best_eval_loss = best if best is not None else (min(evals) if evals else None)
         self.end_wall_s = _num(e.get("wall_s"))
         self._peak(e.get("mem_peak_bytes"))
+        self._by_rank(e)
         self.estimate_peak_bytes = _int(e.get("estimate_peak_bytes")) or self.estimate_peak_bytes
 
     def to_dict(self) -> dict:

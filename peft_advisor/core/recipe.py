@@ -31,6 +31,11 @@ TARGET_PRESETS = ("all-linear", "attention", "mlp")
 DATA_FORMATS = ("auto", "instruction", "chat", "prompt_completion", "text")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
+STRATEGIES = ("ddp", "fsdp")  # as core.distributed.STRATEGIES (not imported: that pulls in the estimator)
+MIXED_PRECISION = ("no", "bf16", "fp16")
+LAUNCHERS = ("torchrun", "accelerate")
+BACKENDS = ("auto", "nccl", "gloo")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 # Starting learning rates per method (peft's method_comparison defaults, STUDY.md): VeRA trains
 # few scaling vectors and needs a larger lr; full and GaLore update every weight and need a small one.
@@ -147,6 +152,15 @@ def _as_template(value):
         if not name.isidentifier():
             raise _Bad(f"template fields must be plain column names like {{instruction}}, got {{{name}}}")
     return text
+
+
+def _as_gpu_ids(value):
+    """GPU indices as `nvidia-smi` numbers them: a list of distinct integers >= 0 (kept as a tuple)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise _Bad(f"expected a list of GPU indices like [0, 1], got {_show(value)}")
+    if any(v < 0 for v in value) or len(set(value)) != len(value):
+        raise _Bad(f"GPU indices must be distinct and >= 0, got {list(value)}")
+    return tuple(value)
 
 
 _PARSERS = {int: _as_int, float: _as_float, bool: _as_bool, str: _as_str}
@@ -322,6 +336,44 @@ class EstimateSection:
 
 
 @dataclass(frozen=True)
+class DistributedSection:
+    """[distributed] several GPUs; only this table changes between a 1-GPU and a many-GPU run"""
+
+    gpus: int = _f(1, ge=1)
+    """GPUs (processes) per node; 1 = a plain single-process run"""
+    gpu_ids: tuple[int, ...] = _f((), parse=_as_gpu_ids)
+    """which GPUs of this node, e.g. [0, 1] (sets CUDA_VISIBLE_DEVICES); [] = the first `gpus`"""
+    strategy: str = _f("ddp", choices=STRATEGIES)
+    """ddp (a full copy per GPU) | fsdp (weights, grads and optimizer sharded per decoder block)"""
+    mixed_precision: str = _f("no", choices=MIXED_PRECISION)
+    """no (pure model.dtype, what the estimate assumes) | bf16 | fp16 autocast"""
+    launcher: str = _f("torchrun", choices=LAUNCHERS)
+    """torchrun | accelerate: the engine that starts one process per GPU"""
+    backend: str = _f("auto", choices=BACKENDS)
+    """auto (nccl on CUDA, gloo on CPU) | nccl | gloo"""
+    nnodes: int = _f(1, ge=1)
+    """machines; each runs the same command with its own node_rank"""
+    node_rank: int = _f(0, ge=0)
+    """this machine's rank, 0 to nnodes - 1; node 0 holds the run folder"""
+    master_addr: str = _f("127.0.0.1", nonempty=True)
+    """address of node 0, reachable from every node"""
+    master_port: int = _f(29500, ge=0, lt=65536)
+    """rendezvous port on node 0; 0 = a free port (one node only)"""
+    fsdp_version: int = _f(0, ge=0, lt=3)
+    """0 = auto (FSDP2 where the installed torch and accelerate have it, else 1) | 1 | 2"""
+
+
+def processes_per_node(d: DistributedSection) -> int:
+    """Training processes on this node: one per listed GPU id, else `gpus`."""
+    return len(d.gpu_ids) or d.gpus
+
+
+def world_size(d: DistributedSection) -> int:
+    """Training processes (GPUs) in the whole run."""
+    return processes_per_node(d) * d.nnodes
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A whole recipe. Frozen: change it with `updated(recipe, {"train.lr": 1e-4})`."""
 
@@ -333,6 +385,7 @@ class Recipe:
     output: OutputSection = field(default_factory=OutputSection)
     budget: BudgetSection = field(default_factory=BudgetSection)
     estimate: EstimateSection = field(default_factory=EstimateSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
 
     @classmethod
     def from_settings(cls, model_id: str, settings, estimate=None, **kwargs) -> Recipe:
@@ -499,6 +552,31 @@ def _cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
         out.append(("train.grad_accum", f"must be 1 with method.galore_layerwise = true, got {t.grad_accum}"))
     if t.max_steps == 0 and t.epochs <= 0:
         out.append(("train.epochs", "must be > 0 when train.max_steps = 0"))
+    return out + _distributed_checks(recipe)
+
+
+def _distributed_checks(recipe: Recipe) -> list[tuple[str, str]]:
+    """What cannot run on several GPUs, and a [distributed] table that contradicts itself."""
+    d, m = recipe.distributed, recipe.method
+    out = []
+    if d.gpu_ids and d.gpus not in (1, len(d.gpu_ids)):
+        out.append(("distributed.gpus", f"is {d.gpus} but distributed.gpu_ids lists {len(d.gpu_ids)} GPUs; set one of them"))
+    if d.node_rank >= d.nnodes:
+        out.append(("distributed.node_rank", f"must be < distributed.nnodes = {d.nnodes}, got {d.node_rank}"))
+    if d.nnodes > 1 and d.master_addr in LOOPBACK:
+        out.append(("distributed.master_addr", f"must be node 0's address, reachable from all {d.nnodes} nodes"))
+    if d.nnodes > 1 and d.master_port == 0:
+        out.append(("distributed.master_port", "must be a fixed port when nnodes > 1 (every node must use the same)"))
+    if world_size(d) == 1:
+        return out
+    if m.name == "galore" and m.galore_layerwise:
+        out.append(("method.galore_layerwise", "layer-wise GaLore runs on one GPU only (transformers does not support "
+                    "it with DDP or FSDP); set it to false or distributed.gpus = 1"))
+    if d.strategy == "fsdp" and m.name == "galore":
+        out.append(("distributed.strategy", 'method "galore" needs whole weight matrices, which FSDP shards; use "ddp"'))
+    if d.strategy == "fsdp" and m.name == "loraplus":
+        out.append(("distributed.strategy", 'method "loraplus" builds its own optimizer, which the Trainer refuses '
+                    'under FSDP; use "ddp"'))
     return out
 
 

@@ -172,11 +172,12 @@ def _adapter_fits(est: Estimate, budget: Budget) -> bool:
     return budget.adapter_bytes is None or est.adapter_bytes <= budget.adapter_bytes
 
 
-def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parallel()):
+def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parallel(), calibrate=None):
     """First setting that fits both budgets -> (estimate, adjustments) or (None, closest, reason)."""
 
     def estimate(spec, settings, total=None):
-        return per_gpu_estimate(spec, settings, par, total)
+        est = per_gpu_estimate(spec, settings, par, total)
+        return calibrate(est) if calibrate and par.gpus == 1 else est
 
     closest = None
     size_ok_any = False
@@ -275,6 +276,8 @@ def _reasons(rec: Recommendation, m: Method, budget: Budget, priority: str) -> t
         out.append(f"speed: {word} than LoRA here ({ratio}, measured on an H200)")
     if rec.settings.grad_ckpt:
         out.append("gradient checkpointing recomputes activations: about 20–30 % slower")
+    if est.calibrated:
+        out.append(f"estimate {est.calibrated}")
     out.append(f"adapter: {fmt_file_bytes(est.adapter_bytes)} ({m.adapter_size})")
     for caveat in m.caveats[:1]:
         out.append(f"caveat: {caveat}")
@@ -292,8 +295,12 @@ def recommend(
     targets="all-linear",
     catalog: dict[str, Method] | None = None,
     parallel: Parallel = Parallel(),
+    calibrate=None,
 ) -> Advice:
-    """Rank every method that fits; rule out the rest with the reason (and how many GPUs would do)."""
+    """Rank every method that fits; rule out the rest with the reason (and how many GPUs would do).
+
+    `calibrate` (est -> est) applies local measurements of this GPU and model, when there are any.
+    """
     if priority not in PRIORITIES:
         raise UserError(f"unknown priority {priority!r}{did_you_mean(priority, PRIORITIES)} "
                         f"(choose from {', '.join(PRIORITIES)})", ExitCode.USAGE)
@@ -304,7 +311,7 @@ def recommend(
     fits, ruled = [], []
     for method in methods:
         s = replace(request, method=method)
-        est, adjustments, reason = _search(spec, s, budget, parallel)
+        est, adjustments, reason = _search(spec, s, budget, parallel, calibrate)
         name = catalog[method].name
         if est is None:
             if "adapter" not in reason:

@@ -25,13 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from peft_advisor.train.run import Run
+    from peft_advisor.train.run import Run, record_setup_exit
 
     try:
         run = Run(args.recipe, args.run_dir, args.resume, argv=[sys.executable, "-m", "peft_advisor.train", *(sys.argv[1:] if argv is None else argv)])
         run.setup()
     except UserError as err:
         print(f"peft-advisor: {err}", file=sys.stderr, flush=True)
+        record_setup_exit(err.code)
         return int(err.code)
     except KeyboardInterrupt:
         print("peft-advisor: interrupted before training started", file=sys.stderr, flush=True)

@@ -4,6 +4,10 @@ Lines are written with `core.events.make_event`/`to_line` and flushed one by one
 sees each step as it happens and a crash loses nothing already written. The callback is also
 where a stop request (SIGINT/SIGTERM, set by run.py) turns into "save a checkpoint now, then stop"
 at the next step boundary, where the training state is consistent.
+
+With several processes every rank runs the callback (its collectives need them all) and only
+rank 0 has a writer. A stop is agreed on by all ranks at each step end (signals reach the ranks
+at slightly different times), and each step event carries every rank's memory.
 """
 
 from __future__ import annotations
@@ -25,6 +29,19 @@ def saved_bytes(folder: Path) -> int | None:
             return (folder / name).stat().st_size
     shards = list(folder.glob("model-*-of-*.safetensors"))
     return sum(p.stat().st_size for p in shards) if shards else None
+
+
+def merge_memory(per_rank: list[dict]) -> dict:
+    """Every rank's memory as lists in rank order (None where not measured: the CPU), plus the
+    largest of each as the plain fields, which is what one GPU must hold."""
+    out = {}
+    for key in ("mem_allocated_bytes", "mem_reserved_bytes", "mem_peak_bytes"):
+        values = [m.get(key) for m in per_rank]
+        known = [v for v in values if v is not None]
+        out[key] = max(known) if known else None
+        if key != "mem_allocated_bytes":
+            out[f"{key}_by_rank"] = values
+    return out
 
 
 def cuda_memory() -> dict:
@@ -60,8 +77,15 @@ class EventWriter:
 class EventsCallback(TrainerCallback):
     """start/step/eval/checkpoint events; `end` is written by run.py, which knows how it ended."""
 
-    def __init__(self, writer: EventWriter, start_fields: dict, samples_per_step: int, accuracy=None):
-        self.writer = writer
+    def __init__(self, writer: EventWriter | None, start_fields: dict, samples_per_step: int, accuracy=None,
+                 time_limit_s: float | None = None, ranks=None):
+        from peft_advisor.train.dist import Ranks
+
+        self.writer = writer  # None on ranks other than 0
+        self.ranks = ranks or Ranks()
+        self.peak_by_rank: list | None = None  # each rank's peak at the last step event (several ranks)
+        self.time_limit_s = time_limit_s  # a wall-clock budget: stop like max_steps (final eval and save)
+        self._clock = None
         self.start_fields = start_fields
         self.samples_per_step = samples_per_step
         self.accuracy = accuracy  # callable(model) -> float, or None when the data has no answers
@@ -69,15 +93,29 @@ class EventsCallback(TrainerCallback):
         self.peak_bytes = 0
         self._last = (time.time(), 0)  # (t, tokens seen) at the previous step event
 
+    def emit(self, kind: str, **fields) -> None:
+        if self.writer is not None:
+            self.writer.emit(kind, **fields)
+
     def on_train_begin(self, args, state, control, **kwargs):
         resumed = state.global_step or None
-        self.writer.emit("start", total_steps=state.max_steps, resumed_from_step=resumed, **self.start_fields)
+        self.emit("start", total_steps=state.max_steps, resumed_from_step=resumed, **self.start_fields)
         self._last = (time.time(), state.num_input_tokens_seen or 0)
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self._clock is None:
+            self._clock = time.time()
+
     def on_step_end(self, args, state, control, **kwargs):
+        from peft_advisor.train.dist import any_rank
+
+        out_of_time = bool(self.time_limit_s and self._clock and time.time() - self._clock >= self.time_limit_s)
+        self.stop_requested, out_of_time = any_rank(self.ranks, self.stop_requested, out_of_time)
         if self.stop_requested:
             control.should_save = True
             control.should_training_stop = True
+        elif out_of_time:
+            control.should_training_stop = True  # the budget is spent: end as ok, with the final eval
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -88,8 +126,13 @@ class EventsCallback(TrainerCallback):
         t0, tokens0 = self._last
         self._last = (now, tokens)
         memory = cuda_memory()
-        self.peak_bytes = max(self.peak_bytes, memory.get("mem_peak_bytes", 0))
-        self.writer.emit(
+        if self.ranks.distributed:  # a collective: every rank logs at the same steps
+            from peft_advisor.train.dist import gather
+
+            memory = merge_memory(gather(self.ranks, memory))
+            self.peak_by_rank = memory["mem_peak_bytes_by_rank"]
+        self.peak_bytes = max(self.peak_bytes, memory.get("mem_peak_bytes") or 0)
+        self.emit(
             "step",
             step=state.global_step,
             loss=logs["loss"],
@@ -106,11 +149,11 @@ class EventsCallback(TrainerCallback):
         accuracy = self.accuracy(model) if self.accuracy and model is not None else None
         if accuracy is not None:
             metrics["eval_accuracy"] = accuracy
-        self.writer.emit("eval", step=state.global_step, eval_loss=metrics.get("eval_loss"), eval_accuracy=accuracy)
+        self.emit("eval", step=state.global_step, eval_loss=metrics.get("eval_loss"), eval_accuracy=accuracy)
         self._last = (time.time(), state.num_input_tokens_seen or 0)  # eval time is not training time
 
     def on_save(self, args, state, control, **kwargs):
         name = f"checkpoint-{state.global_step}"
         size = saved_bytes(Path(args.output_dir) / name)
-        self.writer.emit("checkpoint", step=state.global_step, path=name, adapter_bytes=size)
+        self.emit("checkpoint", step=state.global_step, path=name, adapter_bytes=size)
         self._last = (time.time(), state.num_input_tokens_seen or 0)

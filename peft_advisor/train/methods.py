@@ -38,19 +38,30 @@ def check_device(recipe, cuda: bool) -> None:
         )
 
 
-def quantization_config(recipe):
-    """QLoRA's base weights: NF4 with double quantisation, computing in bf16 (fp16 if asked)."""
+def sharded_qlora(recipe, world: int) -> bool:
+    """QLoRA under FSDP on several GPUs: the 4-bit weights must be stored in a float dtype to shard."""
+    return recipe.method.name == "qlora" and recipe.distributed.strategy == "fsdp" and world > 1
+
+
+def quantization_config(recipe, world: int = 1):
+    """QLoRA's base weights: NF4 with double quantisation, computing in bf16 (fp16 if asked).
+
+    Under FSDP the packed 4-bit weights are stored as bfloat16 (`bnb_4bit_quant_storage`, as peft's
+    and bitsandbytes' FSDP-QLoRA guides do), the dtype of the rest of the model, so FSDP shards them
+    like any other weight."""
     if recipe.method.name != "qlora":
         return None
     import torch
     from transformers import BitsAndBytesConfig
 
     compute = torch.float16 if recipe.model.dtype == "float16" else torch.bfloat16
+    storage = {"bnb_4bit_quant_storage": torch.bfloat16} if sharded_qlora(recipe, world) else {}
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute,
+        **storage,
     )
 
 
@@ -197,11 +208,18 @@ def build_galore(model, recipe) -> Built:
     return Built(model, args=args, full_model=True)
 
 
-def build_qlora(model, recipe) -> Built:
-    """LoRA on the 4-bit base loaded with `quantization_config(recipe)`."""
+def build_qlora(model, recipe, world: int = 1) -> Built:
+    """LoRA on the 4-bit base loaded with `quantization_config(recipe)`.
+
+    Under FSDP, peft's `prepare_model_for_kbit_training` is skipped: it upcasts norms and
+    embeddings to fp32, and FSDP needs one dtype per block (TRL skips it there too)."""
     from peft import prepare_model_for_kbit_training
 
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.train.grad_ckpt)
+    if sharded_qlora(recipe, world):
+        if recipe.train.grad_ckpt:
+            model.enable_input_require_grads()
+    else:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.train.grad_ckpt)
     return Built(_peft(model, _lora_config(model, recipe)))
 
 
@@ -217,5 +235,8 @@ BUILDERS = {
 }
 
 
-def build(model, recipe) -> Built:
+def build(model, recipe, ranks=None) -> Built:
+    world = ranks.world if ranks is not None else 1
+    if recipe.method.name == "qlora":
+        return build_qlora(model, recipe, world)
     return BUILDERS[recipe.method.name](model, recipe)

@@ -54,32 +54,36 @@ def load_tokenizer(path: str, trust_remote_code: bool):
     return tok
 
 
-def load_model(path: str, r, cuda: bool):
+def load_model(path: str, r, cuda: bool, ranks=None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from peft_advisor.train.methods import quantization_config
+    from peft_advisor.train.methods import quantization_config, sharded_qlora
 
+    world = ranks.world if ranks is not None else 1
     dtype = getattr(torch, r.model.dtype) if cuda else torch.float32
     if dtype == torch.float16 and r.method.name in ("full", "galore"):
         dtype = torch.float32  # fp16 weights cannot be trained with a GradScaler; fp16 autocast instead
+    if sharded_qlora(r, world):
+        dtype = torch.bfloat16  # the same dtype as the 4-bit storage, so FSDP wraps each block whole
     kwargs = {"dtype": dtype, "trust_remote_code": r.model.trust_remote_code}
-    if quantization_config(r) is not None:
-        kwargs.update(quantization_config=quantization_config(r), device_map={"": 0})
+    quant = quantization_config(r, world)
+    if quant is not None:  # bitsandbytes quantizes on the GPU: each rank loads onto its own
+        kwargs.update(quantization_config=quant, device_map={"": ranks.local_rank if ranks is not None else 0})
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError, KeyError) as err:
         raise _load_error(path, err) from None
 
 
-def estimate_for(model, r):
-    """The lead's estimate for this model and recipe, or None when it cannot be made."""
+def estimate_for(model, r, world: int = 1):
+    """The estimate for this model and recipe, per GPU when there are several, or None."""
     try:
-        from peft_advisor.core.estimate import estimate
+        from peft_advisor.core.distributed import Parallel, per_gpu_estimate
         from peft_advisor.core.model_spec import from_hf_config
 
         spec = from_hf_config(model.config.to_dict(), source=r.model.id)
-        return estimate(spec, recipes.settings_from_recipe(r))
+        return per_gpu_estimate(spec, recipes.settings_from_recipe(r), Parallel(world, r.distributed.strategy))
     except Exception as err:  # the estimate is advice; it must never stop a run
         print(f"peft-advisor: no estimate for this run ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
         return None

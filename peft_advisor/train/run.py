@@ -5,6 +5,10 @@ tokenizer, data, method) BEFORE the run folder exists; only then is the folder c
 temporary name and renamed into place, so a failed start never leaves a half-written run folder.
 train() runs the Trainer with the events callback and always writes an `end` event: ok,
 cancelled (SIGINT/SIGTERM: checkpoint at the next step, exit 130), oom or error.
+
+Several processes (torchrun / accelerate launch, see train/dist.py) run this same code; only
+rank 0 checks and creates the run folder and writes events, run.json and the recipe copy, and
+the others wait for it at a barrier before the Trainer touches the folder.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from peft_advisor.core import recipe as recipes
 from peft_advisor.core.errors import ExitCode, UserError
 
 STAGING_ENV = "PEFT_ADVISOR_STAGING"  # a folder the launcher made (holding train.log) to become the run folder
+SETUP_EXIT_FILE = "setup_exit_code"  # in the staging folder: the code of a failed setup (torchrun exits 1)
 EXIT = {"ok": ExitCode.OK, "cancelled": ExitCode.INTERRUPTED, "oom": ExitCode.OOM, "error": ExitCode.TRAIN_FAILED}
 
 
@@ -30,6 +35,13 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def record_setup_exit(code: int) -> None:
+    """Under torchrun a failed setup exits 1 whatever the rank said; rank 0 leaves its code for the launcher."""
+    staging = os.environ.get(STAGING_ENV)
+    if staging and os.environ.get("RANK", "0") == "0" and Path(staging).is_dir():
+        (Path(staging) / SETUP_EXIT_FILE).write_text(f"{int(code)}\n", encoding="utf-8")
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -45,6 +57,9 @@ class Run:
         self.run_dir = Path(run_dir or self.recipe.output.dir).absolute()
         self.resume, self.argv = resume, argv or sys.argv
         self.checkpoint = None
+        from peft_advisor.train.dist import Ranks
+
+        self.ranks = Ranks.from_env()
 
     # ------------------------------------------------------------ setup
 
@@ -53,26 +68,37 @@ class Run:
         self.check_report_to()
         import torch
 
-        from peft_advisor.train import data, methods
+        from peft_advisor.train import data, dist, methods
 
-        r = self.recipe
+        r, ranks = self.recipe, self.ranks
         self.cuda = torch.cuda.is_available()
         methods.check_device(r, self.cuda)  # before transformers and peft: those imports take seconds
+        dist.check_gpus(ranks, r, self.cuda)
+        dist.init(ranks, r, self.cuda)
         from transformers import set_seed
 
         from peft_advisor.train.model import estimate_for, load_model, load_tokenizer, resolve_model
 
         self.model_path = resolve_model(r.model.id)
         self.tokenizer = load_tokenizer(self.model_path, r.model.trust_remote_code)
-        self.data = data.prepare(r.data, self.tokenizer, r.train.seed, self.recipe_path.parent)
-        for note in self.data.notes:
-            print(note, file=sys.stderr, flush=True)
+        with dist.main_first(ranks):  # rank 0 fills the datasets cache, the others read it
+            self.data = data.prepare(r.data, self.tokenizer, r.train.seed, self.recipe_path.parent)
+        for note in self.data.notes + dist.notes(r, ranks, self.cuda):
+            self.say(note)
         set_seed(r.train.seed)
-        model = load_model(self.model_path, r, self.cuda)
-        self.estimate = estimate_for(model, r)
-        self.built = methods.build(model, r)
-        self.create_run_folder()
+        model = load_model(self.model_path, r, self.cuda, ranks)
+        self.estimate = estimate_for(model, r, ranks.world)
+        self.fsdp_wrap = dist.wrap_classes(model)
+        self.built = methods.build(model, r, ranks)
+        if ranks.main:
+            self.create_run_folder()
+        dist.barrier(ranks)  # nobody writes into the run folder before it exists
         self.make_callback()
+
+    def say(self, line: str) -> None:
+        """A note in train.log, once (rank 0), not once per GPU."""
+        if self.ranks.main:
+            print(line, file=sys.stderr, flush=True)
 
     def check_run_dir(self) -> None:
         if self.resume:
@@ -81,7 +107,7 @@ class Run:
             self.checkpoint = last_checkpoint(self.run_dir)
             if self.checkpoint is None:
                 raise UserError(f"{self.run_dir}: no checkpoint-N folder to resume from", ExitCode.USAGE)
-        elif self.run_dir.exists():
+        elif self.ranks.main and self.run_dir.exists():  # other ranks may already see rank 0's new folder
             raise UserError(f"{self.run_dir}: run folder exists; pass --resume or another --run-dir", ExitCode.EXISTS)
 
     def resolved_recipe(self):
@@ -94,12 +120,24 @@ class Run:
                 break
         return recipes.updated(self.recipe, changes)
 
+    def launcher_pid(self) -> int:
+        """The process to signal to stop the run: torchrun/accelerate (it forwards to every rank), else us."""
+        return os.getppid() if self.ranks.distributed else os.getpid()
+
     def create_run_folder(self) -> None:
-        info = {"pid": os.getpid(), "argv": list(self.argv), "started": self.started, "run_dir": str(self.run_dir)}
+        """Rank 0 only."""
+        info = {"pid": self.launcher_pid(), "argv": list(self.argv), "started": self.started, "run_dir": str(self.run_dir)}
+        if self.ranks.distributed:
+            info.update(rank0_pid=os.getpid(), world_size=self.ranks.world)
         if self.resume:
             write_json(self.run_dir / "run.json", {**info, "resumed_from": self.checkpoint.name})
             return
         staging = os.environ.get(STAGING_ENV)
+        if staging and self.ranks.distributed:  # keep the launcher's command line (torchrun ...), not ours
+            try:
+                info["argv"] = json.loads((Path(staging) / "run.json").read_text(encoding="utf-8"))["argv"]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
         parent = self.run_dir.parent
         parent.mkdir(parents=True, exist_ok=True)
         folder = Path(staging) if staging else Path(tempfile.mkdtemp(prefix=f".{self.run_dir.name}.", dir=parent))
@@ -123,9 +161,10 @@ class Run:
         from peft_advisor.train.data import exact_match
         from peft_advisor.train.events_callback import EventsCallback, EventWriter
 
-        r, d, model = self.recipe, self.data, self.built.model
+        r, d, model, ranks = self.recipe, self.data, self.built.model, self.ranks
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = model.get_nb_trainable_parameters()[1] if hasattr(model, "get_nb_trainable_parameters") else None
+        global_batch = r.train.micro_batch * r.train.grad_accum * ranks.world
         start = {
             "method": r.method.name,
             "model": r.model.id,
@@ -134,24 +173,45 @@ class Run:
             "estimate_peak_bytes": getattr(self.estimate, "peak_bytes", None),
             "estimate_adapter_bytes": getattr(self.estimate, "adapter_bytes", None),
             "device": "cuda:0" if self.cuda else "cpu",
-            "pid": os.getpid(),
+            "pid": self.launcher_pid(),
             "run_dir": str(self.run_dir),
+            "gpus": ranks.world,
+            "strategy": r.distributed.strategy if ranks.distributed else None,
+            "global_batch": global_batch,
         }
+        if ranks.distributed:
+            start.update(launcher=r.distributed.launcher, nnodes=r.distributed.nnodes, backend=self.backend())
         tok = self.tokenizer
         accuracy = None
-        if d.eval_prompts:
+        # Exact match generates on rank 0 alone: fine with DDP (the module is unwrapped), but under
+        # FSDP every forward is a collective, so it is skipped there (eval loss is still reported).
+        if d.eval_prompts and ranks.main and not self.fsdp():
             def accuracy(m):
                 return exact_match(m, tok, d.eval_prompts, d.eval_answers, d.add_special_tokens)
-        self.writer = EventWriter(self.run_dir / "events.jsonl")
-        self.callback = EventsCallback(self.writer, start, r.train.micro_batch * r.train.grad_accum, accuracy)
+        limit = os.environ.get("PEFT_ADVISOR_TIME_LIMIT_S")  # set by `peft-advisor bench` for equal budgets
+        start["time_limit_s"] = float(limit) if limit else None
+        self.writer = EventWriter(self.run_dir / "events.jsonl") if ranks.main else None
+        self.callback = EventsCallback(self.writer, start, global_batch, accuracy,
+                                       time_limit_s=start["time_limit_s"], ranks=ranks)
+
+    def fsdp(self) -> bool:
+        return self.ranks.distributed and self.recipe.distributed.strategy == "fsdp"
+
+    def backend(self) -> str:
+        from peft_advisor.train.dist import backend
+
+        return backend(self.recipe, self.cuda)
 
     def make_trainer(self):
         from transformers import Trainer, TrainingArguments
 
         from peft_advisor.train.data import Collator
 
+        from peft_advisor.train.dist import training_args as dist_args
+
         d = self.data
         kwargs = training_args(self.recipe, self.run_dir, self.cuda, d.eval is not None, self.resume)
+        kwargs.update(dist_args(self.recipe, self.ranks, self.cuda, self.fsdp_wrap))
         return Trainer(
             model=self.built.model,
             args=TrainingArguments(**{**kwargs, **self.built.args}),
@@ -170,7 +230,7 @@ class Run:
         if self.callback.stop_requested:
             raise KeyboardInterrupt
         self.callback.stop_requested = True
-        print("peft-advisor: stop requested; saving a checkpoint after this step", file=sys.stderr, flush=True)
+        self.say("peft-advisor: stop requested; saving a checkpoint after this step")
 
     def train(self) -> int:
         import torch
@@ -218,6 +278,12 @@ class Run:
             import torch
 
             self.callback.peak_bytes = max(self.callback.peak_bytes, torch.cuda.max_memory_reserved())
+        if self.writer is None:  # not rank 0: rank 0 reports the run
+            return
+        # No collective here (a rank may have failed): the other ranks' peaks are from the last step event.
+        by_rank = self.callback.peak_by_rank
+        if by_rank is not None and self.cuda:
+            by_rank = [max(by_rank[0] or 0, torch.cuda.max_memory_reserved()), *by_rank[1:]]
         self.writer.emit(
             "end",
             status=status,
@@ -226,9 +292,10 @@ class Run:
             best_eval_loss=min(evals) if evals else None,
             wall_s=round(time.time() - self.started, 2),
             mem_peak_bytes=self.callback.peak_bytes or None,
+            mem_peak_bytes_by_rank=by_rank,
             estimate_peak_bytes=getattr(self.estimate, "peak_bytes", None),
         )
-        print(f"peft-advisor: run ended {status}" + (f": {message}" if message else ""), file=sys.stderr, flush=True)
+        self.say(f"peft-advisor: run ended {status}" + (f": {message}" if message else ""))
 
     def cleanup(self) -> None:
         writer = getattr(self, "writer", None)
@@ -242,6 +309,7 @@ class Run:
 def training_args(r, run_dir: Path, cuda: bool, has_eval: bool, resume: bool) -> dict:
     t = r.train
     dtype = r.model.dtype if cuda else "float32"
+    mixed = r.distributed.mixed_precision  # "no" (the default): pure model.dtype, as the estimate assumes
     return dict(
         output_dir=str(run_dir),
         max_steps=t.max_steps or -1,
@@ -268,8 +336,8 @@ def training_args(r, run_dir: Path, cuda: bool, has_eval: bool, resume: bool) ->
         report_to=[] if r.output.report_to == "none" else [r.output.report_to],
         # Pure bf16 training, no autocast: the weights are already bf16 and peft keeps adapters in
         # fp32; this is the stack the memory estimator was measured on (and the PEFT study's).
-        bf16=False,
-        fp16=dtype == "float16",
+        bf16=mixed == "bf16",
+        fp16=mixed == "fp16" or (mixed == "no" and dtype == "float16"),
         use_cpu=not cuda,
         dataloader_pin_memory=cuda,
         include_num_input_tokens_seen="non_padding",

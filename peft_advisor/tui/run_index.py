@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from peft_advisor.core.events import EventTail, RunSummary, summarize
+from peft_advisor.core.events import RunSummary, read_events, summarize
 from peft_advisor.tui.services import run_pid, trainer_alive
 
 MARKERS = ("events.jsonl", "run.json", "recipe.toml")
@@ -49,7 +49,7 @@ def scan_runs(root: Path) -> list[RunInfo]:
 
 
 def read_run(path: Path) -> RunInfo:
-    summary = summarize(_read_all(path / "events.jsonl"))
+    summary = summarize(read_events(path / "events.jsonl")[0])
     mtimes = [(path / m).stat().st_mtime for m in MARKERS if (path / m).exists()]
     return RunInfo(
         path=path,
@@ -59,16 +59,6 @@ def read_run(path: Path) -> RunInfo:
         method=summary.method or _recipe_method(path / "recipe.toml"),
         adapter_bytes=summary.adapter_bytes or _file_size(path / "adapter_model.safetensors"),
     )
-
-
-def _read_all(path: Path) -> list[dict]:
-    """Every event of a file, in 8 MB reads (a finished run's last line may lack its newline)."""
-    tail, events = EventTail(path), []
-    while True:
-        before = tail.offset
-        events += tail.poll()
-        if tail.offset == before:
-            return events + tail.poll(final=True)
 
 
 def _recipe_method(path: Path) -> str | None:

@@ -20,6 +20,12 @@ def no_cursor_blink(monkeypatch):
     monkeypatch.setattr("textual.widgets._input.Input._toggle_cursor", lambda self: None)
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """No calibration records from this machine's real runs may change the tables under test."""
+    monkeypatch.setenv("PEFT_ADVISOR_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A fresh folder with the canned runs under runs/, as the current directory."""

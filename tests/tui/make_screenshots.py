@@ -40,6 +40,7 @@ def main() -> int:
     out_dir = ROOT / "assets"
     out_dir.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["PEFT_ADVISOR_CACHE"] = str(Path(tmp) / "cache")  # no local calibration in pictures
         shutil.copytree(FIXTURES / "runs", Path(tmp) / "runs")
         for i, name in enumerate(("demo-vera", "demo-dora", "demo-lora")):
             for path in (Path(tmp) / "runs" / name).iterdir():

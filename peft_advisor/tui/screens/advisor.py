@@ -25,8 +25,8 @@ from peft_advisor.tui.widgets.choice import Choice
 from peft_advisor.tui.widgets.gpu_card import GpuCard
 from peft_advisor.tui.widgets.nav_bar import NavBar
 
-# The table, the detail pane and the model presets arrive just after the first paint (see
-# `_start_background_work`): the first frame shows the GPUs and the inputs at once.
+# The table, the detail pane, the footer and the model presets arrive just after the first paint
+# (see `_start_background_work`): the first frame shows the navigation and the inputs at once.
 
 PRIORITIES = ("quality", "speed", "memory", "size")
 DEFAULT_MODEL = "llama-3.1-8b"
@@ -45,6 +45,8 @@ class AdviceInputs:
     """Where the budget came from (the chosen GPU's free memory, or typed)."""
     total_vram_bytes: int | None
     """The card's size, which sizes the CUDA context estimate."""
+    gpu_name: str | None = None
+    """The probed GPU the budget came from: local calibration runs on it adjust the estimates."""
 
 
 class AdvisorScreen(Screen):
@@ -87,13 +89,13 @@ class AdvisorScreen(Screen):
             yield Label("batch", classes="in-label")
             yield Input("1", id="in-batch", compact=True, classes="num")
         yield Static("", id="input-error", classes="error", markup=False)
-        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#gpu-notice").display = False
         self.query_one("#in-model", Input).focus()
-        # Probe and advise once the first frame is out: the first paint waits for nothing.
-        self.call_after_refresh(self._start_background_work)
+        # Probe, advise and build the rest once the first frame is out (a short timer lets the
+        # frame reach the terminal first; `call_after_refresh` would run before it is written).
+        self.set_timer(0.05, self._start_background_work)
 
     def _start_background_work(self) -> None:
         from textual.suggester import SuggestFromList
@@ -105,7 +107,7 @@ class AdvisorScreen(Screen):
         self.query_one("#in-model", Input).suggester = SuggestFromList(preset_ids() + ["demo"])
         detail = VerticalScroll(Static("", id="detail-head"), BudgetBar(id="breakdown"), Static("", id="detail-text"),
                                 id="detail")
-        self.mount(TradeoffTable(id="table"), detail, before=self.query_one(Footer))
+        self.mount(TradeoffTable(id="table"), detail, Footer())  # the footer's keys cost ~0.1 s to build
         self.set_interval(1.0, self._probe_gpus)
         self._probe_gpus()
         self._schedule()
@@ -200,11 +202,11 @@ class AdvisorScreen(Screen):
         priority = self.query_one("#in-priority", Choice).value
         gpu = self._gpu()
         if gpu is not None and not self.budget_typed:
-            source, total = f"GPU {gpu.index} {gpu.name}: free memory", gpu.total_bytes
+            source, total, name = f"GPU {gpu.index} {gpu.name}: free memory", gpu.total_bytes, gpu.name
         else:  # a typed figure is taken as the card's size, as the CLI's --vram is
-            source, total = f"typed {vram:g} GiB", int(vram * GIB)
+            source, total, name = f"typed {vram:g} GiB", int(vram * GIB), None
         return AdviceInputs(model, int(vram * GIB), int(adapter * MB) if adapter else None, seq, batch,
-                            str(priority), source, total)
+                            str(priority), source, total, name)
 
     def _gpu(self):
         if self.probe_result is None or self.chosen_gpu is None:
@@ -230,7 +232,13 @@ class AdvisorScreen(Screen):
 
         spec = load_model_spec(inputs.model)
         budget = Budget(inputs.vram_bytes, inputs.adapter_budget_bytes, inputs.source, inputs.total_vram_bytes)
-        advice = recommend(spec, budget, seq_len=inputs.seq_len, batch_size=inputs.batch_size, priority=inputs.priority)
+        extra = {}
+        if inputs.gpu_name:  # as the CLI does for a probed GPU: local measurements adjust estimates
+            from peft_advisor.calibration_store import calibrator
+
+            extra["calibrate"] = calibrator(inputs.gpu_name, spec.id)
+        advice = recommend(spec, budget, seq_len=inputs.seq_len, batch_size=inputs.batch_size,
+                           priority=inputs.priority, **extra)
         if get_current_worker().is_cancelled:
             return None
         return inputs, rows_from_advice(advice, load_catalog())

@@ -1,6 +1,6 @@
 """The monitor: one run folder, live (or finished), drawn from its events.jsonl and train.log.
 
-A thread worker follows both files from the last byte read every 0.25 s and posts one batch per
+A thread worker follows both files from the last byte read every 0.3 s and posts one batch per
 tick; the handler folds the batch into a `core.events.RunSummary` (the same fold the CLI's
 `monitor` uses) and redraws inside `batch_update()`. The plot
 is redrawn at most once a second however fast events arrive; the numbers every tick. GPU memory comes from NVML once
@@ -36,7 +36,7 @@ from peft_advisor.tui.widgets.progress_line import ProgressLine
 from peft_advisor.tui.widgets.nav_bar import NavBar
 
 NO_RUN = "No run yet: launch one from the Recipe screen (F3) or open one from Runs (F5)."
-POLL_S = 0.25
+POLL_S = 0.3  # ~0.25 s: each event on screen within ~0.35 s, ~3 frames a second at most
 PLOT_EVERY_S = 3.0  # a plotext redraw costs ~20-40 ms: at most every 3 s while live; the numbers every tick
 PLOT_POINTS = 400  # more points than this are averaged into bins: plotext slows with thousands
 
@@ -121,8 +121,11 @@ class MonitorScreen(Screen):
         if message.run_dir != self.run_dir:
             return  # a late batch from a run we stopped following
         with self.app.batch_update():
+            was_done = self.view.done
             for event in message.events:
                 self.view.apply(event)
+            if self.view.done and not was_done and self.launched is not None:
+                self._keep_calibration(self.run_dir)
             if message.log_lines:
                 self.query_one(LogTail).append_lines(message.log_lines, now=self.view.done)
             if message.events:
@@ -221,6 +224,14 @@ class MonitorScreen(Screen):
             xs, ys = zip(*self.view.eval_losses)
             plt.scatter(list(xs), list(ys), label="eval", marker="●")
         plot.refresh()
+
+    @work(thread=True, group="calibration", exit_on_error=False, description="keep the run as calibration")
+    def _keep_calibration(self, run_dir: Path) -> None:
+        """As `peft-advisor train` does: a GPU run this UI started and that ended becomes local
+        calibration for later estimates. Never fails the UI (a worker error is only logged)."""
+        from peft_advisor.calibration_store import record_from_run_dir
+
+        record_from_run_dir(run_dir, source="tui")
 
     # ------------------------------------------------------------------ GPU and stop
 

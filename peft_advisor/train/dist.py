@@ -1,0 +1,194 @@
+"""The trainer's view of a multi-process run started by torchrun or `accelerate launch`.
+
+The launcher (never this package) starts one process per GPU and sets RANK, WORLD_SIZE and
+LOCAL_RANK; the process group itself is created by accelerate's `PartialState`, the same object
+`TrainingArguments` uses, only earlier, so setup can order the ranks (rank 0 prepares the data
+cache and creates the run folder first). Everything here is a no-op in a single-process run.
+
+Only rank 0 writes events, run.json and the recipe copy; the helpers below are the few
+collectives the events need: a barrier, "did any rank ask to stop", and gathering each rank's
+memory figures for the step events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+    local_world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        env = os.environ
+        world = int(env.get("WORLD_SIZE", "1"))
+        return cls(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), world,
+                   int(env.get("LOCAL_WORLD_SIZE", str(world))))
+
+
+def check_gpus(ranks: Ranks, recipe, cuda: bool) -> None:
+    """More processes on this node than GPUs: one clear line instead of a CUDA error in each rank."""
+    from peft_advisor.core.errors import ExitCode, UserError
+
+    if not ranks.distributed:
+        return
+    if not cuda and recipe.distributed.strategy == "fsdp":  # accelerate would silently fall back to DDP
+        raise UserError('distributed.strategy = "fsdp" needs CUDA GPUs (accelerate shards only on GPUs); '
+                        'use "ddp" to run several CPU processes', ExitCode.NO_GPU)
+    if not cuda:
+        return
+    import torch
+
+    count = torch.cuda.device_count()
+    if ranks.local_world > count:
+        raise UserError(f"distributed.gpus: {ranks.local_world} processes on this node but it has {count} "
+                        "visible GPU(s)", ExitCode.NO_GPU)
+
+
+def notes(recipe, ranks: Ranks, cuda: bool) -> list[str]:
+    """What the user should know about this multi-process run (printed once, by rank 0)."""
+    if not ranks.distributed:
+        return []
+    d, out = recipe.distributed, []
+    where = "GPUs" if cuda else "CPU processes (no CUDA)"
+    out.append(f"peft-advisor: {ranks.world} {where}, {d.strategy} over {backend(recipe, cuda)}; "
+               f"global batch {recipe.train.micro_batch * recipe.train.grad_accum * ranks.world}")
+    if d.strategy == "fsdp" and recipe.method.name == "qlora":
+        out.append("peft-advisor: note: QLoRA with FSDP stores the 4-bit weights in bfloat16 "
+                   "(bnb_4bit_quant_storage) so FSDP can shard them, as peft and bitsandbytes document; "
+                   "it needs bitsandbytes >= 0.43 and keeps norms and embeddings in bf16 (no fp32 upcast)")
+    return out
+
+
+def backend(recipe, cuda: bool) -> str:
+    """`auto` is nccl on CUDA and gloo on the CPU."""
+    chosen = recipe.distributed.backend
+    return ("nccl" if cuda else "gloo") if chosen == "auto" else chosen
+
+
+def init(ranks: Ranks, recipe, cuda: bool) -> None:
+    """Join the process group the launcher set up (env://), through accelerate as the Trainer would."""
+    if not ranks.distributed:
+        return
+    from accelerate import PartialState
+
+    if cuda:
+        import torch
+
+        torch.cuda.set_device(ranks.local_rank)
+    PartialState(cpu=not cuda, backend=backend(recipe, cuda))
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first(ranks: Ranks):
+    """Rank 0 runs the block first (fills the datasets cache), then the others."""
+    if not ranks.main:
+        barrier(ranks)
+    yield
+    if ranks.main:
+        barrier(ranks)
+
+
+def any_rank(ranks: Ranks, *flags: bool) -> tuple[bool, ...]:
+    """Each flag True on every rank when it is True on any: every rank stops at the same step."""
+    if not ranks.distributed:
+        return tuple(bool(f) for f in flags)
+    import torch
+    import torch.distributed as dist
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([1 if f else 0 for f in flags], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in value.tolist())
+
+
+def gather(ranks: Ranks, obj) -> list:
+    """Every rank's `obj`, in rank order (on every rank)."""
+    if not ranks.distributed:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * ranks.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ---------------------------------------------------------------- FSDP
+
+
+def fsdp2_available() -> bool:
+    """FSDP2 needs torch's `fully_shard` (2.6+) and an accelerate whose FSDP plugin has `fsdp_version`."""
+    import dataclasses
+
+    try:
+        from accelerate.utils import FullyShardedDataParallelPlugin
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        return False
+    return "fsdp_version" in {f.name for f in dataclasses.fields(FullyShardedDataParallelPlugin)}
+
+
+def fsdp_version(recipe) -> int:
+    wanted = recipe.distributed.fsdp_version
+    return wanted if wanted else (2 if fsdp2_available() else 1)
+
+
+def wrap_classes(model) -> list[str]:
+    """The decoder block class(es) FSDP shards one by one: the model's `_no_split_modules`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = getattr(base, "_no_split_modules", None) or []
+    present = {type(m).__name__ for m in base.modules()}
+    return sorted(n for n in names if n in present)
+
+
+def training_args(recipe, ranks: Ranks, cuda: bool, wrap: list[str]) -> dict:
+    """Extra TrainingArguments for a multi-process run: the backend, and FSDP full shard per block
+    (`wrap`: the block class names, from `wrap_classes` on the base model)."""
+    if not ranks.distributed:
+        return {}
+    d = recipe.distributed
+    args = {"ddp_backend": backend(recipe, cuda), "ddp_find_unused_parameters": False}
+    if d.strategy != "fsdp":
+        return args
+    from transformers import TrainingArguments
+
+    version = fsdp_version(recipe)
+    config = {
+        "version": version,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "state_dict_type": "FULL_STATE_DICT",  # the saved adapter/model is one ordinary file
+        "activation_checkpointing": recipe.train.grad_ckpt,  # FSDP's own, not the Trainer's (one all-gather less)
+    }
+    if wrap:
+        config["transformer_layer_cls_to_wrap"] = list(wrap)
+    # transformers 5.x takes fsdp=True with everything in fsdp_config; older ones the option string.
+    modern = hasattr(TrainingArguments, "_apply_legacy_fsdp_to_config")
+    if version == 2:
+        config["reshard_after_forward"] = True  # FULL_SHARD
+    else:
+        config["use_orig_params"] = True  # frozen and trainable parameters in one block (PEFT)
+    args.update(fsdp=True if modern else "full_shard auto_wrap", fsdp_config=config)
+    if recipe.train.grad_ckpt:
+        args["gradient_checkpointing"] = False
+    return args

@@ -1,0 +1,113 @@
+"""Two training processes on the CPU through the real launcher (torchrun, gloo, DDP), as a user on a
+two-GPU machine runs them: one event stream written by rank 0, every rank's memory in each step,
+the adapter saved once, Ctrl-C ending `cancelled` with a checkpoint, and the same losses as one
+process with the same global batch.
+
+Why the losses match: with 2 processes x micro-batch 2 the sampler hands rank 0 and rank 1 the two
+halves of the 4 rows one process sees with micro-batch 4, the Trainer normalises the loss by the
+tokens of the whole global batch (`num_items_in_batch`), and DDP averages the gradients; what is
+left is float rounding (different padding and summation order), well below 1e-4.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from peft_advisor import launch
+from peft_advisor.core.errors import ExitCode
+from peft_advisor.core.events import read_events
+
+QUICK = {"train.max_steps": 4, "train.eval_every": 2, "train.save_every": 2, "train.micro_batch": 2}
+
+
+def cli(*args, timeout=240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "peft_advisor", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def steps_of(events):
+    return [e for e in events if e["kind"] == "step"]
+
+
+def test_two_processes_write_one_stream_and_match_one_process(make_recipe, tmp_path):
+    from peft_advisor.core import recipe as rc
+    from peft_advisor.core.distributed import Parallel, per_gpu_estimate
+    from peft_advisor.core.model_spec import load_model_spec
+    from peft_advisor.train.__main__ import main
+
+    two = make_recipe("lora", name="two.toml", **QUICK, **{"distributed.gpus": 2, "distributed.master_port": 0})
+    one = make_recipe("lora", name="one.toml", **{**QUICK, "train.micro_batch": 4})
+    run_two, run_one = tmp_path / "runs" / "two", tmp_path / "runs" / "one"
+    done = cli("train", two, "--run-dir", run_two)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert main([str(one), "--run-dir", str(run_one)]) == 0
+
+    events, skipped = read_events(run_two / "events.jsonl")
+    kinds = [e["kind"] for e in events]
+    assert skipped == 0 and kinds.count("start") == 1 and kinds[-1] == "end" and kinds.count("end") == 1
+    assert [e["step"] for e in steps_of(events)] == [1, 2, 3, 4]  # rank 1 wrote nothing
+    assert [e["step"] for e in events if e["kind"] == "checkpoint"] == [2, 4]
+    assert [e["step"] for e in events if e["kind"] == "eval"] == [0, 2, 4]
+    start, end = events[0], events[-1]
+    assert (start["gpus"], start["strategy"], start["global_batch"], start["backend"]) == (2, "ddp", 4, "gloo")
+    recipe = rc.load(two)
+    spec = load_model_spec(str(recipe.model.id))
+    expected = per_gpu_estimate(spec, rc.settings_from_recipe(recipe), Parallel(2, "ddp")).peak_bytes
+    assert start["estimate_peak_bytes"] == expected
+    for step in steps_of(events):
+        assert step["mem_peak_bytes_by_rank"] == [None, None] and step["mem_reserved_bytes_by_rank"] == [None, None]
+        assert step["samples"] == step["step"] * 4
+    assert end["status"] == "ok" and len(end["mem_peak_bytes_by_rank"]) == 2
+
+    run_json = launch.read_run_json(run_two)
+    assert run_json["argv"][1:3] == ["-m", "torch.distributed.run"] and run_json["world_size"] == 2
+    assert run_json["pid"] == start["pid"] != run_json["rank0_pid"]  # stop signals the launcher
+    for name in ("adapter_model.safetensors", "recipe.toml", "train.log", "checkpoint-4/rng_state_1.pth"):
+        assert (run_two / name).is_file(), name
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["one", "two"]  # no staging folder left
+    assert [line.startswith("step ") for line in done.stdout.splitlines()].count(True) == 4
+
+    single = read_events(run_one / "events.jsonl")[0]
+    assert [s["loss"] for s in steps_of(events)] == pytest.approx([s["loss"] for s in steps_of(single)], rel=1e-4)
+    assert [s["grad_norm"] for s in steps_of(events)] == pytest.approx([s["grad_norm"] for s in steps_of(single)], rel=1e-3)
+    from safetensors.torch import load_file
+
+    a, b = load_file(run_two / "adapter_model.safetensors"), load_file(run_one / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_ctrl_c_reaches_every_rank_and_ends_cancelled_with_a_checkpoint(make_recipe, tmp_path):
+    changes = {"train.max_steps": 400, "train.save_every": 0, "train.eval_every": 0, "data.eval_split": 0,
+               "train.micro_batch": 2, "distributed.gpus": 2, "distributed.master_port": 0}
+    run_dir = tmp_path / "run"
+    child = launch.start(make_recipe("lora", **changes), run_dir)
+    launch.wait_started(child, timeout_s=180)
+    deadline = time.monotonic() + 120
+    while not any(e["kind"] == "step" and e["step"] >= 3 for e in read_events(run_dir / "events.jsonl")[0]):
+        assert time.monotonic() < deadline, "no step 3"
+        time.sleep(0.02)
+    assert launch.stop(run_dir)  # SIGINT to torchrun, which forwards it to both ranks
+    child.process.wait(timeout=120)
+    events, skipped = read_events(run_dir / "events.jsonl")
+    end = events[-1]
+    assert skipped == 0 and end["kind"] == "end" and end["status"] == "cancelled"
+    stopped_at = max(e["step"] for e in steps_of(events))
+    assert 3 <= stopped_at < 400
+    assert events[-2] == {**events[-2], "kind": "checkpoint", "step": stopped_at}
+    assert (run_dir / f"checkpoint-{stopped_at}" / "adapter_model.safetensors").is_file()
+    assert (run_dir / f"checkpoint-{stopped_at}" / "rng_state_1.pth").is_file()  # rank 1 stopped at the same step
+    assert not launch.stop(run_dir)  # launcher and ranks are gone
+
+
+def test_a_setup_error_keeps_its_exit_code_through_torchrun(make_recipe, tmp_path):
+    """fsdp needs CUDA: one line, NO_GPU (not torchrun's 1), and no folder left behind."""
+    recipe = make_recipe("lora", **{"distributed.gpus": 2, "distributed.strategy": "fsdp", "distributed.master_port": 0})
+    done = cli("train", recipe, "--run-dir", tmp_path / "runs" / "x")
+    assert done.returncode == ExitCode.NO_GPU, done.stderr[-2000:]
+    assert 'distributed.strategy = "fsdp" needs CUDA GPUs' in done.stderr.strip().splitlines()[-1]
+    assert list((tmp_path / "runs").iterdir()) == []

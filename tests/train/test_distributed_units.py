@@ -1,0 +1,139 @@
+"""Several GPUs, the parts without torch: the launcher's exact command lines and environment, the
+exit code of a failed multi-process setup, and what the monitor shows of every GPU's memory."""
+
+from __future__ import annotations
+
+import json
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from peft_advisor import launch
+from peft_advisor.cli import main
+from peft_advisor.core import recipe as rc
+from peft_advisor.core.events import summarize
+
+PY = sys.executable
+TAIL = ["-m", "peft_advisor.train", "r.toml", "--run-dir", "runs/x"]
+
+
+def dist(**changes):
+    return rc.updated(rc.Recipe(), {f"distributed.{k}": v for k, v in changes.items()}).distributed
+
+
+def test_one_process_is_the_plain_trainer_whatever_the_strategy():
+    for d in (None, dist(), dist(strategy="fsdp", launcher="accelerate"), dist(gpu_ids=[3])):
+        assert launch.build_argv("r.toml", "runs/x", dist=d) == [PY, *TAIL]
+
+
+def test_torchrun_command_line():
+    assert launch.build_argv("r.toml", "runs/x", dist=dist(gpus=2)) == [
+        PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1", "--node_rank", "0",
+        "--master_addr", "127.0.0.1", "--master_port", "29500", *TAIL]
+    multi = dist(gpus=8, nnodes=2, node_rank=1, master_addr="10.1.2.3", master_port=29400, strategy="fsdp")
+    assert launch.build_argv("r.toml", "runs/x", resume=True, dist=multi) == [
+        PY, "-m", "torch.distributed.run", "--nproc_per_node", "8", "--nnodes", "2", "--node_rank", "1",
+        "--master_addr", "10.1.2.3", "--master_port", "29400", *TAIL, "--resume"]
+
+
+def test_accelerate_command_lines():
+    head = [PY, "-m", "accelerate.commands.launch", "--num_processes", "4", "--num_machines", "1", "--machine_rank", "0",
+            "--main_process_ip", "127.0.0.1", "--main_process_port", "1234", "--mixed_precision", "bf16",
+            "--dynamo_backend", "no"]
+    ddp = dist(gpus=4, launcher="accelerate", mixed_precision="bf16")
+    assert launch.build_argv("r.toml", "runs/x", dist=ddp, port=1234) == [*head, "--multi_gpu", *TAIL]
+    fsdp2 = dist(gpus=4, launcher="accelerate", mixed_precision="bf16", strategy="fsdp", fsdp_version=2)
+    assert launch.build_argv("r.toml", "runs/x", dist=fsdp2, port=1234) == [
+        *head, "--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+        "--fsdp_reshard_after_forward", "true", "--fsdp_state_dict_type", "FULL_STATE_DICT", *TAIL]
+    fsdp1 = dist(gpus=4, launcher="accelerate", mixed_precision="bf16", strategy="fsdp", fsdp_version=1)
+    assert launch.build_argv("r.toml", "runs/x", dist=fsdp1, port=1234) == [
+        *head, "--use_fsdp", "--fsdp_version", "1", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+        "--fsdp_reshard_after_forward", "FULL_SHARD", "--fsdp_state_dict_type", "FULL_STATE_DICT", *TAIL]
+    two_nodes = dist(gpus=8, nnodes=2, node_rank=1, master_addr="10.1.2.3", launcher="accelerate")
+    argv = launch.build_argv("r.toml", "runs/x", dist=two_nodes)
+    assert argv[3:15] == ["--num_processes", "16", "--num_machines", "2", "--machine_rank", "1",
+                          "--main_process_ip", "10.1.2.3", "--main_process_port", "29500", "--mixed_precision", "no"]
+
+
+def test_fsdp_auto_version_follows_the_installed_packages():
+    assert launch.fsdp_version_installed() == 2  # torch 2.13 and accelerate >= 1.6 in this stack
+    argv = launch.build_argv("r.toml", "runs/x", dist=dist(gpus=2, launcher="accelerate", strategy="fsdp"))
+    assert argv[argv.index("--fsdp_version") + 1] == "2"
+
+
+def test_environment_and_port(tmp_path):
+    path = tmp_path / "r.toml"
+    rc.save(rc.updated(rc.Recipe(), {"distributed.gpu_ids": [2, 5], "distributed.master_port": 0}), path)
+    argv, env = launch.child_argv_env(path, tmp_path / "run")
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,5" and env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"]
+    port = int(argv[argv.index("--master_port") + 1])
+    assert 0 < port < 65536 and argv[argv.index("--nproc_per_node") + 1] == "2"
+    rc.save(rc.updated(rc.Recipe(), {"distributed.gpu_ids": [3]}), path, force=True)
+    argv, env = launch.child_argv_env(path, tmp_path / "run")
+    assert argv[:3] == [PY, "-m", "peft_advisor.train"] and env == {"CUDA_VISIBLE_DEVICES": "3"}
+
+
+def test_a_failed_setup_keeps_rank_0s_exit_code(tmp_path):
+    """torchrun exits 1 whatever its ranks returned; rank 0 left its code in the staging folder."""
+    staging = tmp_path / ".run.x.starting"
+    staging.mkdir()
+    fake = SimpleNamespace(staging_dir=staging)
+    assert launch._setup_exit_code(fake, 1) == 1
+    (staging / launch.SETUP_EXIT_FILE).write_text("8\n")
+    assert launch._setup_exit_code(fake, 1) == 8
+    assert launch._setup_exit_code(SimpleNamespace(staging_dir=None), 1) == 1
+
+
+# ---------------------------------------------------------------- monitor
+
+GIB = 2**30
+
+
+def write_run(run_dir, by_rank):
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"pid": 0, "argv": [], "started": 0}))
+    events = [
+        {"v": 1, "kind": "start", "t": 1.0, "method": "lora", "model": "demo", "trainable_params": 1000,
+         "total_params": 100000, "total_steps": 2, "device": "cuda:0", "estimate_peak_bytes": 10 * GIB,
+         "gpus": 2, "strategy": "fsdp", "global_batch": 8},
+        {"v": 1, "kind": "step", "t": 2.0, "step": 1, "loss": 2.0, "lr": 1e-4, "mem_peak_bytes": max(by_rank),
+         "mem_reserved_bytes_by_rank": by_rank, "mem_peak_bytes_by_rank": by_rank},
+        {"v": 1, "kind": "step", "t": 3.0, "step": 2, "loss": 1.0, "lr": 1e-4, "mem_peak_bytes": max(by_rank),
+         "mem_reserved_bytes_by_rank": by_rank, "mem_peak_bytes_by_rank": by_rank},
+        {"v": 1, "kind": "end", "t": 4.0, "status": "ok", "final_loss": 1.0, "wall_s": 3.0,
+         "mem_peak_bytes": max(by_rank), "mem_peak_bytes_by_rank": by_rank, "estimate_peak_bytes": 10 * GIB},
+    ]
+    (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    return events
+
+
+def test_monitor_shows_every_gpu(tmp_path, capsys):
+    events = write_run(tmp_path / "run", [9 * GIB, 11 * GIB])
+    assert main(["monitor", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("start  lora on demo (cuda:0, 2 GPUs FSDP, global batch 8): ")
+    assert out[0].endswith("estimate peak 10.00 GiB per GPU")
+    assert out[1].endswith("peak 11.00 GiB  ETA ?  by GPU 9.00 GiB | 11.00 GiB")
+    assert out[-1].endswith("by GPU 9.00 GiB | 11.00 GiB")
+    s = summarize(events)
+    assert (s.gpus, s.strategy, s.global_batch) == (2, "fsdp", 8)
+    assert s.mem_peak_bytes_by_rank == [9 * GIB, 11 * GIB] and s.mem_peak_bytes == 11 * GIB
+    assert s.to_dict()["mem_reserved_bytes_by_rank"] == [9 * GIB, 11 * GIB]
+
+
+def test_monitor_leaves_out_unmeasured_memory(tmp_path, capsys):
+    """CPU processes report None for each rank: no suffix, no error."""
+    write_run(tmp_path / "run", [0, 0])
+    events_path = tmp_path / "run" / "events.jsonl"
+    events_path.write_text(events_path.read_text().replace("[0, 0]", "[null, null]"))
+    assert main(["monitor", str(tmp_path / "run")]) == 0
+    assert "by GPU" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("values, suffix", [([GIB, None], ["by GPU 1.00 GiB | —"]), ([], []), (None, []), ("x", [])])
+def test_per_gpu_suffix(values, suffix):
+    from peft_advisor.cli.runs_cmd import per_gpu_memory
+
+    assert per_gpu_memory({"mem_peak_bytes_by_rank": values}) == suffix
