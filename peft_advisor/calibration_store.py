@@ -157,6 +157,8 @@ def record_from_run_dir(run_dir, gpu_name: str | None = None, source: str = "tra
     usable = s.status == "ok" or (s.status == "cancelled" and s.step >= 2)
     if not usable or not (s.device or "").startswith("cuda") or not s.mem_peak_bytes or not s.estimate_peak_bytes:
         return None
+    if (s.gpus or 1) > 1:  # a per-GPU peak under DDP/FSDP is no calibration for one GPU's settings
+        return None
     try:
         recipe = rc.load(run_dir / "recipe.toml")
         settings = rc.settings_from_recipe(recipe)

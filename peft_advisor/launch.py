@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from peft_advisor.core import recipe as rc
@@ -97,9 +97,15 @@ def distributed_env(d) -> dict:
     return env
 
 
-def child_argv_env(recipe_path, run_dir, resume: bool = False) -> tuple[list[str], dict]:
-    """The command line and extra environment a recipe's run needs (its [distributed] table)."""
-    d = rc.load(recipe_path).distributed
+def child_argv_env(recipe_path, run_dir, resume: bool = False, node_rank: int | None = None) -> tuple[list[str], dict]:
+    """The command line and extra environment a recipe's run needs (its [distributed] table;
+    `node_rank` overrides the table's, so every node can run the one recipe file)."""
+    recipe = rc.load(recipe_path)
+    if node_rank is not None:
+        recipe = rc.updated(recipe, {"distributed.node_rank": node_rank})
+    d = recipe.distributed
+    if d.strategy == "fsdp" and not d.fsdp_version and recipe.method.name == "qlora":
+        d = replace(d, fsdp_version=1)  # as the trainer decides (train/dist.py fsdp_version)
     if rc.world_size(d) == 1:
         env = {"CUDA_VISIBLE_DEVICES": str(d.gpu_ids[0])} if d.gpu_ids else {}
         return build_argv(recipe_path, run_dir, resume), env
@@ -146,9 +152,10 @@ def write_run_json(folder: Path, pid: int, argv: list[str]) -> None:
     os.replace(tmp, folder / "run.json")
 
 
-def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None) -> Launched:
+def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None, node_rank: int | None = None) -> Launched:
     """Start the child; returns at once (see `wait_started`)."""
     run_dir = Path(run_dir).absolute()
+    argv, dist_env = child_argv_env(Path(recipe_path).absolute(), run_dir, resume, node_rank)  # may refuse the recipe
     staging = None
     if resume:
         if not run_dir.is_dir():
@@ -160,7 +167,6 @@ def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None) -
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = folder = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".starting", dir=run_dir.parent))
         os.chmod(folder, 0o755)
-    argv, dist_env = child_argv_env(Path(recipe_path).absolute(), run_dir, resume)
     child_env = {**os.environ, **dist_env, **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), child_env.get("PYTHONPATH")]))
     if staging is not None:
@@ -180,10 +186,10 @@ def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None) -
     return Launched(process, run_dir, log, staging, *launched_offsets)
 
 
-def run_worker_node(recipe_path, run_dir, resume: bool = False) -> int:
+def run_worker_node(recipe_path, run_dir, resume: bool = False, node_rank: int | None = None) -> int:
     """A node other than 0 of a multi-node run: its launcher in the foreground, output to this
     terminal. It writes nothing of its own: rank 0, on node 0, keeps the run folder and events."""
-    argv, dist_env = child_argv_env(Path(recipe_path).absolute(), Path(run_dir).absolute(), resume)
+    argv, dist_env = child_argv_env(Path(recipe_path).absolute(), Path(run_dir).absolute(), resume, node_rank)
     env = {**os.environ, **dist_env}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     try:

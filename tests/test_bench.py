@@ -128,7 +128,7 @@ def test_fold_a_finished_run():
     assert row.train_loss == pytest.approx(sum(e["loss"] for e in steps[-5:]) / 5)
     assert (row.eval_loss, row.eval_accuracy, row.eval_step) == (0.9206, 0.6, 60)
     assert row.adapter_bytes == 19545000  # from the checkpoint event when the folder gives none
-    assert row.estimate_error == pytest.approx(row.peak_measured_bytes / row.peak_estimated_bytes - 1)
+    assert row.estimate_error == pytest.approx((row.peak_estimated_bytes - row.peak_measured_bytes) / row.peak_measured_bytes)
     assert len(row.losses) == 60 and row.losses[0] == (1, steps[0]["loss"])
     assert bench.fold("lora", "lora", events, adapter_bytes=123).adapter_bytes == 123
 
@@ -438,7 +438,8 @@ def test_bench_on_a_gpu_with_a_real_architecture(tmp_path):
         "train.max_steps": 100, "train.micro_batch": 8, "output.dir": str(tmp_path / "unused"),
     }), tmp_path / "recipe.toml")
     out, cache = tmp_path / "bench", tmp_path / "cache"
-    env = {**os.environ, "PEFT_ADVISOR_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PEFT_ADVISOR_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
     proc = subprocess.run([sys.executable, "-m", "peft_advisor", "bench", str(recipe), "--methods", "lora,dora,qlora",
                            "--steps", "6", "--out", str(out)], capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

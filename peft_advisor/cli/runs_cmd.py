@@ -27,11 +27,15 @@ def register(sub) -> None:
     t.add_argument("--run-dir", help="run folder (default: the recipe's output.dir)")
     t.add_argument("--resume", action="store_true", help="continue the run folder from its last checkpoint")
     t.add_argument("--detach", action="store_true", help="return once training has started; follow with monitor")
+    t.add_argument("--node-rank", type=int, help="this machine's rank in a multi-node run (overrides distributed.node_rank)")
     t.set_defaults(func=run_train)
 
     m = sub.add_parser("monitor", help="follow a run folder (live or finished): a line per step")
     m.add_argument("run_dir", metavar="RUN_DIR")
     m.add_argument("--poll", type=float, default=0.5, help="seconds between reads (default 0.5)")
+    view = m.add_mutually_exclusive_group()
+    view.add_argument("--tui", action="store_true", help="open the terminal app's monitor screen")
+    view.add_argument("--headless", action="store_true", help="print a line per step (the default when not on a terminal)")
     m.set_defaults(func=run_monitor)
 
 
@@ -44,11 +48,14 @@ def run_train(args) -> int:
 
     recipe = rc.load(args.recipe)  # a bad recipe is one line here, before any process or folder
     run_dir = Path(args.run_dir or recipe.output.dir)
+    node_rank = getattr(args, "node_rank", None)
+    if node_rank is not None:
+        recipe = rc.updated(recipe, {"distributed.node_rank": node_rank})  # checked like the file's value
     if recipe.distributed.node_rank > 0:  # a worker node: node 0 holds the run folder and the events
         print(f"peft-advisor: node {recipe.distributed.node_rank} of {recipe.distributed.nnodes}; "
               f"follow the run on node 0", file=sys.stderr)
-        return launch.run_worker_node(args.recipe, run_dir, resume=args.resume)
-    launched = launch.start(args.recipe, run_dir, resume=args.resume)
+        return launch.run_worker_node(args.recipe, run_dir, resume=args.resume, node_rank=node_rank)
+    launched = launch.start(args.recipe, run_dir, resume=args.resume, node_rank=node_rank)
     print(f"peft-advisor: trainer pid {launched.pid}; setting up {recipe.method.name} on {recipe.model.id}", file=sys.stderr)
     try:
         launch.wait_started(launched)
@@ -69,7 +76,14 @@ def run_train(args) -> int:
 
 
 def run_monitor(args) -> int:
+    """On a terminal the monitor screen opens; piped, or with --headless, a line per step."""
     run_dir = Path(args.run_dir)
+    if args.tui or (not args.headless and sys.stdout.isatty() and sys.stdin.isatty()):
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: no such run folder", ExitCode.USAGE)
+        from peft_advisor.cli import _open_tui
+
+        return _open_tui(monitor=str(run_dir))
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder", ExitCode.USAGE)
     if not (run_dir / "events.jsonl").is_file() and not (run_dir / "run.json").is_file():

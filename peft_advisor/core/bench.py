@@ -204,10 +204,10 @@ class Row:
 
     @property
     def estimate_error(self) -> float | None:
-        """measured / estimated - 1."""
+        """(estimated - measured) / measured: the convention of bench/error_report.md (+ = over-estimate)."""
         if not self.peak_measured_bytes or not self.peak_estimated_bytes:
             return None
-        return self.peak_measured_bytes / self.peak_estimated_bytes - 1
+        return (self.peak_estimated_bytes - self.peak_measured_bytes) / self.peak_measured_bytes
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -417,7 +417,7 @@ def render_markdown(result: BenchResult) -> str:
         "- Each method ran as its own process on the recipe's model, data, seed and shapes; only the",
         "  method and its learning rate changed (`lr`: the method's default, scaled like the recipe's lr).",
         "- Peak measured: the most memory PyTorch's allocator reserved (CUDA context excluded), the",
-        "  figure the estimate predicts; est. error = measured / estimated - 1.",
+        "  figure the estimate predicts; est. error = (estimated - measured) / measured.",
         "- tokens/s: median over the steps; train loss: mean of the last "
         f"{LAST_LOSSES} steps; eval loss and accuracy: on the held-out rows after the budget.",
         "- Adapter: the saved file (the whole model for full and galore).",

@@ -574,6 +574,9 @@ def _distributed_checks(recipe: Recipe) -> list[tuple[str, str]]:
                     "it with DDP or FSDP); set it to false or distributed.gpus = 1"))
     if d.strategy == "fsdp" and m.name == "galore":
         out.append(("distributed.strategy", 'method "galore" needs whole weight matrices, which FSDP shards; use "ddp"'))
+    if d.strategy == "fsdp" and m.name == "qlora" and d.fsdp_version == 2:
+        out.append(("distributed.fsdp_version", "QLoRA with FSDP runs on FSDP1 (FSDP2 drops bitsandbytes' 4-bit "
+                    "metadata when it gathers the weights); set it to 0 (auto) or 1"))
     if d.strategy == "fsdp" and m.name == "loraplus":
         out.append(("distributed.strategy", 'method "loraplus" builds its own optimizer, which the Trainer refuses '
                     'under FSDP; use "ddp"'))

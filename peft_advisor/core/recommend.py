@@ -19,7 +19,7 @@ from peft_advisor.core.distributed import Parallel, per_gpu_estimate
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.estimate import METHODS, Estimate, Settings
 from peft_advisor.core.model_spec import ModelSpec
-from peft_advisor.core.speed import step_time_vs_lora
+from peft_advisor.core.speed import step_time_range, step_time_vs_lora
 from peft_advisor.core.units import GIB, MB, fmt_bytes, fmt_file_bytes
 
 PRIORITIES = ("quality", "speed", "memory", "size")
@@ -271,9 +271,16 @@ def _reasons(rec: Recommendation, m: Method, budget: Budget, priority: str) -> t
     out.append(f"quality: {m.quality_evidence}")
     t = step_time_vs_lora(rec.method)
     if rec.method != "lora":
-        word = "slower" if t > 1.05 else "faster" if t < 0.95 else "about as fast"
-        ratio = f"{t:.1f}× LoRA's step time" if word != "about as fast" else "LoRA's step time"
-        out.append(f"speed: {word} than LoRA here ({ratio}, measured on an H200)")
+        lo_hi = step_time_range(rec.method)
+        spread = f", {lo_hi[0]:.1f}–{lo_hi[1]:.1f}× across shapes" if lo_hi else ""
+        if 0.95 <= t <= 1.05:
+            out.append(f"speed: about as fast as LoRA (step time measured on an H200{spread})")
+        else:
+            word = "slower" if t > 1 else "faster"
+            out.append(f"speed: {t:.1f}× LoRA's step time, {word} (measured on an H200{spread})")
+        if rec.method == "galore":
+            out.append("speed: not counted above: an SVD of every projected weight at the first step and "
+                       "every update_proj_gap steps (seconds to minutes, growing with the model)")
     if rec.settings.grad_ckpt:
         out.append("gradient checkpointing recomputes activations: about 20–30 % slower")
     if est.calibrated:

@@ -49,6 +49,8 @@ def check_gpus(ranks: Ranks, recipe, cuda: bool) -> None:
     if not cuda and recipe.distributed.strategy == "fsdp":  # accelerate would silently fall back to DDP
         raise UserError('distributed.strategy = "fsdp" needs CUDA GPUs (accelerate shards only on GPUs); '
                         'use "ddp" to run several CPU processes', ExitCode.NO_GPU)
+    if not cuda and recipe.distributed.backend == "nccl":
+        raise UserError('distributed.backend = "nccl" needs CUDA GPUs; use "auto" or "gloo" on the CPU', ExitCode.NO_GPU)
     if not cuda:
         return
     import torch
@@ -65,12 +67,13 @@ def notes(recipe, ranks: Ranks, cuda: bool) -> list[str]:
         return []
     d, out = recipe.distributed, []
     where = "GPUs" if cuda else "CPU processes (no CUDA)"
-    out.append(f"peft-advisor: {ranks.world} {where}, {d.strategy} over {backend(recipe, cuda)}; "
+    out.append(f"distributed: {ranks.world} {where}, {d.strategy} over {backend(recipe, cuda)}; "
                f"global batch {recipe.train.micro_batch * recipe.train.grad_accum * ranks.world}")
     if d.strategy == "fsdp" and recipe.method.name == "qlora":
-        out.append("peft-advisor: note: QLoRA with FSDP stores the 4-bit weights in bfloat16 "
-                   "(bnb_4bit_quant_storage) so FSDP can shard them, as peft and bitsandbytes document; "
-                   "it needs bitsandbytes >= 0.43 and keeps norms and embeddings in bf16 (no fp32 upcast)")
+        out.append("distributed: note: QLoRA with FSDP stores the 4-bit weights in bfloat16 "
+                   "(bnb_4bit_quant_storage) so FSDP can shard them, as peft and bitsandbytes document; it runs "
+                   "on FSDP1, keeps norms and embeddings in bf16 (no fp32 upcast), and each GPU loads the "
+                   "whole 4-bit model before it is sharded")
     return out
 
 
@@ -150,8 +153,12 @@ def fsdp2_available() -> bool:
 
 
 def fsdp_version(recipe) -> int:
+    """The recipe's, else FSDP2 where installed; QLoRA always FSDP1, the path peft and bitsandbytes
+    document (FSDP2 gathers Params4bit into plain tensors and loses their quantization state)."""
     wanted = recipe.distributed.fsdp_version
-    return wanted if wanted else (2 if fsdp2_available() else 1)
+    if wanted:
+        return wanted
+    return 1 if recipe.method.name == "qlora" else (2 if fsdp2_available() else 1)
 
 
 def wrap_classes(model) -> list[str]:
@@ -186,8 +193,8 @@ def training_args(recipe, ranks: Ranks, cuda: bool, wrap: list[str]) -> dict:
     modern = hasattr(TrainingArguments, "_apply_legacy_fsdp_to_config")
     if version == 2:
         config["reshard_after_forward"] = True  # FULL_SHARD
-    else:
-        config["use_orig_params"] = True  # frozen and trainable parameters in one block (PEFT)
+    else:  # QLoRA: flat parameters of one dtype, LoRA layers wrapped apart by the Trainer (peft's policy)
+        config["use_orig_params"] = recipe.method.name != "qlora"
     args.update(fsdp=True if modern else "full_shard auto_wrap", fsdp_config=config)
     if recipe.train.grad_ckpt:
         args["gradient_checkpointing"] = False

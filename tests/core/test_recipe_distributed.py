@@ -76,9 +76,12 @@ def test_methods_that_cannot_shard_are_refused_with_fsdp_but_run_with_ddp(method
     rc.updated(rc.Recipe(), {"method.name": method, "distributed.gpus": 1, "distributed.strategy": "fsdp"})
 
 
-def test_qlora_with_fsdp_is_allowed():
+def test_qlora_with_fsdp_is_allowed_on_fsdp1():
     r = rc.updated(rc.Recipe(), {"method.name": "qlora", "distributed.gpus": 2, "distributed.strategy": "fsdp"})
     assert r.model.load_in_4bit and rc.validate(r) == []
+    rc.updated(r, {"distributed.fsdp_version": 1})
+    assert "distributed.fsdp_version: QLoRA with FSDP runs on FSDP1" in problem(
+        {"method.name": "qlora", "distributed.gpus": 2, "distributed.strategy": "fsdp", "distributed.fsdp_version": 2})
 
 
 def test_problem_lines_point_at_the_table():

@@ -63,6 +63,14 @@ def test_fsdp_auto_version_follows_the_installed_packages():
     assert argv[argv.index("--fsdp_version") + 1] == "2"
 
 
+def test_qlora_with_fsdp_launches_fsdp1(tmp_path):
+    path = tmp_path / "r.toml"
+    rc.save(rc.updated(rc.Recipe(), {"method.name": "qlora", "distributed.gpus": 2, "distributed.strategy": "fsdp",
+                                     "distributed.launcher": "accelerate"}), path)
+    argv, _ = launch.child_argv_env(path, tmp_path / "run")
+    assert argv[argv.index("--fsdp_version") + 1] == "1" and argv[argv.index("--fsdp_reshard_after_forward") + 1] == "FULL_SHARD"
+
+
 def test_environment_and_port(tmp_path):
     path = tmp_path / "r.toml"
     rc.save(rc.updated(rc.Recipe(), {"distributed.gpu_ids": [2, 5], "distributed.master_port": 0}), path)
@@ -137,3 +145,24 @@ def test_per_gpu_suffix(values, suffix):
     from peft_advisor.cli.runs_cmd import per_gpu_memory
 
     assert per_gpu_memory({"mem_peak_bytes_by_rank": values}) == suffix
+
+
+def test_a_multi_gpu_run_is_not_kept_as_one_gpu_calibration(tmp_path):
+    """Its peak is per GPU under DDP/FSDP: recording it against one GPU's settings would skew estimates."""
+    from peft_advisor.calibration_store import record_from_run_dir
+
+    write_run(tmp_path / "run", [9 * GIB, 11 * GIB])
+    rc.save(rc.updated(rc.Recipe(), {"distributed.gpus": 2}), tmp_path / "run" / "recipe.toml")
+    store = tmp_path / "calibration.jsonl"
+    assert record_from_run_dir(tmp_path / "run", gpu_name="NVIDIA H200", path=store) is None
+    assert not store.exists()
+
+
+def test_node_rank_flag_is_checked_like_the_recipe(tmp_path, capsys):
+    from peft_advisor.core.errors import ExitCode
+
+    path = rc.save(rc.updated(rc.Recipe(), {"distributed.nnodes": 2, "distributed.master_addr": "10.0.0.1"}),
+                   tmp_path / "r.toml")
+    assert main(["train", str(path), "--run-dir", str(tmp_path / "run"), "--node-rank", "2"]) == ExitCode.BAD_RECIPE
+    assert "distributed.node_rank: must be < distributed.nnodes = 2" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
