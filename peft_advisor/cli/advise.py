@@ -187,6 +187,7 @@ def _export(args, spec, advice) -> None:
         model_id=args.model, settings=best.settings, estimate=best.estimate,
         vram_gib=advice.budget.vram_bytes / GIB, adapter_mb=(advice.budget.adapter_bytes or 0) / 1e6,
         priority=advice.priority, gpu=advice.budget.source, data_path=args.data,
+        gpus=advice.parallel.gpus, strategy=advice.parallel.strategy,
     )
     write_recipe(recipe, args.export, args.force)
     print(f"wrote {args.export} ({best.name})", file=sys.stderr)

@@ -10,7 +10,8 @@ block saves:
   trainable parameters, gradients and optimizer states are divided by the GPU count; each GPU
   also holds the all-gathered weights of the block being computed and of the one prefetched
   next, plus the root unit (embeddings, final norm, lm_head), gathered for the whole step. For
-  QLoRA the 4-bit weights are sharded too (bitsandbytes' quant storage in bf16, as peft documents).
+  QLoRA the 4-bit weights are sharded too (bitsandbytes' quant storage in bf16, as peft documents;
+  the trainer uses FSDP1 there, since FSDP2 loses bitsandbytes' 4-bit metadata).
 
 Pure arithmetic; the launcher (accelerate/torchrun) lives in the trainer.
 """

@@ -785,9 +785,12 @@ def recipe_from_recommendation(
     data_path: str = "demo",
     lr: float | None = None,
     max_steps: int = 200,
+    gpus: int = 1,
+    strategy: str = "ddp",
 ) -> Recipe:
     """A recipe for an `estimate.Settings` (and its `Estimate`), duck-typed so this module does
-    not depend on the estimator. Alpha follows the common alpha = 2 * rank."""
+    not depend on the estimator. Alpha follows the common alpha = 2 * rank. `gpus` > 1 fills the
+    [distributed] table, the only thing that differs between a 1-GPU and a many-GPU recipe."""
     name = settings.method
     targets = settings.targets
     if isinstance(targets, str) and targets not in TARGET_PRESETS:
@@ -820,6 +823,7 @@ def recipe_from_recommendation(
             adapter_bytes=int(getattr(estimate, "adapter_bytes", 0)),
             trainable_params=int(getattr(estimate, "trainable_params", 0)),
         ),
+        distributed=DistributedSection(gpus=gpus, strategy=strategy) if gpus > 1 else DistributedSection(),
     )
     recipe = _normalise(recipe)
     found = validate(recipe)

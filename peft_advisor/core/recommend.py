@@ -126,8 +126,9 @@ class Advice:
 # ---------------------------------------------------------------- search for settings that fit
 
 
-def _ladder(s: Settings):
-    """Settings to try for one method, cheapest change first; yields (settings, adjustments)."""
+def _ladder(s: Settings, multi_gpu: bool = False):
+    """Settings to try for one method, cheapest change first; yields (settings, adjustments).
+    Layer-wise GaLore is single-GPU only (transformers refuses it with DDP/FSDP)."""
     yield s, ()
     steps: list[tuple[str, Settings]] = []
     cur = s
@@ -141,8 +142,11 @@ def _ladder(s: Settings):
         steps.append((f"micro-batch {cur.batch_size} × {cur.grad_accum} accumulation steps", cur))
         yield cur, tuple(a for a, _ in steps)
     if cur.method == "galore":
-        for label, change in (("layer-wise GaLore (no full gradient buffer)", dict(galore_layerwise=True, grad_accum=1)),
-                              ("8-bit GaLore optimizer states", dict(galore_8bit=True))):
+        changes = [("8-bit GaLore optimizer states", dict(galore_8bit=True))]
+        if not multi_gpu:
+            changes.insert(0, ("layer-wise GaLore (no full gradient buffer; accumulation 1)",
+                               dict(galore_layerwise=True, grad_accum=1)))
+        for label, change in changes:
             cur = replace(cur, **change)
             steps.append((label, cur))
             yield cur, tuple(a for a, _ in steps)
@@ -188,7 +192,7 @@ def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parall
         except UserError:
             continue  # e.g. q_proj/v_proj does not exist in this architecture
         size_ok_any = True
-        for cand, adj in _ladder(sized):
+        for cand, adj in _ladder(sized, par.gpus > 1):
             est = estimate(spec, cand, budget.total_vram_bytes)
             if _fits(est, budget):
                 return est, size_adj + adj, None
@@ -207,12 +211,21 @@ def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parall
     return None, closest, reason
 
 
+def _unsupported(method: str, par: Parallel) -> str | None:
+    """Combinations the trainer refuses (transformers, accelerate and peft do not support them)."""
+    if par.gpus > 1 and par.strategy == "fsdp" and method in ("galore", "loraplus"):
+        return f"{method} is not supported with FSDP (its optimizer needs whole weights); use --strategy ddp"
+    return None
+
+
 def _more_gpus_hint(spec: ModelSpec, s: Settings, budget: Budget, start: int) -> str:
     """'fits on 2 GPUs with FSDP': the fewest GPUs (same budget each) on which a method fits."""
     for gpus in (2, 4, 8):
         if gpus <= start:
             continue
         for strategy in ("ddp", "fsdp"):
+            if _unsupported(s.method, Parallel(gpus, strategy)):
+                continue
             est, _, _ = _search(spec, s, budget, Parallel(gpus, strategy))
             if est is not None:
                 return f"; fits on {gpus} such GPUs with {strategy.upper()} ({fmt_bytes(est.total_bytes)} each)"
@@ -318,6 +331,10 @@ def recommend(
     fits, ruled = [], []
     for method in methods:
         s = replace(request, method=method)
+        refused = _unsupported(method, parallel)
+        if refused:
+            ruled.append(RuledOut(method, catalog[method].name, refused, 0, None))
+            continue
         est, adjustments, reason = _search(spec, s, budget, parallel, calibrate)
         name = catalog[method].name
         if est is None:
@@ -330,7 +347,7 @@ def recommend(
     recs = tuple(replace(r, reasons=_reasons(r, catalog[r.method], budget, priority)) for r in fits)
     if recs:
         recs = (replace(recs[0], reasons=(_why_first(recs, catalog, priority),) + recs[0].reasons),) + recs[1:]
-    ruled.sort(key=lambda r: r.peak_bytes)
+    ruled.sort(key=lambda r: (r.closest is None, r.peak_bytes))
     return Advice(spec.id, priority, budget, request, recs, tuple(ruled), parallel)
 
 
