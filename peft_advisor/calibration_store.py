@@ -9,6 +9,8 @@ never the file. The arithmetic is in `core/calibration.py`.
 
 from __future__ import annotations
 
+from peft_advisor.paths import cache_root  # noqa: F401 (re-exported)
+
 import json
 import os
 import sys
@@ -20,11 +22,6 @@ from peft_advisor.core.calibration import CalibrationRecord, apply_calibration, 
 FILE_NAME = "calibration.jsonl"
 
 
-def cache_root() -> Path:
-    if os.environ.get("PEFT_ADVISOR_CACHE"):
-        return Path(os.environ["PEFT_ADVISOR_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "peft-advisor"
 
 
 def store_path() -> Path:

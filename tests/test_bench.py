@@ -179,7 +179,7 @@ def test_render_markdown_table_and_notes():
     assert table[0].startswith("| method") and len(table) == 2 + len(result.rows)
     assert len({len(line) for line in table}) == 1  # padded: the columns line up in a terminal
     lora = next(line for line in table if line.startswith("| lora"))
-    assert "0.9206" in lora and "60.0%" in lora and "19.5 MB" in lora and "2.85 GiB" in lora and "-5.0%" in lora
+    assert "0.9206" in lora and "60.0%" in lora and "19.5 MB" in lora and "2.85 GiB" in lora and "+5.3%" in lora
     assert "needs CUDA" in next(line for line in table if line.startswith("| qlora"))
     assert "\n".join(table) in text and "NVIDIA H200" in text and "60 steps each" in text
     assert "**qlora** needs CUDA: qlora needs an NVIDIA GPU with CUDA" in text

@@ -194,6 +194,8 @@ def _export(args, spec, advice) -> None:
 
 
 def format_advice(advice) -> str:
+    from peft_advisor.core.recommend import describe_knobs
+
     b = advice.budget
     gpus = f" per GPU × {advice.parallel.describe()}" if advice.parallel.gpus > 1 else ""
     lines = [f"{advice.model} · budget {fmt_bytes(b.vram_bytes)}{gpus} ({b.source})"
@@ -204,17 +206,8 @@ def format_advice(advice) -> str:
     lines.append("-" * len(header))
     for i, rec in enumerate(advice.recommendations, 1):
         s = rec.settings
-        knobs = [f"rank {s.rank}" if s.method in ("lora", "rslora", "dora", "loraplus", "qlora") else
-                 f"rank {s.vera_rank}" if s.method == "vera" else f"galore rank {s.galore_rank}" if s.method == "galore" else "all weights",
-                 f"batch {s.batch_size}×{s.grad_accum}"]
-        if s.grad_ckpt:
-            knobs.append("ckpt")
-        if s.method == "galore" and s.galore_layerwise:
-            knobs.append("layer-wise")
-        if s.method == "galore" and s.galore_8bit:
-            knobs.append("8-bit")
-        if not isinstance(s.targets, str) or s.targets != "all-linear":
-            knobs.append(s.targets if isinstance(s.targets, str) else ",".join(s.targets))
+        rank = {"vera": f"rank {s.vera_rank}", "galore": f"galore rank {s.galore_rank}", "full": "all weights"}
+        knobs = [rank.get(s.method, f"rank {s.rank}")] + describe_knobs(s)
         lines.append(f"{i:>2}  {rec.name:<8} {fmt_bytes(rec.estimate.total_bytes):>10} "
                      f"{fmt_file_bytes(rec.estimate.adapter_bytes):>9} {fmt_count(rec.estimate.trainable_params):>10}  "
                      + ", ".join(knobs))

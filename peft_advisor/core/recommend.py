@@ -240,15 +240,22 @@ def _valid(spec: ModelSpec, s: Settings) -> bool:
         return False
 
 
-def _describe(s: Settings) -> str:
-    parts = [f"micro-batch {s.batch_size}"]
+def describe_knobs(s: Settings) -> list[str]:
+    """The settings that change memory, in words (both front ends show them)."""
+    parts = [f"micro-batch {s.batch_size}" + (f" × {s.grad_accum}" if s.grad_accum > 1 else "")]
     if s.grad_ckpt:
         parts.append("checkpointing")
     if s.method == "galore" and s.galore_layerwise:
         parts.append("layer-wise")
     if s.method == "galore" and s.galore_8bit:
         parts.append("8-bit states")
-    return ", ".join(parts)
+    if not isinstance(s.targets, str) or s.targets != "all-linear":
+        parts.append(s.targets if isinstance(s.targets, str) else ",".join(s.targets))
+    return parts
+
+
+def _describe(s: Settings) -> str:
+    return ", ".join(describe_knobs(s))
 
 
 # ---------------------------------------------------------------- ranking and reasons

@@ -8,6 +8,8 @@ renames it into place, so an interrupted conversion never leaves a half-written 
 
 from __future__ import annotations
 
+from peft_advisor.paths import cache_root  # noqa: F401 (re-exported)
+
 import importlib.util
 import os
 import shutil
@@ -22,12 +24,6 @@ DEMO_MODEL_NAME = "smollm2-135m-instruct"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def cache_root() -> Path:
-    """$PEFT_ADVISOR_CACHE, else $XDG_CACHE_HOME/peft-advisor, else ~/.cache/peft-advisor."""
-    if os.environ.get("PEFT_ADVISOR_CACHE"):
-        return Path(os.environ["PEFT_ADVISOR_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "peft-advisor"
 
 
 def demo_model_dir() -> Path:

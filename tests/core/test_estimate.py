@@ -135,3 +135,13 @@ def test_estimates_meet_the_accuracy_goal_on_measured_h200_cases(which):
     errors = [abs(r["err"]) for r in rows]
     assert statistics.median(errors) <= 0.05
     assert max(errors) <= 0.15
+
+
+def test_readme_accuracy_table_matches_the_error_report():
+    """The README's figures come from the committed measurements (regenerate: bench/calibrate.py)."""
+    readme = (ROOT / "README.md").read_text()
+    for which in ("calib", "holdout"):
+        rows = _calibration_rows(which)
+        errors = [abs(r["err"]) for r in rows]
+        cells = f"| {len(rows)} | {100 * statistics.median(errors):.1f} % | {100 * max(errors):.1f} % |"
+        assert cells in readme, f"README accuracy row for {which} should read {cells}"
