@@ -37,18 +37,24 @@ RUN_MARKERS = ("run.json", "events.jsonl", "train.log")
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="run several methods on a recipe's model and data for an equal budget")
-    p.add_argument("recipe", metavar="RECIPE", help="recipe TOML file (its model, data and shapes are kept)")
+    p.add_argument("recipe", metavar="RECIPE", help="recipe TOML file (its model, data and shapes are kept); "
+                                                   "with --tui, a bench folder to view instead")
     p.add_argument("--methods", help=f"comma list (default: all: {', '.join(bench.known_candidates()[:8])}; "
                                      "also galore-8bit, galore-layerwise)")
     p.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps per method (default: the recipe's, at most {bench.DEFAULT_STEPS})")
     p.add_argument("--time-budget", type=float, metavar="MIN", help="minutes of training in all, split evenly over the methods")
     p.add_argument("--out", metavar="DIR", help="bench folder (default: runs/bench-<timestamp>)")
     p.add_argument("--force", action="store_true", help="reuse an existing bench folder, replacing its runs")
+    p.add_argument("--tui", action="store_true", help="show the table and every loss curve in the terminal UI "
+                                                      "when done (RECIPE a bench folder: show it, run nothing)")
     p.set_defaults(func=run_bench)
 
 
 def run_bench(args) -> int:
     from peft_advisor.core import recipe as rc
+
+    if getattr(args, "tui", False) and Path(args.recipe).is_dir():
+        return _view(Path(args.recipe))
 
     recipe = _absolute_paths(rc.load(args.recipe), Path(args.recipe).parent)
     names = bench.parse_methods(args.methods)
@@ -75,7 +81,19 @@ def run_bench(args) -> int:
     _write(out, result)
     print(bench.table(result.rows))
     print(f"peft-advisor: wrote {out / 'bench.md'} and {out / 'bench.json'}", file=sys.stderr)
-    return int(_exit_code(result))
+    code = int(_exit_code(result))
+    if getattr(args, "tui", False):
+        _view(out)
+    return code
+
+
+def _view(bench_dir: Path) -> int:
+    """The terminal UI on a bench folder: its table and all the candidates' loss curves."""
+    from peft_advisor.cli import _open_tui
+
+    if not (bench_dir / "bench.json").is_file():
+        raise UserError(f"{bench_dir}: holds no bench.json (give a folder `peft-advisor bench` wrote)", ExitCode.USAGE)
+    return _open_tui(bench=str(bench_dir))
 
 
 def _absolute_paths(recipe, recipe_dir: Path):

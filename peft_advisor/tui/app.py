@@ -7,6 +7,7 @@ Screens are imported when first shown, so the first paint does not wait for plot
 Usage:
     peft-advisor                      # opens the advisor
     peft-advisor monitor RUN_DIR --tui  # opens the monitor on a run folder (via run_app(monitor=…))
+    peft-advisor bench BENCH_DIR --tui  # opens a bench's table and curves (via run_app(bench=…))
 """
 
 from __future__ import annotations
@@ -63,20 +64,27 @@ class PeftAdvisorApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, services: Services | None = None, monitor: str | Path | None = None):
+    def __init__(self, services: Services | None = None, monitor: str | Path | None = None,
+                 bench: str | Path | None = None):
         # The first screen is the first mode's, so no blank default screen is built and painted.
-        self.DEFAULT_MODE = "monitor" if monitor else "advisor"
+        self.DEFAULT_MODE = "monitor" if monitor else "runs" if bench else "advisor"
         super().__init__()
         self.services = services or Services()
         """Probe, launcher and output root; tests pass fakes."""
         self.start_run_dir = Path(monitor) if monitor else None
         """Open the monitor on this folder instead of the advisor."""
+        self.start_bench_dir = Path(bench) if bench else None
+        """Open this bench folder's table over the Runs screen (Escape goes back to the runs)."""
         self.launched: dict[Path, object] = {}
         """Runs this UI started (`launch.Launched`), so reopening one still knows its exit code."""
 
     async def on_mount(self) -> None:
         if self.start_run_dir is not None:
             await self.open_monitor(self.start_run_dir)
+        elif self.start_bench_dir is not None:
+            from peft_advisor.tui.screens.bench import BenchScreen
+
+            await self.push_screen(BenchScreen(self.start_bench_dir))
 
     # ------------------------------------------------------------------ routing
 
@@ -105,12 +113,13 @@ class PeftAdvisorApp(App[int]):
         self.get_screen_stack("monitor")[0].follow(Path(run_dir), self.launched.get(key))
 
 
-def run_app(monitor: str | Path | None = None, output_root: str | Path | None = None, **_) -> int:
+def run_app(monitor: str | Path | None = None, output_root: str | Path | None = None,
+            bench: str | Path | None = None, **_) -> int:
     """Entry point for the console script (`peft_advisor.cli` calls it with keyword arguments)."""
     services = Services()
     if output_root is not None:
         services.output_root = Path(output_root)
-    elif monitor is not None:
-        services.output_root = Path(monitor).resolve().parent
-    app = PeftAdvisorApp(services=services, monitor=monitor)
+    elif monitor is not None or bench is not None:
+        services.output_root = Path(monitor or bench).resolve().parent
+    app = PeftAdvisorApp(services=services, monitor=monitor, bench=bench)
     return int(app.run() or 0)

@@ -1,14 +1,17 @@
 """The run folders under an output root, each summarised from its events (no Textual here).
 
 A run folder is any sub-folder holding `events.jsonl`, `run.json` or `recipe.toml`. Reading is
-the same fold the monitor and `peft-advisor monitor` use (`core.events.summarize`).
+the same fold the monitor and `peft-advisor monitor` use (`core.events.summarize`). A bench
+folder is one holding `bench.json` (`peft-advisor bench`'s output).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from peft_advisor.core.bench import BenchResult
 from peft_advisor.core.events import RunSummary, read_events, summarize
 from peft_advisor.tui.services import run_pid, trainer_alive
 
@@ -79,3 +82,51 @@ def _file_size(path: Path) -> int | None:
         return path.stat().st_size
     except OSError:
         return None
+
+
+# ---------------------------------------------------------------- bench folders
+
+BENCH_FILE = "bench.json"
+
+
+@dataclass
+class BenchInfo:
+    """A folder `peft-advisor bench` wrote (it holds bench.json), as the Runs screen lists it."""
+
+    path: Path
+    result: BenchResult | None
+    error: str | None
+    mtime: float
+
+
+def load_bench(path: Path) -> BenchResult:
+    """bench.json in `path`, read back; OSError, ValueError, KeyError or TypeError when it is not one."""
+    data = json.loads((Path(path) / BENCH_FILE).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("not a bench result")
+    return BenchResult.from_dict(data)
+
+
+def scan_benches(root: Path) -> list[BenchInfo]:
+    """`root` itself and every folder directly under it that holds bench.json, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in (root, *root.iterdir()) if p.is_dir() and (p / BENCH_FILE).is_file()]
+    return sorted((read_bench(p) for p in found), key=lambda b: b.mtime, reverse=True)
+
+
+def read_bench(path: Path) -> BenchInfo:
+    try:
+        result, error = load_bench(path), None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        result, error = None, str(err) or type(err).__name__
+    mtime = _mtime(path / BENCH_FILE)
+    return BenchInfo(path=path, result=result, error=error, mtime=mtime)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -28,8 +28,10 @@ def own_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    """A fresh folder with the canned runs under runs/, as the current directory."""
+    """A fresh folder with the canned runs under runs/ and the H200 bench in bench-h200/ (outside
+    runs/, so the runs list stays three rows), as the current directory."""
     shutil.copytree(FIXTURES / "runs", tmp_path / "runs")
+    shutil.copytree(FIXTURES / "bench", tmp_path / "bench-h200")
     # Fixed, distinct times: the runs list is newest first, and a checkout's times are arbitrary.
     for i, name in enumerate(("demo-vera", "demo-dora", "demo-lora")):
         for path in (tmp_path / "runs" / name).iterdir():

@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(ROOT)]
 
-ASSETS = {"advisor": "advisor", "recipe": "recipe", "monitor": "monitor", "runs": "runs", "help": "help",
+ASSETS = {"advisor": "advisor", "recipe": "recipe", "monitor": "monitor", "runs": "runs", "bench": "bench", "help": "help",
           "advisor_no_gpu": "advisor-no-gpu", "monitor_died": "monitor-died", "monitor_light": "monitor-light"}
 
 
@@ -42,6 +42,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PEFT_ADVISOR_CACHE"] = str(Path(tmp) / "cache")  # no local calibration in pictures
         shutil.copytree(FIXTURES / "runs", Path(tmp) / "runs")
+        shutil.copytree(FIXTURES / "bench", Path(tmp) / "bench-h200")
         for i, name in enumerate(("demo-vera", "demo-dora", "demo-lora")):
             for path in (Path(tmp) / "runs" / name).iterdir():
                 os.utime(path, (1_760_000_000 + i * 3600,) * 2)

@@ -1,7 +1,7 @@
 """The screens as the snapshot tests and the README screenshots show them: one app and one
 `run_before` per scenario, deterministic (fake GPUs, canned runs, fixed clocks in the events).
 
-Run from a folder holding the canned runs under `runs/` (the `workdir` fixture, or
+Run from a folder holding the canned runs under `runs/` and the canned bench in `bench-h200/` (the `workdir` fixture, or
 `make_screenshots.py`, which writes assets/*.svg from these same scenarios).
 """
 
@@ -72,6 +72,13 @@ async def _runs(pilot) -> None:
     await pilot.pause(0.3)
 
 
+async def _bench(pilot) -> None:
+    from peft_advisor.tui.screens.bench import BenchScreen
+
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, BenchScreen) and pilot.app.screen.plotted)
+    await pilot.pause(0.3)
+
+
 async def _help(pilot) -> None:
     await _monitor(pilot)
     await pilot.press("f1")
@@ -91,6 +98,7 @@ SCENARIOS: dict[str, Scenario] = {
     "monitor": Scenario(lambda: make_app(monitor="runs/demo-lora"), _monitor),
     "monitor_died": Scenario(lambda: make_app(monitor="runs/demo-vera"), _monitor),
     "runs": Scenario(lambda: make_app(monitor="runs/demo-lora"), _runs),
+    "bench": Scenario(lambda: make_app(bench="bench-h200"), _bench),
     "help": Scenario(lambda: make_app(monitor="runs/demo-lora"), _help),
     "monitor_light": Scenario(lambda: make_app(monitor="runs/demo-lora"), _light),
 }

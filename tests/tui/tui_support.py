@@ -59,8 +59,8 @@ def make_services(launcher: FakeLauncher | None = None, gpu: bool = True, root: 
     return services
 
 
-def make_app(launcher=None, gpu: bool = True, monitor=None) -> PeftAdvisorApp:
-    return PeftAdvisorApp(services=make_services(launcher, gpu), monitor=monitor)
+def make_app(launcher=None, gpu: bool = True, monitor=None, bench=None) -> PeftAdvisorApp:
+    return PeftAdvisorApp(services=make_services(launcher, gpu), monitor=monitor, bench=bench)
 
 
 async def wait_until(pilot, condition, timeout: float = 10.0, step: float = 0.05) -> None:
