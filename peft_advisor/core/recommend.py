@@ -255,7 +255,8 @@ def describe_knobs(s: Settings) -> list[str]:
 
 
 def _describe(s: Settings) -> str:
-    return ", ".join(describe_knobs(s))
+    rank = [f"rank {s.rank}"] if s.method in ("lora", "rslora", "dora", "loraplus", "qlora") else []
+    return ", ".join(rank + describe_knobs(s))
 
 
 # ---------------------------------------------------------------- ranking and reasons
