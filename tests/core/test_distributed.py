@@ -63,3 +63,25 @@ def test_recommend_says_how_many_gpus_would_do():
     multi = recommend(SPEC, Budget(24 * GIB, None, "test", 24 * GIB), seq_len=1024, batch_size=4,
                       parallel=Parallel(8, "fsdp"))
     assert "full" in {r.method for r in multi.recommendations}
+
+
+def test_what_the_trainer_refuses_on_several_gpus_is_ruled_out():
+    advice = recommend(SPEC, Budget(80 * GIB, None, "test", 80 * GIB), seq_len=512, batch_size=2,
+                       parallel=Parallel(2, "fsdp"))
+    ruled = {r.method: r.reason for r in advice.ruled_out}
+    assert "not supported with FSDP" in ruled["galore"] and "not supported with FSDP" in ruled["loraplus"]
+    ddp = recommend(SPEC, Budget(40 * GIB, None, "test", 40 * GIB), seq_len=512, batch_size=2,
+                    parallel=Parallel(2, "ddp"), methods=("galore",))
+    for rec in ddp.recommendations:
+        assert not rec.settings.galore_layerwise  # layer-wise GaLore is single-GPU only
+
+
+def test_export_for_several_gpus_fills_the_distributed_table(tmp_path):
+    from peft_advisor.cli import main
+    from peft_advisor.core import recipe as rc
+
+    out = tmp_path / "r.toml"
+    assert main(["recommend", "--vram", "40", "--model", "llama-3.1-8b", "--gpus", "2", "--strategy", "fsdp",
+                 "--export", str(out)]) == 0
+    recipe = rc.load(out)
+    assert recipe.distributed.gpus == 2 and recipe.distributed.strategy == "fsdp"

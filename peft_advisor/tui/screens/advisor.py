@@ -277,7 +277,7 @@ class AdvisorScreen(Screen):
                 if est is not None else "")
         caption = f"on card {fmt_bytes(row.peak_bytes)}{band} vs budget {fmt_bytes(budget)}"
         self.query_one("#breakdown").show(list(parts.items()), budget, caption)
-        lines = [f"[b]{'Why' if row.fits else 'Ruled out'}:[/b] " + "; ".join(_esc(r) for r in row.reasons)]
+        lines = [f"[b]{'Why' if row.fits else 'Ruled out'}:[/b] " + "; ".join(_esc(r.rstrip(".")) for r in row.reasons)]
         if info is not None:
             lines += [f"[b]Quality:[/b] {_esc(info.quality_evidence)}", f"[b]Cost:[/b] {_esc(info.cost_evidence)}"]
             lines += [f"[b]Caveat:[/b] {_esc(c)}" for c in info.caveats]
