@@ -125,3 +125,11 @@ def read_run(run_dir: Path) -> dict:
         "adapter_bytes": ckpt[-1].get("adapter_bytes") if ckpt else _saved_bytes(run_dir),
         "wall_s": end.get("wall_s"),
     }
+
+
+def write_results(rows: list[dict], out: Path, markdown: str) -> int:
+    """The Markdown table at `out` and the rows as JSON lines beside it; exit 0 when every run was ok."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out.write_text(markdown)
+    return 0 if all(r["status"] == "ok" for r in rows) else 1

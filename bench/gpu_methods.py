@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpu_common import ROOT, make_model_folder, make_text_data, read_run, write_recipe
+from gpu_common import ROOT, make_model_folder, make_text_data, read_run, write_recipe, write_results
 
 CASES = [("full", {}), ("lora", {}), ("rslora", {}), ("dora", {}), ("loraplus", {}), ("vera", {}),
          ("galore", {}), ("galore", {"layerwise": True}), ("galore", {"eightbit": True}), ("qlora", {})]
@@ -52,11 +52,7 @@ def main() -> int:
                    process_s=round(time.time() - t0, 1), **run)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out.write_text(render(rows, args))
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
+    return write_results(rows, Path(args.out), render(rows, args))
 
 
 def render(rows, args) -> str:

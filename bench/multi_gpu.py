@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from gpu_common import ROOT, make_model_folder, make_text_data, write_recipe
+from gpu_common import ROOT, make_model_folder, make_text_data, write_recipe, write_results
 
 GIB = 2**30
 CASES = [("lora", "ddp"), ("lora", "fsdp"), ("qlora", "ddp"), ("qlora", "fsdp"), ("dora", "fsdp"),
@@ -198,11 +198,7 @@ def main() -> int:
         row = run_case(args, work, model, data, method, strategy, gpus)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out.write_text(render(rows, args))
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
+    return write_results(rows, Path(args.out), render(rows, args))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import json
 import sys
 
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.estimate import METHODS, Estimate, Settings, estimate
+from peft_advisor.core.estimate import METHODS, Estimate, Settings
 from peft_advisor.core.model_spec import load_model_spec
 from peft_advisor.core.units import GIB, fmt_bytes, fmt_count, fmt_file_bytes
 
@@ -125,7 +125,7 @@ def _check_shape(args) -> None:
 
 
 def run_recommend(args) -> int:
-    from peft_advisor.core.recommend import Budget, adapter_budget_bytes, closest_miss, recommend
+    from peft_advisor.core.recommend import adapter_budget_bytes, closest_miss, recommend
 
     spec = load_model_spec(args.model)
     _check_shape(args)

@@ -251,7 +251,7 @@ def _gradient_bytes(spec: ModelSpec, s: Settings, n_trainable: int) -> int:
 
 def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     """Bytes autograd saves per token in one decoder block, without checkpointing."""
-    h, i, L = spec.hidden_size, spec.intermediate_size, spec.num_layers
+    h, i = spec.hidden_size, spec.intermediate_size
     q, kv, heads = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim, spec.num_heads
     fp32_acts = s.method == "qlora"
     a = FP32 if fp32_acts else BF16
