@@ -40,7 +40,11 @@ async def _advisor_no_gpu(pilot) -> None:
     field = pilot.app.screen.query_one("#in-vram", Input)
     field.focus()
     await pilot.press(*"16")
-    await wait_until(pilot, lambda: pilot.app.screen.inputs is not None)
+    screen = pilot.app.screen
+    # typing "1" may be computed before "16": wait for the advice of the full budget
+    await wait_until(pilot, lambda: screen.inputs is not None and screen.inputs.vram_bytes == 16 * 1024**3
+                     and screen.query(TradeoffTable) and screen.query_one(TradeoffTable).row_count)
+    await pilot.pause(0.2)
     table = pilot.app.screen.query_one(TradeoffTable)
     table.focus()
     table.move_cursor(row=table.get_row_index("full"))  # a ruled-out row, with its reason below

@@ -63,8 +63,9 @@ def make_app(launcher=None, gpu: bool = True, monitor=None, bench=None) -> PeftA
     return PeftAdvisorApp(services=make_services(launcher, gpu), monitor=monitor, bench=bench)
 
 
-async def wait_until(pilot, condition, timeout: float = 10.0, step: float = 0.05) -> None:
-    """Let the app run until `condition()` holds; fail with the timeout otherwise."""
+async def wait_until(pilot, condition, timeout: float = 30.0, step: float = 0.1) -> None:
+    """Let the app run until `condition()` holds; fail with the timeout otherwise (generous: a
+    loaded 2-core CI machine runs the advisor's worker threads slowly; passing runs never wait it out)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
