@@ -62,6 +62,7 @@ async def test_typing_a_budget_changes_the_table(workdir):
 async def test_a_ruled_out_method_shows_its_reason(workdir):
     app = make_app()
     async with app.run_test(size=(100, 32)) as pilot:
+        await settle(pilot, app, lambda i: True)  # the first advice, as a person sees it before typing
         await set_input(pilot, "#in-vram", "12")
         await settle(pilot, app, lambda i: i.vram_bytes == 12 * 1024**3)
         full = rows(app)["full"]
