@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -223,9 +224,16 @@ def _preset_dir():
 
 def preset_ids() -> list[str]:
     """Ids of the config-only presets that ship with the package, sorted."""
-    return sorted(p.name[: -len(".json")] for p in _preset_dir().iterdir() if p.name.endswith(".json"))
+    return list(_preset_ids())
 
 
+@lru_cache(maxsize=1)
+def _preset_ids() -> tuple[str, ...]:
+    """The package's files do not change while it runs: list the folder once (the TUI advises per keystroke)."""
+    return tuple(sorted(p.name[: -len(".json")] for p in _preset_dir().iterdir() if p.name.endswith(".json")))
+
+
+@lru_cache(maxsize=64)
 def load_preset(preset_id: str) -> ModelSpec:
     """A shipped preset by exact id; callers that take user input use `load_model_spec`."""
     path = _preset_dir().joinpath(f"{preset_id}.json")
