@@ -103,8 +103,20 @@ def report(rs: list[dict]) -> str:
                          f"{'yes' if r['gc'] else 'no'} | {r['targets']} | {r['rank']} | {r['measured'] / GIB:.2f} | "
                          f"{r['estimate'] / GIB:.2f} | {100 * r['err']:+.1f} % | {r['leak'] / GIB:.2f} |")
         lines.append("")
-    lines += ["## All cases", "", f"**{summary(rs)}**", ""]
+    lines += ["## All cases", "", f"**{summary(rs)}**", "", "## DoRA against LoRA (measured, same shape)", "",
+              dora_vs_lora(rs), ""]
     return "\n".join(lines)
+
+
+def dora_vs_lora(rs: list[dict]) -> str:
+    """Peak of DoRA / LoRA at the tuning set's base shape (r16, all-linear, batch 4 x 512, no ckpt)."""
+    def base(r):
+        return r["set"] == "calib" and (r["rank"], r["targets"], r["batch"], r["seq"], r["gc"]) == (16, "all-linear", 4, 512, False)
+
+    lora = {r["model"]: r["measured"] for r in rs if base(r) and r["method"] == "lora"}
+    ratios = {r["model"]: r["measured"] / lora[r["model"]] for r in rs if base(r) and r["method"] == "dora" and r["model"] in lora}
+    cells = ", ".join(f"{m} ×{v:.2f}" for m, v in ratios.items())
+    return f"DoRA peak ÷ LoRA peak: {cells} (+{100 * (min(ratios.values()) - 1):.0f}–{100 * (max(ratios.values()) - 1):.0f} %)"
 
 
 def speed_table(cases: list[dict]) -> dict:
