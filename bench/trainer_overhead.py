@@ -1,13 +1,16 @@
 """Does `peft-advisor train` cost speed or memory against a plain transformers + peft loop?
 
 Usage (on an NVIDIA GPU):
-    python bench/trainer_overhead.py --model qwen2.5-0.5b --method lora --steps 40 --out bench/results/h200_overhead.json
+    python bench/trainer_overhead.py --shapes qwen2.5-0.5b:8x512,llama-3.2-1b:8x1024 --repeats 3 \
+        --out bench/results/h200_overhead.jsonl
 
 Both runs use the same model folder (real architecture, random bf16 weights), the same packed
 text, LoRA r16 on all linear layers, batch x seq, fused AdamW, grad-norm clipping and a loss read
-every step, each in a fresh process. The plain loop is what a person would write by hand. Prints
-tokens/s of the peft-advisor run / the plain loop's (target >= 0.97) and peak reserved memory of the
-peft-advisor run / the plain loop's (target <= 1.03), measured in this one run.
+every step, each in a fresh process, alternating. The plain loop is what a person would write by
+hand. Prints, per shape, the median tokens/s of the peft-advisor runs / the plain loops' (target
+>= 0.97) and peak reserved memory of the peft-advisor runs / the plain loops' (target <= 1.03),
+measured in this one run. A small shape (a 0.5B model, 8 x 512 tokens) is bound by the CPU
+launching kernels and shows the trainer's per-step Python work most; a larger one is GPU-bound.
 """
 
 from __future__ import annotations
@@ -64,44 +67,68 @@ def plain_loop(model_dir: str, data: str, steps: int, batch: int, seq: int, meth
     return {"tokens_per_s": statistics.median(rates[3:]), "peak_bytes": peak}
 
 
+def parse_shape(text: str) -> tuple[str, int, int]:
+    """"qwen2.5-0.5b:8x512" -> ("qwen2.5-0.5b", 8, 512)."""
+    model, _, dims = text.partition(":")
+    batch, _, seq = dims.partition("x")
+    return model, int(batch), int(seq)
+
+
+def one_pair(model_dir: Path, data: Path, work: Path, method: str, steps: int, batch: int, seq: int) -> tuple:
+    """One `peft-advisor train` run, then one plain loop, each in a fresh process."""
+    run_dir = work / f"run-{len(list(work.glob('run-*')))}"
+    recipe = write_recipe(work / "r.toml", model_dir, data, run_dir, method, steps=steps, batch=batch, seq=seq)
+    subprocess.run([sys.executable, "-m", "peft_advisor", "train", str(recipe)], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+    ours = read_run(run_dir)
+    proc = subprocess.run([sys.executable, __file__, "--plain", str(model_dir), str(data), "--steps", str(steps),
+                           "--batch", str(batch), "--seq", str(seq), "--method", method],
+                          check=True, capture_output=True, text=True, cwd=ROOT / "bench")
+    return ours, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_shape(shape: str, method: str, steps: int, repeats: int) -> dict:
+    """Runs alternate (ours, plain, ours, plain, ...) so that a drift of the machine hits both alike;
+    the ratio is of the medians over the repeats."""
+    model, batch, seq = parse_shape(shape)
+    work = Path(tempfile.mkdtemp(prefix="overhead-"))
+    model_dir = make_model_folder(model, work / "model")
+    data = make_text_data(work / "text.jsonl", rows=max(600, steps * batch * seq // 1400 + 50))
+    pairs = [one_pair(model_dir, data, work, method, steps, batch, seq) for _ in range(repeats)]
+    ours = [o["tokens_per_s"] for o, _ in pairs]
+    plain = [p["tokens_per_s"] for _, p in pairs]
+    ours_peak, plain_peak = max(o["peak_bytes"] or 0 for o, _ in pairs), max(p["peak_bytes"] or 0 for _, p in pairs)
+    return {
+        "model": model, "method": method, "batch": batch, "seq": seq, "steps": steps, "repeats": repeats,
+        "peft_advisor_tokens_per_s": [round(x, 1) for x in ours], "plain_tokens_per_s": [round(x, 1) for x in plain],
+        "tokens_per_s_ratio": round(statistics.median(ours) / statistics.median(plain), 3),
+        "peft_advisor_peak_bytes": ours_peak or None, "plain_peak_bytes": plain_peak or None,
+        "peak_ratio": round(ours_peak / plain_peak, 3) if plain_peak else None,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="qwen2.5-0.5b")
+    ap.add_argument("--shapes", default="qwen2.5-0.5b:8x512", help="MODEL:BATCHxSEQ[,...] (model: a preset id)")
     ap.add_argument("--method", default="lora", choices=["lora", "dora"])
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq", type=int, default=512)
-    ap.add_argument("--out", help="write the figures as JSON")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating pairs of runs per shape")
+    ap.add_argument("--out", help="write one JSON line per shape")
     ap.add_argument("--plain", nargs=2, metavar=("MODEL_DIR", "DATA"), help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)  # for --plain
+    ap.add_argument("--seq", type=int, default=512, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.plain:
         print(json.dumps(plain_loop(*args.plain, args.steps, args.batch, args.seq, args.method)))
         return 0
-    work = Path(tempfile.mkdtemp(prefix="overhead-"))
-    model = make_model_folder(args.model, work / "model")
-    data = make_text_data(work / "text.jsonl", rows=600)
-    recipe = write_recipe(work / "r.toml", model, data, work / "run", args.method, steps=args.steps,
-                          batch=args.batch, seq=args.seq)
-    subprocess.run([sys.executable, "-m", "peft_advisor", "train", str(recipe)], check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
-    ours = read_run(work / "run")
-    proc = subprocess.run([sys.executable, __file__, "--plain", str(model), str(data), "--steps", str(args.steps),
-                           "--batch", str(args.batch), "--seq", str(args.seq), "--method", args.method],
-                          check=True, capture_output=True, text=True, cwd=ROOT / "bench")
-    plain = json.loads(proc.stdout.strip().splitlines()[-1])
-    result = {
-        "model": args.model, "method": args.method, "batch": args.batch, "seq": args.seq, "steps": args.steps,
-        "peft_advisor_tokens_per_s": ours["tokens_per_s"], "plain_tokens_per_s": plain["tokens_per_s"],
-        "tokens_per_s_ratio": round(ours["tokens_per_s"] / plain["tokens_per_s"], 3),
-        "peft_advisor_peak_bytes": ours["peak_bytes"], "plain_peak_bytes": plain["peak_bytes"],
-        "peak_ratio": round(ours["peak_bytes"] / plain["peak_bytes"], 3) if plain["peak_bytes"] else None,
-    }
-    print(json.dumps(result, indent=1))
-    print(f"tokens/s ratio (peft-advisor / plain loop): {result['tokens_per_s_ratio']:.3f}  (target >= 0.97)")
-    if result["peak_ratio"]:
-        print(f"peak memory ratio (peft-advisor / plain loop): {result['peak_ratio']:.3f}  (target <= 1.03)")
+    rows = [measure_shape(shape, args.method, args.steps, args.repeats) for shape in args.shapes.split(",")]
+    for r in rows:
+        print(json.dumps(r))
+        print(f"{r['model']} {r['method']} {r['batch']}x{r['seq']}: tokens/s ratio (peft-advisor / plain loop) "
+              f"{r['tokens_per_s_ratio']:.3f} (target >= 0.97)"
+              + (f"; peak memory ratio {r['peak_ratio']:.3f} (target <= 1.03)" if r["peak_ratio"] else ""))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return 0
 
 

@@ -442,7 +442,7 @@ def test_bench_on_a_gpu_with_a_real_architecture(tmp_path):
     env = {**os.environ, "PEFT_ADVISOR_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
     proc = subprocess.run([sys.executable, "-m", "peft_advisor", "bench", str(recipe), "--methods", "lora,dora,qlora",
                            "--steps", "6", "--out", str(out)], capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "bench.json").read_text())
     assert data["gpu"]
     for row in data["rows"]:

@@ -203,16 +203,16 @@ class Run:
         return backend(self.recipe, self.cuda)
 
     def make_trainer(self):
-        from transformers import Trainer, TrainingArguments
+        from transformers import TrainingArguments
 
         from peft_advisor.train.data import Collator
-
         from peft_advisor.train.dist import training_args as dist_args
+        from peft_advisor.train.lean import LeanTrainer
 
         d = self.data
         kwargs = training_args(self.recipe, self.run_dir, self.cuda, d.eval is not None, self.resume)
         kwargs.update(dist_args(self.recipe, self.ranks, self.cuda, self.fsdp_wrap))
-        return Trainer(
+        return LeanTrainer(
             model=self.built.model,
             args=TrainingArguments(**{**kwargs, **self.built.args}),
             train_dataset=d.train,
@@ -340,6 +340,10 @@ def training_args(r, run_dir: Path, cuda: bool, has_eval: bool, resume: bool) ->
         fp16=mixed == "fp16" or (mixed == "no" and dtype == "float16"),
         use_cpu=not cuda,
         dataloader_pin_memory=cuda,
+        # On a GPU, rows are fetched and padded in two worker processes while the GPU computes;
+        # on the CPU the cores are the compute, so the main process does it.
+        dataloader_num_workers=2 if cuda else 0,
+        dataloader_persistent_workers=cuda,
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
         remove_unused_columns=False,

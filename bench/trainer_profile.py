@@ -1,0 +1,140 @@
+"""Where does a `peft-advisor train` step spend its time against a plain loop? (a diagnosis, on a GPU)
+
+Usage:
+    python bench/trainer_profile.py --model qwen2.5-0.5b --steps 40 [--profile] [--out FILE]
+
+Runs the real trainer code (`train.run.Run`) in this process once per variant, each toggling one
+setting (or putting back the plain HF Trainer that train/lean.py trims), and times every optimizer step with a callback (tokens/s = batch x seq / median step
+time, steps after the 3rd). The plain loop of `trainer_overhead.py` runs last as the reference.
+`--profile` adds a cProfile of the unchanged trainer (top functions by own time): time in
+`.item()`/`__bool__` is the CPU waiting for the GPU; time elsewhere is CPU work the GPU may wait on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from gpu_common import make_model_folder, make_text_data, write_recipe
+from trainer_overhead import plain_loop
+
+VARIANTS = {
+    "as shipped": {},
+    "HF Trainer as is": {"hf_trainer": True, "args": {"dataloader_num_workers": 0,
+                                                      "dataloader_persistent_workers": False}},
+    "HF Trainer, 2 workers": {"hf_trainer": True},
+    "no loader workers": {"args": {"dataloader_num_workers": 0, "dataloader_persistent_workers": False}},
+    "no token counting": {"args": {"include_num_input_tokens_seen": "no"}},
+    "no nan/inf filter": {"args": {"logging_nan_inf_filter": False}},
+    "log every 10": {"args": {"logging_steps": 10}},
+    "no attention mask": {"no_mask": True},
+}
+
+
+def run_variant(name: str, recipe: Path, work: Path, variant: dict, profile: bool = False) -> dict:
+    import torch
+    from transformers import TrainerCallback
+
+    import peft_advisor.train.data as data_mod
+    import peft_advisor.train.lean as lean_mod
+    import peft_advisor.train.run as run_mod
+
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter())
+
+    original_args, original_collator, lean = run_mod.training_args, data_mod.Collator, lean_mod.LeanTrainer
+
+    def patched_args(*a, **k):
+        return {**original_args(*a, **k), **variant.get("args", {})}
+
+    class NoMask(original_collator):
+        def __call__(self, features):
+            batch = super().__call__(features)
+            batch.pop("attention_mask")
+            return batch
+
+    run_mod.training_args = patched_args
+    if variant.get("no_mask"):
+        data_mod.Collator = NoMask
+    if variant.get("hf_trainer"):  # the per-step walks of train/lean.py put back
+        from transformers import Trainer
+
+        lean_mod.LeanTrainer = Trainer
+    try:
+        run = run_mod.Run(recipe, work / f"run-{len(list(work.glob('run-*')))}")
+        run.setup()
+        make = run.make_trainer
+
+        def make_with_timer():
+            trainer = make()
+            trainer.add_callback(Timer())
+            return trainer
+
+        run.make_trainer = make_with_timer
+        prof = cProfile.Profile() if profile else None
+        if prof:
+            prof.enable()
+        code = run.train()
+        if prof:
+            prof.disable()
+        run.cleanup()
+    finally:
+        run_mod.training_args, data_mod.Collator, lean_mod.LeanTrainer = original_args, original_collator, lean
+    batch, seq = run.recipe.train.micro_batch, run.recipe.data.max_seq_len
+    steps = [b - a for a, b in zip(times, times[1:])][3:]
+    row = {"variant": name, "exit": code, "tokens_per_s": round(batch * seq / statistics.median(steps), 1)}
+    if prof:
+        out = io.StringIO()
+        stats = pstats.Stats(prof, stream=out).sort_stats("tottime")
+        stats.print_stats(30)
+        stats.print_callers(r"_named_members|\(train\)|zero_grad|\(named_modules\)")
+        row["profile"] = out.getvalue()
+    del run
+    torch.cuda.empty_cache()
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="qwen2.5-0.5b")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--variants", help="comma-separated names (default: all)")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="trainer-profile-"))
+    model = make_model_folder(args.model, work / "model")
+    data = make_text_data(work / "text.jsonl", rows=600)
+    recipe = write_recipe(work / "r.toml", model, data, work / "unused", "lora", steps=args.steps,
+                          batch=args.batch, seq=args.seq)
+    names = args.variants.split(",") if args.variants else list(VARIANTS)
+    rows = [run_variant(n, recipe, work, VARIANTS[n]) for n in names]
+    if args.profile:
+        rows.append(run_variant("as shipped (cProfile)", recipe, work, {}, profile=True))
+    plain = plain_loop(str(model), str(data), args.steps, args.batch, args.seq, "lora")
+    rows.append({"variant": "plain loop", "exit": 0, "tokens_per_s": round(plain["tokens_per_s"], 1)})
+    for row in rows:
+        print(f"{row['variant']:<24} {row['tokens_per_s']:>10.1f} tokens/s  "
+              f"{row['tokens_per_s'] / plain['tokens_per_s']:.3f}x plain  exit {row['exit']}")
+    for row in rows:
+        if "profile" in row:
+            print(row["profile"])
+    if args.out:
+        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

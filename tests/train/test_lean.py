@@ -1,0 +1,77 @@
+"""LeanTrainer (train/lean.py) keeps what Trainer's per-step walks gave: modes, cleared grads, FLOPs."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+
+from transformers import AutoModelForCausalLM, Trainer, TrainingArguments  # noqa: E402
+
+from peft_advisor.train.lean import LeanTrainer, lighten  # noqa: E402
+from tests.train.tiny import save_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def lora_model(folder):
+    base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)  # loaded in eval mode
+    config = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules="all-linear", task_type="CAUSAL_LM")
+    return peft.get_peft_model(base, config)
+
+
+def modes(model) -> set[bool]:
+    return {m.training for m in model.modules()}
+
+
+def test_train_and_eval_reach_every_module_including_a_base_loaded_in_eval_mode(tiny_folder):
+    model = lora_model(tiny_folder)
+    assert modes(model) == {True, False}  # PeftModel says training; the base from from_pretrained is in eval
+    lighten(model)
+    assert model.train() is model and modes(model) == {True}
+    model.eval()
+    assert modes(model) == {False}
+    model.train()
+    assert modes(model) == {True}
+
+
+def test_train_in_the_mode_already_set_does_not_walk_the_modules(tiny_folder):
+    model = lora_model(tiny_folder)
+    lighten(model)
+    model.train()
+    child = next(m for m in model.modules() if m is not model and m.training)
+    child.training = False  # only a walk would set it back
+    model.train()
+    assert child.training is False
+    model.eval()
+    model.train()
+    assert child.training is True
+
+
+def test_zero_grad_clears_every_gradient(tiny_folder):
+    model = lora_model(tiny_folder)
+    lighten(model)
+    ids = torch.randint(0, 200, (2, 12))
+    model(input_ids=ids, labels=ids).loss.backward()
+    with_grad = [p for p in model.parameters() if p.grad is not None]
+    assert with_grad and all(p.requires_grad for p in with_grad)
+    model.zero_grad(set_to_none=False)
+    assert all(float(p.grad.abs().sum()) == 0.0 for p in with_grad)
+    model.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_flops_are_trainers_count(tiny_folder, tmp_path):
+    model = lora_model(tiny_folder)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True)
+    trainer = LeanTrainer(model=model, args=args)
+    inputs = {"input_ids": torch.ones(3, 17, dtype=torch.long)}
+    expected = Trainer.floating_point_ops(trainer, inputs)
+    assert expected > 0
+    assert trainer.floating_point_ops(inputs) == expected
+    assert trainer.floating_point_ops(inputs) == expected  # the cached count
+    assert trainer.floating_point_ops({"labels": inputs["input_ids"]}) == 0
