@@ -27,14 +27,14 @@ from trainer_overhead import plain_loop
 
 VARIANTS = {
     "as shipped": {},
-    "HF Trainer as is": {"hf_trainer": True, "args": {"dataloader_num_workers": 0,
-                                                      "dataloader_persistent_workers": False}},
-    "HF Trainer, 2 workers": {"hf_trainer": True},
+    "before (HF Trainer)": {"hf_trainer": True, "all_ones_mask": True, "args": {  # the trainer until 2026-11-29
+        "dataloader_num_workers": 0, "dataloader_persistent_workers": False,
+        "include_num_input_tokens_seen": "non_padding"}},
     "no loader workers": {"args": {"dataloader_num_workers": 0, "dataloader_persistent_workers": False}},
-    "no token counting": {"args": {"include_num_input_tokens_seen": "no"}},
+    "Trainer's token count": {"args": {"include_num_input_tokens_seen": "non_padding"}},
     "no nan/inf filter": {"args": {"logging_nan_inf_filter": False}},
     "log every 10": {"args": {"logging_steps": 10}},
-    "no attention mask": {"no_mask": True},
+    "all-ones attention mask": {"all_ones_mask": True},
 }
 
 
@@ -57,15 +57,15 @@ def run_variant(name: str, recipe: Path, work: Path, variant: dict, profile: boo
     def patched_args(*a, **k):
         return {**original_args(*a, **k), **variant.get("args", {})}
 
-    class NoMask(original_collator):
+    class OnesMask(original_collator):
         def __call__(self, features):
             batch = super().__call__(features)
-            batch.pop("attention_mask")
+            batch.setdefault("attention_mask", torch.ones_like(batch["input_ids"]))
             return batch
 
     run_mod.training_args = patched_args
-    if variant.get("no_mask"):
-        data_mod.Collator = NoMask
+    if variant.get("all_ones_mask"):
+        data_mod.Collator = OnesMask
     if variant.get("hf_trainer"):  # the per-step walks of train/lean.py put back
         from transformers import Trainer
 

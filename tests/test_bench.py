@@ -435,6 +435,7 @@ def test_bench_on_a_gpu_with_a_real_architecture(tmp_path):
     data = write_jsonl(tmp_path / "sums.jsonl", sums(200))
     recipe = rc.save(rc.updated(rc.Recipe(), {
         "model.id": str(model), "data.path": str(data), "data.eval_split": 16, "data.max_seq_len": 64,
+        "data.packing": True,  # rows of max_seq_len, as the estimate assumes (short rows peak lower)
         "train.max_steps": 100, "train.micro_batch": 8, "output.dir": str(tmp_path / "unused"),
     }), tmp_path / "recipe.toml")
     out, cache = tmp_path / "bench", tmp_path / "cache"

@@ -310,7 +310,10 @@ def prepare(data_cfg, tokenizer, seed: int, base_dir: Path | None = None) -> Pre
 
 
 class Collator:
-    """Right-pads input_ids with the pad token and labels with -100."""
+    """Right-pads input_ids with the pad token and labels with -100. The attention mask is sent only
+    when a row is padded: without one the model takes the plain causal path (an all-ones mask can
+    make it build a full mask and leave the fastest attention kernel), and the Trainer counts
+    every token as seen, which is then right."""
 
     def __init__(self, pad_token_id: int):
         self.pad = pad_token_id
@@ -318,14 +321,14 @@ class Collator:
     def __call__(self, features):
         import torch
 
-        width = max(len(f["input_ids"]) for f in features)
-        ids, labels, mask = [], [], []
-        for f in features:
-            n = len(f["input_ids"])
-            ids.append(list(f["input_ids"]) + [self.pad] * (width - n))
-            labels.append(list(f["labels"]) + [-100] * (width - n))
-            mask.append([1] * n + [0] * (width - n))
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+        lengths = [len(f["input_ids"]) for f in features]
+        width = max(lengths)
+        ids = [list(f["input_ids"]) + [self.pad] * (width - n) for f, n in zip(features, lengths)]
+        labels = [list(f["labels"]) + [-100] * (width - n) for f, n in zip(features, lengths)]
+        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+        if min(lengths) < width:
+            batch["attention_mask"] = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
+        return batch
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")

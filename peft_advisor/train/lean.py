@@ -4,7 +4,9 @@ A small model's step on a fast GPU is bound by the CPU launching kernels, so any
 in a step adds straight to its time. Per optimizer step, Trainer walks every module or parameter
 three times more than a hand-written loop: the FLOP count (`num_parameters`, for the logged
 `total_flos`), `model.train()` and `model.zero_grad()`; with LoRA's small modules a 0.5B model has
-about two thousand of them. `bench/trainer_profile.py` measures the cost (cProfile, tokens/s per
+about two thousand of them. Trainer's count of tokens seen reads the GPU after every step; here it
+is summed on the device and read when the step is logged. And the forward runs without a KV cache,
+as a hand-written loop would. `bench/trainer_profile.py` measures the cost (cProfile, tokens/s per
 variant); `bench/trainer_overhead.py` the result against a plain loop.
 
 What stays the same: the FLOP count (the parameter count is taken once; it does not change while
@@ -22,7 +24,36 @@ class LeanTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._non_embedding_params: int | None = None
+        self._tokens_pending = 0  # input tokens trained on since the last log, on the device
         lighten(self.model)
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        """Counts the training tokens, and runs the forward without a KV cache: with the config's
+        `use_cache` (on in most models) every forward copies each layer's keys and values into a
+        cache that nobody reads."""
+        if model.training:
+            mask = inputs.get("attention_mask")
+            self._tokens_pending = self._tokens_pending + (mask.sum() if mask is not None else inputs["input_ids"].numel())
+        return super().compute_loss(model, {**inputs, "use_cache": False}, *args, **kwargs)
+
+    def log(self, logs, *args, **kwargs):
+        """`state.num_input_tokens_seen` is brought up to date when there is something to log (every
+        rank logs at the same steps), not with a GPU sync after every step as Trainer's own count."""
+        self._flush_tokens()
+        return super().log(logs, *args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        self._flush_tokens()
+        return super().evaluate(*args, **kwargs)
+
+    def _flush_tokens(self) -> None:
+        import torch
+
+        pending, self._tokens_pending = self._tokens_pending, 0
+        total = torch.as_tensor(pending, device=self.args.device, dtype=torch.int64)
+        if self.args.world_size > 1:
+            total = self.accelerator.reduce(total, reduction="sum")
+        self.state.num_input_tokens_seen += int(total.item())
 
     def floating_point_ops(self, inputs) -> int:
         """Trainer's count, 6 x input tokens x non-embedding parameters, with the parameters counted once."""

@@ -344,7 +344,7 @@ def training_args(r, run_dir: Path, cuda: bool, has_eval: bool, resume: bool) ->
         # on the CPU the cores are the compute, so the main process does it.
         dataloader_num_workers=2 if cuda else 0,
         dataloader_persistent_workers=cuda,
-        include_num_input_tokens_seen="non_padding",
+        include_num_input_tokens_seen="no",  # LeanTrainer counts them (non-padding), without a sync per step
         disable_tqdm=True,
         remove_unused_columns=False,
         prediction_loss_only=True,  # eval needs the loss, not every logit gathered in memory

@@ -75,3 +75,38 @@ def test_flops_are_trainers_count(tiny_folder, tmp_path):
     assert trainer.floating_point_ops(inputs) == expected
     assert trainer.floating_point_ops(inputs) == expected  # the cached count
     assert trainer.floating_point_ops({"labels": inputs["input_ids"]}) == 0
+
+
+def kv_cache(outputs):
+    return getattr(outputs, "cache", None) or getattr(outputs, "past_key_values", None)
+
+
+def test_training_forwards_keep_no_kv_cache(tiny_folder, tmp_path):
+    model = lora_model(tiny_folder)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True)
+    trainer = LeanTrainer(model=model, args=args)
+    model.config.use_cache = True  # what most configs say (recent Trainers switch it off at init; older ones did not)
+    ids = torch.randint(0, 200, (2, 12))
+    inputs = {"input_ids": ids, "labels": ids}
+    assert kv_cache(model(**inputs)) is not None
+    loss, outputs = trainer.compute_loss(model, dict(inputs), return_outputs=True)
+    assert kv_cache(outputs) is None and loss.requires_grad
+
+
+@pytest.mark.parametrize("lengths", [[5, 9, 12, 7], [10, 10, 10, 10]], ids=["padded", "unpadded"])
+def test_tokens_seen_are_the_real_tokens_of_every_step(tiny_folder, tmp_path, lengths):
+    import datasets
+
+    from peft_advisor.train.data import Collator
+
+    rows = [list(range(3, 3 + n)) for n in lengths]
+    data = datasets.Dataset.from_dict({"input_ids": rows, "labels": rows})
+    batch = Collator(pad_token_id=0)([{"input_ids": r, "labels": r} for r in rows])
+    assert ("attention_mask" in batch) == (len(set(lengths)) > 1)  # a mask only where there is padding
+    # two steps of two rows: one epoch, every row once; counted on the device, read at the step-2 log
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True, max_steps=2,
+                             per_device_train_batch_size=2, logging_steps=2, save_strategy="no",
+                             remove_unused_columns=False, include_num_input_tokens_seen="no")
+    trainer = LeanTrainer(model=lora_model(tiny_folder), args=args, train_dataset=data, data_collator=Collator(0))
+    trainer.train()
+    assert trainer.state.num_input_tokens_seen == sum(lengths)
