@@ -94,7 +94,11 @@ def measure_shape(shape: str, method: str, steps: int, repeats: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="overhead-"))
     model_dir = make_model_folder(model, work / "model")
     data = make_text_data(work / "text.jsonl", rows=max(600, steps * batch * seq // 1400 + 50))
-    pairs = [one_pair(model_dir, data, work, method, steps, batch, seq) for _ in range(repeats)]
+    pairs = []
+    for _ in range(repeats):
+        pairs.append(one_pair(model_dir, data, work, method, steps, batch, seq))
+        print(f"{shape}: peft-advisor {pairs[-1][0]['tokens_per_s']:.1f}, plain {pairs[-1][1]['tokens_per_s']:.1f} "
+              "tokens/s", flush=True)
     ours = [o["tokens_per_s"] for o, _ in pairs]
     plain = [p["tokens_per_s"] for _, p in pairs]
     ours_peak, plain_peak = max(o["peak_bytes"] or 0 for o, _ in pairs), max(p["peak_bytes"] or 0 for _, p in pairs)
@@ -121,14 +125,16 @@ def main() -> int:
     if args.plain:
         print(json.dumps(plain_loop(*args.plain, args.steps, args.batch, args.seq, args.method)))
         return 0
-    rows = [measure_shape(shape, args.method, args.steps, args.repeats) for shape in args.shapes.split(",")]
-    for r in rows:
+    rows = []
+    for shape in args.shapes.split(","):  # each shape's row is printed and written as soon as it is done
+        r = measure_shape(shape, args.method, args.steps, args.repeats)
+        rows.append(r)
         print(json.dumps(r))
         print(f"{r['model']} {r['method']} {r['batch']}x{r['seq']}: tokens/s ratio (peft-advisor / plain loop) "
               f"{r['tokens_per_s_ratio']:.3f} (target >= 0.97)"
-              + (f"; peak memory ratio {r['peak_ratio']:.3f} (target <= 1.03)" if r["peak_ratio"] else ""))
-    if args.out:
-        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+              + (f"; peak memory ratio {r['peak_ratio']:.3f} (target <= 1.03)" if r["peak_ratio"] else ""), flush=True)
+        if args.out:
+            Path(args.out).write_text("".join(json.dumps(row) + "\n" for row in rows))
     return 0
 
 
