@@ -29,10 +29,10 @@ VARIANTS = {
     "as shipped": {},
     "before (HF Trainer)": {"hf_trainer": True, "all_ones_mask": True, "args": {  # the trainer until 2026-11-29
         "dataloader_num_workers": 0, "dataloader_persistent_workers": False,
-        "include_num_input_tokens_seen": "non_padding"}},
+        "include_num_input_tokens_seen": "non_padding", "logging_nan_inf_filter": True}},
     "no loader workers": {"args": {"dataloader_num_workers": 0, "dataloader_persistent_workers": False}},
     "Trainer's token count": {"args": {"include_num_input_tokens_seen": "non_padding"}},
-    "no nan/inf filter": {"args": {"logging_nan_inf_filter": False}},
+    "Trainer's nan/inf filter": {"args": {"logging_nan_inf_filter": True}},
     "log every 10": {"args": {"logging_steps": 10}},
     "all-ones attention mask": {"all_ones_mask": True},
 }

@@ -310,6 +310,7 @@ def training_args(r, run_dir: Path, cuda: bool, has_eval: bool, resume: bool) ->
     t = r.train
     dtype = r.model.dtype if cuda else "float32"
     mixed = r.distributed.mixed_precision  # "no" (the default): pure model.dtype, as the estimate assumes
+    fp16 = mixed == "fp16" or (mixed == "no" and dtype == "float16")
     return dict(
         output_dir=str(run_dir),
         max_steps=t.max_steps or -1,
@@ -337,7 +338,12 @@ def training_args(r, run_dir: Path, cuda: bool, has_eval: bool, resume: bool) ->
         # Pure bf16 training, no autocast: the weights are already bf16 and peft keeps adapters in
         # fp32; this is the stack the memory estimator was measured on (and the PEFT study's).
         bf16=mixed == "bf16",
-        fp16=mixed == "fp16" or (mixed == "no" and dtype == "float16"),
+        fp16=fp16,
+        # Trainer's NaN/inf filter reads the loss on the CPU after every backward, which makes the
+        # GPU wait while the optimizer step is launched. It only helps with fp16's loss scaler (an
+        # overflowing step is skipped and training goes on); in bf16 or fp32 a NaN loss has already
+        # spoilt the weights, and the monitor shows it as NaN rather than an average that hides it.
+        logging_nan_inf_filter=fp16,
         use_cpu=not cuda,
         dataloader_pin_memory=cuda,
         # On a GPU, rows are fetched and padded in two worker processes while the GPU computes;

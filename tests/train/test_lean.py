@@ -110,3 +110,17 @@ def test_tokens_seen_are_the_real_tokens_of_every_step(tiny_folder, tmp_path, le
     trainer = LeanTrainer(model=lora_model(tiny_folder), args=args, train_dataset=data, data_collator=Collator(0))
     trainer.train()
     assert trainer.state.num_input_tokens_seen == sum(lengths)
+
+
+def test_step_settings_per_device_and_precision(tmp_path):
+    from peft_advisor.core.recipe import Recipe, updated
+    from peft_advisor.train.run import training_args
+
+    gpu = training_args(Recipe(), tmp_path, cuda=True, has_eval=False, resume=False)
+    assert gpu["dataloader_num_workers"] == 2 and gpu["dataloader_persistent_workers"]
+    assert gpu["include_num_input_tokens_seen"] == "no"  # LeanTrainer counts them
+    assert gpu["logging_nan_inf_filter"] is False and gpu["fp16"] is False
+    fp16 = training_args(updated(Recipe(), {"model.dtype": "float16"}), tmp_path, cuda=True, has_eval=False, resume=False)
+    assert fp16["fp16"] and fp16["logging_nan_inf_filter"]  # the loss scaler skips overflowing steps
+    cpu = training_args(Recipe(), tmp_path, cuda=False, has_eval=False, resume=False)
+    assert cpu["dataloader_num_workers"] == 0 and not cpu["dataloader_persistent_workers"]

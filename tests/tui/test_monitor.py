@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tui_support import FakeLauncher, make_app, wait_until
 from textual.widgets import Static
 
+from peft_advisor.core.events import read_events
 from peft_advisor.core.recipe import Recipe, updated
 from peft_advisor.tui.launching import launch_recipe
 from peft_advisor.tui.widgets.log_tail import LogTail
@@ -179,3 +181,22 @@ async def test_reopening_a_run_launched_here_keeps_its_exit_code(workdir):
             assert "exit code 7" in screen.exit_note
     finally:
         fake.cleanup()
+
+
+async def test_a_nan_loss_is_shown_not_fatal(workdir):
+    """Training in bf16 logs a NaN loss as NaN (no filter): the panels and the plot carry on."""
+    run = workdir / "runs" / "demo-nan"
+    run.mkdir()
+    events, _ = read_events(workdir / "runs" / "demo-lora" / "events.jsonl")
+    events = [e for e in events if e["kind"] != "end"]
+    steps = [e for e in events if e["kind"] == "step"]
+    for e in steps[-5:]:
+        e["loss"] = float("nan")
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    app = make_app(monitor="runs/demo-nan")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: len(screen.view.losses) == len(steps))
+        await pilot.pause(0.4)  # the plot redraws on its own timer
+        assert screen.query_one(MetricPanel).value_of("loss") == "nan"
+        assert app.is_running
