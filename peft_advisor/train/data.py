@@ -312,8 +312,8 @@ def prepare(data_cfg, tokenizer, seed: int, base_dir: Path | None = None) -> Pre
 class Collator:
     """Right-pads input_ids with the pad token and labels with -100. The attention mask is sent only
     when a row is padded: without one the model takes the plain causal path (an all-ones mask can
-    make it build a full mask and leave the fastest attention kernel), and the Trainer counts
-    every token as seen, which is then right."""
+    make it build a full mask: 34 MiB more peak for a 1B model at 8 x 1024), and LeanTrainer then
+    counts every token of the batch as seen, which is then right."""
 
     def __init__(self, pad_token_id: int):
         self.pad = pad_token_id
