@@ -4,10 +4,11 @@ Usage:
     python bench/trainer_profile.py --model qwen2.5-0.5b --steps 40 [--profile] [--out FILE]
 
 Runs the real trainer code (`train.run.Run`) in this process once per variant, each toggling one
-setting (or putting back the plain HF Trainer that train/lean.py trims), and times every optimizer step with a callback (tokens/s = batch x seq / median step
-time, steps after the 3rd). The plain loop of `trainer_overhead.py` runs last as the reference.
-`--profile` adds a cProfile of the unchanged trainer (top functions by own time): time in
-`.item()`/`__bool__` is the CPU waiting for the GPU; time elsewhere is CPU work the GPU may wait on.
+setting (or putting back the plain HF Trainer that train/lean.py trims), and times every optimizer
+step with a callback (tokens/s = batch x seq / median step time, steps after the 3rd). The plain
+loop of `trainer_overhead.py` runs last as the reference. `--profile` adds a cProfile of the
+trainer as shipped (top functions by own time): time in `.item()`/`__bool__` is the CPU waiting for
+the GPU; time elsewhere is CPU work the GPU may wait on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from trainer_overhead import plain_loop
 
 VARIANTS = {
     "as shipped": {},
-    "before (HF Trainer)": {"hf_trainer": True, "all_ones_mask": True, "args": {  # the trainer until 2026-11-29
+    "before (HF Trainer)": {"hf_trainer": True, "all_ones_mask": True, "args": {  # the trainer at f77371d
         "dataloader_num_workers": 0, "dataloader_persistent_workers": False,
         "include_num_input_tokens_seen": "non_padding", "logging_nan_inf_filter": True}},
     "no loader workers": {"args": {"dataloader_num_workers": 0, "dataloader_persistent_workers": False}},
