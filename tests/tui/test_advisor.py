@@ -59,6 +59,21 @@ async def test_typing_a_budget_changes_the_table(workdir):
         assert cell == "★"
 
 
+async def test_columns_narrow_again_after_a_wide_table(workdir):
+    """A DataTable's columns only widen; the advisor's must fit the advice on screen, whatever came before."""
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(pilot, app, lambda i: i.vram_bytes == 22 * 1024**3)
+        on_card = lambda: table_of(app).ordered_columns[3].get_render_width(table_of(app))  # noqa: E731
+        narrow = on_card()
+        await set_input(pilot, "#in-vram", "1")  # every method at thousands of percent: a wider column
+        await settle(pilot, app, lambda i: i.vram_bytes == 1 * 1024**3)
+        assert on_card() > narrow
+        await set_input(pilot, "#in-vram", "22")
+        await settle(pilot, app, lambda i: i.vram_bytes == 22 * 1024**3)
+        assert on_card() == narrow
+
+
 async def test_a_ruled_out_method_shows_its_reason(workdir):
     app = make_app()
     async with app.run_test(size=(100, 32)) as pilot:

@@ -104,7 +104,9 @@ def cells(row: MethodRow) -> tuple:
 
 
 class TradeoffTable(DataTable):
-    """Row keys are method ids; the cursor stays on the same method when the rows change."""
+    """Row keys are method ids; the cursor stays on the same method when the rows change, and the
+    columns are sized afresh (a DataTable's columns only ever widen: one wide advice would otherwise
+    leave its widths behind)."""
 
     DEFAULT_CSS = """
     TradeoffTable { height: auto; max-height: 12; scrollbar-size-horizontal: 0; }
@@ -128,7 +130,8 @@ class TradeoffTable(DataTable):
     def show_rows(self, rows: list[MethodRow]) -> None:
         current = self.current_method()
         self.rows_by_method = {r.method: r for r in rows}
-        self.clear()
+        self.clear(columns=True)
+        self.add_columns(*COLUMNS)
         for row in rows:
             self.add_row(*cells(row), key=row.method)
         target = current if current in self.rows_by_method else (rows[0].method if rows else None)
