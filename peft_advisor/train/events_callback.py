@@ -45,15 +45,19 @@ def merge_memory(per_rank: list[dict]) -> dict:
 
 
 def cuda_memory() -> dict:
-    """Allocated, reserved and peak reserved bytes of PyTorch's CUDA allocator; {} on CPU."""
+    """Allocated, reserved and peak reserved bytes of PyTorch's CUDA allocator; {} on CPU.
+
+    One `memory_stats()` read: `memory_allocated()` and its siblings each build the allocator's whole
+    table of ~100 counters, and this runs after every logged step, while the GPU waits for the next."""
     import torch
 
     if not torch.cuda.is_available():
         return {}
+    stats = torch.cuda.memory_stats()
     return {
-        "mem_allocated_bytes": torch.cuda.memory_allocated(),
-        "mem_reserved_bytes": torch.cuda.memory_reserved(),
-        "mem_peak_bytes": torch.cuda.max_memory_reserved(),
+        "mem_allocated_bytes": stats.get("allocated_bytes.all.current", 0),
+        "mem_reserved_bytes": stats.get("reserved_bytes.all.current", 0),
+        "mem_peak_bytes": stats.get("reserved_bytes.all.peak", 0),
     }
 
 

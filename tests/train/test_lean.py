@@ -124,3 +124,24 @@ def test_step_settings_per_device_and_precision(tmp_path):
     assert fp16["fp16"] and fp16["logging_nan_inf_filter"]  # the loss scaler skips overflowing steps
     cpu = training_args(Recipe(), tmp_path, cuda=False, has_eval=False, resume=False)
     assert cpu["dataloader_num_workers"] == 0 and not cpu["dataloader_persistent_workers"]
+
+
+def test_step_memory_is_read_from_one_allocator_table(monkeypatch):
+    """The per-step memory fields come from one `memory_stats()` read, and are what the allocator's
+    own `memory_allocated`/`memory_reserved`/`max_memory_reserved` say of the same table."""
+    from peft_advisor.train.events_callback import cuda_memory
+
+    table = {"allocated_bytes.all.current": 3, "reserved_bytes.all.current": 5, "reserved_bytes.all.peak": 8,
+             "allocated_bytes.all.peak": 13, "active_bytes.all.current": 21}
+    reads = []
+
+    def memory_stats(device=None):
+        reads.append(device)
+        return table
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "memory_stats", memory_stats)
+    monkeypatch.setattr(torch.cuda.memory, "memory_stats", memory_stats)
+    assert cuda_memory() == {"mem_allocated_bytes": 3, "mem_reserved_bytes": 5, "mem_peak_bytes": 8}
+    assert len(reads) == 1
+    assert (torch.cuda.memory_allocated(), torch.cuda.memory_reserved(), torch.cuda.max_memory_reserved()) == (3, 5, 8)
