@@ -32,6 +32,8 @@ VARIANTS = {
         "dataloader_num_workers": 0, "dataloader_persistent_workers": False,
         "include_num_input_tokens_seen": "non_padding", "logging_nan_inf_filter": True}},
     "no loader workers": {"args": {"dataloader_num_workers": 0, "dataloader_persistent_workers": False}},
+    # the pin-memory thread shares the GIL with the thread launching kernels
+    "no pinned memory": {"args": {"dataloader_pin_memory": False}},
     "Trainer's token count": {"args": {"include_num_input_tokens_seen": "non_padding"}},
     "Trainer's nan/inf filter": {"args": {"logging_nan_inf_filter": True}},
     "log every 10": {"args": {"logging_steps": 10}},
