@@ -42,6 +42,15 @@ def test_recommend_table_for_a_12_gib_card():
         (["estimate", "--method", "lora", "--model", "/nonexistent/dir"], ExitCode.UNKNOWN_MODEL, "unknown model"),
         (["estimate", "--method", "lora", "--targets", "qkv"], ExitCode.USAGE, "not in"),
         (["recommend", "--vram", "twelve"], ExitCode.USAGE, "invalid float"),
+        (["recommend", "--vram", "24", "--targets", "foo"], ExitCode.USAGE, "'foo' is not in"),
+        (["recommend", "--vram", "24", "--targets", ","], ExitCode.USAGE, "no target module given"),
+        (["recommend", "--vram", "24", "--gpus", "0"], ExitCode.USAGE, "--gpus must be >= 1"),
+        (["estimate", "--method", "lora", "--gpus", "0"], ExitCode.USAGE, "--gpus must be >= 1"),
+        # without --vram every flag is checked before the GPUs are probed: the typo is what is named
+        (["recommend", "--targets", "foo"], ExitCode.USAGE, "'foo' is not in"),
+        (["recommend", "--priority", "fastest"], ExitCode.USAGE, "choose from"),
+        (["recommend", "--methods", "lora,dorra"], ExitCode.UNKNOWN_METHOD, "did you mean dora"),
+        (["recommend", "--strategy", "zero"], ExitCode.USAGE, "unknown strategy"),
     ],
 )
 def test_bad_input_is_one_line_and_a_distinct_exit_code(args, code, words, capsys):

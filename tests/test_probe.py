@@ -391,7 +391,8 @@ def test_cli_json_parses(capsys):
 def test_cli_no_gpu_raises_no_gpu(capsys):
     with pytest.raises(UserError) as err:
         probe_cmd.run(NS(json=True), prober=FakeProber(fake_no_gpu_result()))
-    assert err.value.code == ExitCode.NO_GPU and str(err.value) == NO_GPU_MESSAGE
+    assert err.value.code == ExitCode.NO_GPU
+    assert str(err.value) == "no NVIDIA GPU or driver found (give recommend --vram GIB instead)"
     assert json.loads(capsys.readouterr().out)["ok"] is False
 
 
@@ -432,7 +433,8 @@ def test_real_cli_without_driver():
     proc = _run_cli("probe")
     assert proc.returncode == ExitCode.NO_GPU
     assert proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [f"peft-advisor: {NO_GPU_MESSAGE}"]
+    reason = NO_GPU_MESSAGE.removesuffix(": give --vram")  # probe has no --vram: it points to recommend's
+    assert proc.stderr.strip().splitlines() == [f"peft-advisor: {reason} (give recommend --vram GIB instead)"]
 
 
 @needs_no_nvml

@@ -73,9 +73,9 @@ def run_estimate(args) -> int:
                  seq_len=args.seq, grad_ckpt=args.grad_ckpt, galore_rank=args.galore_rank,
                  galore_layerwise=args.galore_layerwise, galore_8bit=args.galore_8bit,
                  vera_rank=args.vera_rank, vera_save_projection=not args.no_vera_projection)
-    from peft_advisor.core.distributed import Parallel, per_gpu_estimate
+    from peft_advisor.core.distributed import per_gpu_estimate
 
-    par = Parallel(args.gpus or 1, args.strategy.strip().lower())
+    par = _parallel(args, 1)
     est = per_gpu_estimate(spec, s, par)
     if par.gpus == 1 and args.gpu_name:
         from peft_advisor.calibration_store import calibrated_estimate
@@ -119,28 +119,40 @@ def _check_shape(args) -> None:
             raise UserError(f"--{flag} must be >= 1, got {value}", ExitCode.USAGE)
     if args.seq > 1_048_576:
         raise UserError(f"--seq {args.seq} is absurd (more than 1M tokens)", ExitCode.USAGE)
+    if args.gpus is not None and args.gpus < 1:
+        raise UserError(f"--gpus must be >= 1, got {args.gpus}", ExitCode.USAGE)
+
+
+def _parallel(args, default_gpus: int):
+    """The GPU count and strategy; an unknown strategy is an error whatever the count."""
+    from peft_advisor.core.distributed import Parallel
+
+    return Parallel(args.gpus or default_gpus, args.strategy.strip().lower())
 
 
 # ---------------------------------------------------------------- recommend
 
 
 def run_recommend(args) -> int:
-    from peft_advisor.core.recommend import adapter_budget_bytes, closest_miss, recommend
+    from peft_advisor.core.recommend import adapter_budget_bytes, check_priority, closest_miss, recommend
+
+    from peft_advisor.core.estimate import resolve_targets
 
     spec = load_model_spec(args.model)
-    _check_shape(args)
-    budget = _budget(args, adapter_budget_bytes(args.adapter_mb))
+    _check_shape(args)  # every flag is checked before the GPUs are probed: a typo is named as such
+    resolve_targets(spec, args.targets)
     methods = tuple(_method(m) for m in args.methods.split(",")) if args.methods else METHODS
-    from peft_advisor.core.distributed import Parallel
-
-    par = Parallel(args.gpus or getattr(args, "_probed_gpus", 1), args.strategy.strip().lower())
+    priority = check_priority(args.priority.strip().lower())
+    _parallel(args, 1)
+    budget = _budget(args, adapter_budget_bytes(args.adapter_mb))
+    par = _parallel(args, getattr(args, "_probed_gpus", 1))
     calibrate = None
     gpu_name = args.gpu_name or getattr(args, "_probed_gpu_name", None)
     if gpu_name:
         from peft_advisor.calibration_store import calibrator
 
         calibrate = calibrator(gpu_name, spec.id)
-    advice = recommend(spec, budget, seq_len=args.seq, batch_size=args.batch, priority=args.priority.strip().lower(),
+    advice = recommend(spec, budget, seq_len=args.seq, batch_size=args.batch, priority=priority,
                        methods=methods, rank=args.rank, targets=args.targets, parallel=par, calibrate=calibrate)
     if args.json:
         print(json.dumps(advice.to_dict(), indent=2))

@@ -150,14 +150,14 @@ def resolve_targets(spec: ModelSpec, targets) -> tuple[str, ...]:
             return tuple(lin.name for lin in spec.linears if lin.group == "mlp")
         targets = tuple(t.strip() for t in key.split(",") if t.strip())
     names = tuple(targets)
+    choices = f"(modules: {', '.join(spec.linear_names)}; or all-linear, attention, mlp)"
+    if not names:
+        raise UserError(f"no target module given {choices}", ExitCode.USAGE)
     unknown = [t for t in names if t not in spec.linear_names]
-    if unknown or not names:
-        bad = unknown[0] if unknown else "(none)"
-        raise UserError(
-            f"target module {bad!r} is not in {spec.id}{did_you_mean(bad, spec.linear_names)} "
-            f"(modules: {', '.join(spec.linear_names)}; or all-linear, attention, mlp)",
-            ExitCode.USAGE,
-        )
+    if unknown:
+        bad = unknown[0]
+        raise UserError(f"target module {bad!r} is not in {spec.id}{did_you_mean(bad, spec.linear_names)} {choices}",
+                        ExitCode.USAGE)
     return names
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from peft_advisor.core.catalog import Method, load_catalog
 from peft_advisor.core.distributed import Parallel, per_gpu_estimate
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
-from peft_advisor.core.estimate import METHODS, Estimate, Settings
+from peft_advisor.core.estimate import METHODS, Estimate, Settings, resolve_targets
 from peft_advisor.core.model_spec import ModelSpec
 from peft_advisor.core.speed import step_time_range, step_time_vs_lora
 from peft_advisor.core.units import GIB, MB, fmt_bytes, fmt_file_bytes
@@ -329,11 +329,10 @@ def recommend(
 
     `calibrate` (est -> est) applies local measurements of this GPU and model, when there are any.
     """
-    if priority not in PRIORITIES:
-        raise UserError(f"unknown priority {priority!r}{did_you_mean(priority, PRIORITIES)} "
-                        f"(choose from {', '.join(PRIORITIES)})", ExitCode.USAGE)
+    check_priority(priority)
     if budget.vram_bytes <= 0:
         raise UserError("VRAM budget must be positive", ExitCode.USAGE)
+    resolve_targets(spec, targets)  # a typo is an error, not a silent fall back to smaller target sets
     catalog = catalog or load_catalog()
     request = Settings(method="lora", rank=rank, targets=targets, batch_size=batch_size, seq_len=seq_len)
     fits, ruled = [], []
@@ -379,6 +378,13 @@ def closest_miss(advice: Advice) -> str:
     return f"nothing fits: closest is {best.name} — {best.reason}"
 
 
+def check_priority(priority: str) -> str:
+    if priority not in PRIORITIES:
+        raise UserError(f"unknown priority {priority!r}{did_you_mean(priority, PRIORITIES)} "
+                        f"(choose from {', '.join(PRIORITIES)})", ExitCode.USAGE)
+    return priority
+
+
 def adapter_budget_bytes(adapter_mb: float | None) -> int | None:
     """`--adapter-mb` counts 10^6 bytes, like file sizes on disk; 0 or None means no limit."""
     if adapter_mb is None or adapter_mb == 0:
@@ -390,6 +396,7 @@ def adapter_budget_bytes(adapter_mb: float | None) -> int | None:
 
 __all__ = [
     "PRIORITIES",
+    "check_priority",
     "Advice",
     "Budget",
     "Recommendation",
