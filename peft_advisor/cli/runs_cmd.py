@@ -78,6 +78,8 @@ def run_train(args) -> int:
 def run_monitor(args) -> int:
     """On a terminal the monitor screen opens; piped, or with --headless, a line per step."""
     run_dir = Path(args.run_dir)
+    if not (args.poll > 0 and args.poll <= 3600):  # also NaN
+        raise UserError(f"--poll must be between 0 and 3600 seconds, got {args.poll:g}", ExitCode.USAGE)
     if args.tui or (not args.headless and sys.stdout.isatty() and sys.stdin.isatty()):
         if not run_dir.is_dir():
             raise UserError(f"{run_dir}: no such run folder", ExitCode.USAGE)
@@ -97,36 +99,40 @@ def follow(run_dir: Path, launched=None, offset: int = 0, poll_s: float = 0.5, o
     With `launched` (our own child), Ctrl-C is forwarded to it as SIGINT so it checkpoints; a
     third Ctrl-C detaches and leaves it running.
     """
-    from peft_advisor import launch
-
-    out = out or sys.stdout
     tail, summary = EventTail(run_dir / "events.jsonl"), RunSummary()
     tail.offset = offset
     interrupts = [0]
     previous = signal.signal(signal.SIGINT, _forwarder(launched, interrupts)) if launched else None
     try:
-        while interrupts[0] < 3:
-            _show(tail.poll(), summary, out)
-            if summary.done:
-                if launched:
-                    _reap(launched)
-                break
-            alive = launched.running() if launched else launch.trainer_alive(launch.read_run_json(run_dir).get("pid"))
-            if not alive:
-                _show(tail.poll(final=True), summary, out)
-                if not summary.done:
-                    return _died(run_dir, launched)
-                break
-            time.sleep(poll_s)
-        else:
-            print(f"peft-advisor: detached; the trainer keeps running: peft-advisor monitor {run_dir}", file=sys.stderr)
-            return int(ExitCode.INTERRUPTED)
+        code = _follow_loop(run_dir, tail, summary, launched, interrupts, poll_s, out or sys.stdout)
+    except OSError as err:  # events.jsonl unreadable (permissions, a folder in its place)
+        raise UserError(f"cannot read {tail.path}: {err.strerror or err}", ExitCode.USAGE) from None
     finally:
         if launched:
             signal.signal(signal.SIGINT, previous)
     if launched and summary.done:
         _record_calibration(run_dir)
-    return int(END_CODES.get(summary.status, ExitCode.TRAIN_FAILED))
+    return code
+
+
+def _follow_loop(run_dir: Path, tail: EventTail, summary: RunSummary, launched, interrupts, poll_s, out) -> int:
+    from peft_advisor import launch
+
+    while interrupts[0] < 3:
+        _show(tail.poll(), summary, out)
+        if summary.done:
+            if launched:
+                _reap(launched)
+            return int(END_CODES.get(summary.status, ExitCode.TRAIN_FAILED))
+        alive = launched.running() if launched else launch.trainer_alive(launch.read_run_json(run_dir).get("pid"))
+        if not alive:
+            _show(tail.poll(final=True), summary, out)
+            if not summary.done:
+                return _died(run_dir, launched)
+            return int(END_CODES.get(summary.status, ExitCode.TRAIN_FAILED))
+        time.sleep(poll_s)
+    print(f"peft-advisor: detached; the trainer keeps running: peft-advisor monitor {run_dir}", file=sys.stderr)
+    return int(ExitCode.INTERRUPTED)
 
 
 def _record_calibration(run_dir: Path) -> None:
@@ -163,9 +169,13 @@ def _forwarder(launched, interrupts):
 def _died(run_dir: Path, launched) -> int:
     code = launched.process.returncode if launched else None
     how = f"exited with code {code}" if code is not None else "is gone"
-    print(f"peft-advisor: the trainer {how} without an end event; last lines of train.log:", file=sys.stderr)
     log = run_dir / "train.log"
-    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-10:] if log.is_file() else []
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-10:] if log.is_file() else []
+    except OSError:
+        lines = []
+    tail = "; last lines of train.log:" if lines else "; train.log is empty or missing"
+    print(f"peft-advisor: the trainer {how} without an end event{tail}", file=sys.stderr)
     for line in lines:
         print(f"  {line}", file=sys.stderr)
     return int(ExitCode.TRAIN_FAILED)

@@ -2,8 +2,9 @@
 
 One JSON object per line, append-only, flushed per line; every line has `v` (schema version),
 `kind` and `t` (unix seconds). A file is the channel because it survives crashes, lets a watcher
-re-attach to a run, and library noise on stdout cannot corrupt it. Readers follow three rules:
-skip malformed lines (and count them), tolerate unknown kinds, buffer partial lines.
+re-attach to a run, and library noise on stdout cannot corrupt it. Readers follow four rules:
+skip malformed lines (and count them), tolerate unknown kinds and fields, drop a known field whose
+value has the wrong type (the TypedDicts below are the schema), buffer partial lines.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, get_type_hints
 
 SCHEMA_VERSION = 1
 KINDS = ("start", "step", "eval", "checkpoint", "end")
@@ -93,6 +94,26 @@ class EndEvent(TypedDict, total=False):
     estimate_peak_bytes: int
 
 
+SCHEMAS = {"start": StartEvent, "step": StepEvent, "eval": EvalEvent, "checkpoint": CheckpointEvent, "end": EndEvent}
+_ACCEPTS = {int: (int,), float: (int, float), str: (str,), list: (list,)}
+
+
+def _field_types(kind: str) -> dict[str, tuple[type, ...]]:
+    schema = SCHEMAS.get(kind)
+    return {name: _ACCEPTS[hint] for name, hint in get_type_hints(schema).items()} if schema else {}
+
+
+_FIELD_TYPES = {kind: _field_types(kind) for kind in KINDS}
+
+
+def _typed(event: Event) -> Event:
+    """The event without the known fields whose value has the wrong type (a list for a count, a
+    string for a loss): a hand-edited or foreign file must not break a watcher."""
+    types = _FIELD_TYPES.get(event["kind"], {})
+    return {k: v for k, v in event.items()
+            if k not in types or (isinstance(v, types[k]) and not isinstance(v, bool))}
+
+
 def make_event(kind: str, *, t: float | None = None, **fields) -> Event:
     """An event with `v`, `kind` and `t` first; fields that are None are left out."""
     event: Event = {"v": SCHEMA_VERSION, "kind": kind, "t": time.time() if t is None else t}
@@ -118,7 +139,7 @@ def parse_line(line: str | bytes) -> Event | None:
         return None
     if not isinstance(event, dict) or not isinstance(event.get("kind"), str):
         return None
-    return event
+    return _typed(event)
 
 
 class LineBuffer:

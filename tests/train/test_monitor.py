@@ -65,6 +65,40 @@ def test_monitor_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["monitor", str(tmp_path)]) == ExitCode.USAGE
 
 
+def test_monitor_drops_fields_of_the_wrong_type(tmp_path, capsys):
+    """A hand-edited or foreign events file: wrong-typed values are left out, the line still shows."""
+    write_run(tmp_path / "run", {"status": "ok"})
+    with open(tmp_path / "run" / "events.jsonl", "a") as f:
+        f.write("\n" + json.dumps({"v": 1, "kind": "step", "t": 120.0, "step": 5, "loss": "low", "tokens_per_s": [1],
+                                   "mem_peak_bytes": "big", "mem_peak_bytes_by_rank": [1, "x"]}) + "\n")
+        f.write(json.dumps({"v": 1, "kind": "checkpoint", "t": 121.0, "path": "checkpoint-5", "adapter_bytes": "big"})
+                + "\n")
+    assert main(["monitor", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert any(line.startswith("step     5/4") and "loss —" in line for line in captured.out.splitlines())
+    assert "saved  checkpoint-5 (" in captured.out
+
+
+def test_monitor_bad_poll_and_unreadable_events_are_one_line(tmp_path, capsys):
+    write_run(tmp_path / "run", {"status": "ok"})
+    for poll in ("-1", "nan", "inf", "0"):
+        assert main(["monitor", str(tmp_path / "run"), "--poll", poll]) == ExitCode.USAGE
+    (tmp_path / "run" / "events.jsonl").unlink()
+    (tmp_path / "run" / "events.jsonl").mkdir()  # unreadable as a file, whoever runs the test (root too)
+    assert main(["monitor", str(tmp_path / "run")]) == ExitCode.USAGE
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("peft-advisor: cannot read ") and err[-1].endswith("events.jsonl: Is a directory")
+    assert all("--poll must be" in line for line in err[:4])
+
+
+def test_monitor_a_dead_trainer_with_no_log_says_so(tmp_path, capsys):
+    write_run(tmp_path / "run", None, pid=2**22 + 12345)
+    (tmp_path / "run" / "train.log").unlink()
+    assert main(["monitor", str(tmp_path / "run")]) == ExitCode.TRAIN_FAILED
+    assert "without an end event; train.log is empty or missing" in capsys.readouterr().err
+
+
 WRITER = textwrap.dedent(
     """
     import json, sys, time
