@@ -160,7 +160,7 @@ def run_recommend(args) -> int:
         print(format_advice(advice))
     if not advice.recommendations:
         raise UserError(closest_miss(advice), ExitCode.DOES_NOT_FIT)
-    if args.export:
+    if args.export is not None:
         _export(args, spec, advice)
     return ExitCode.OK
 

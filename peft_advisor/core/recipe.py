@@ -482,12 +482,17 @@ def problems(text: str) -> list[Problem]:
     return _build(doc, key_lines(text))[1]
 
 
-def loads(text: str, source: str = "recipe.toml") -> Recipe:
-    """Parse and check a recipe; the first problem becomes a one-line UserError(BAD_RECIPE)."""
+def loads(text: str, source: str = "recipe.toml", allow_empty: bool = True) -> Recipe:
+    """Parse and check a recipe; the first problem becomes a one-line UserError(BAD_RECIPE).
+    Keys left out take their defaults; a file with no key at all is refused (`allow_empty=False`):
+    an empty file is a failed write or the wrong path far more often than a wish for all defaults."""
     try:
         doc = toml_loads(text)
     except ValueError as err:
         raise UserError(f"{source}: {_syntax_problem(err)}", ExitCode.BAD_RECIPE) from None
+    if not doc and not allow_empty:
+        raise UserError(f"{source}: empty recipe (no keys); write one with peft-advisor export -o FILE",
+                        ExitCode.BAD_RECIPE)
     recipe, found = _build(doc, key_lines(text))
     if found:
         raise UserError(f"{source}: {found[0]}", ExitCode.BAD_RECIPE)
@@ -504,7 +509,7 @@ def load(path) -> Recipe:
         raise UserError(f"{path}: not UTF-8 text", ExitCode.BAD_RECIPE) from None
     except OSError as err:
         raise UserError(f"{path}: cannot read: {err.strerror}", ExitCode.BAD_RECIPE) from None
-    return loads(text, source=str(path))
+    return loads(text, source=str(path), allow_empty=False)
 
 
 def validate(recipe: Recipe) -> list[str]:
@@ -517,7 +522,14 @@ def updated(recipe: Recipe, changes: dict) -> Recipe:
     doc = recipe.to_dict()
     for key, value in changes.items():
         section, _, name = key.partition(".")
-        if section not in doc or not name:
+        if key == "version":
+            doc[key] = value  # checked by _build like a file's
+            continue
+        if section in doc and not name:
+            example = next(iter(doc[section]), "")
+            raise UserError(f"{key}: a table, not a key; set one of its keys, e.g. {section}.{example}",
+                            ExitCode.BAD_RECIPE)
+        if section not in doc:
             sections = [k for k in doc if k != "version"]
             raise UserError(f"{key}: unknown key{did_you_mean(section, sections)}", ExitCode.BAD_RECIPE)
         doc[section][name] = value
@@ -573,7 +585,11 @@ def save(recipe: Recipe, path, force: bool = False, header: str = "") -> Path:
     """Write atomically (temp file in the same folder, then os.replace); never clobber unasked."""
     import tempfile
 
+    if not str(path).strip():
+        raise UserError("no recipe file name given", ExitCode.USAGE)
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a file name for the recipe", ExitCode.USAGE)
     if path.exists() and not force:
         raise UserError(f"{path}: already exists (use --force to overwrite)", ExitCode.EXISTS)
     text = dumps(recipe, header=header)

@@ -242,6 +242,11 @@ def test_updated_checks_each_change():
     with pytest.raises(UserError, match=r"^trian\.lr: unknown key; did you mean train\?$"):
         rc.updated(r, {"trian.lr": 1.0})
     assert rc.updated(r, {"method.name": "qlora"}).model.load_in_4bit
+    assert rc.updated(r, {"version": 1}) == r
+    with pytest.raises(UserError, match=r"^version: unsupported recipe version 2"):
+        rc.updated(r, {"version": 2})
+    with pytest.raises(UserError, match=r"^model: a table, not a key; set one of its keys, e.g. model\.id$"):
+        rc.updated(r, {"model": 1})
 
 
 # ---------------------------------------------------------------- safety
@@ -280,6 +285,24 @@ def test_save_refuses_to_overwrite(tmp_path):
     assert path.read_text(encoding="utf-8") == "mine"
     rc.save(rc.Recipe(), path, force=True)
     assert rc.load(path) == rc.Recipe()
+
+
+def test_save_wants_a_file_name(tmp_path):
+    for path, words in ((tmp_path, "is a folder"), ("", "no recipe file name given")):
+        for force in (False, True):
+            with pytest.raises(UserError, match=words) as info:
+                rc.save(rc.Recipe(), path, force=force)
+            assert info.value.code == ExitCode.USAGE
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_file_is_not_a_recipe(tmp_path):
+    """A string with no keys is all defaults (for code); an empty file is refused."""
+    for text in ("", "\n# only a comment\n"):
+        (tmp_path / "r.toml").write_text(text, encoding="utf-8")
+        with pytest.raises(UserError, match=r"r\.toml: empty recipe \(no keys\)") as info:
+            rc.load(tmp_path / "r.toml")
+        assert info.value.code == ExitCode.BAD_RECIPE
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):
