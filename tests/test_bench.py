@@ -328,6 +328,18 @@ def test_time_budget_stops_each_candidate_and_a_dying_one_does_not_stop_the_rest
     assert [r["name"] for r in rows] == ["lora"]
 
 
+def test_a_folder_of_other_things_is_not_a_bench_folder(tmp_path, capsys):
+    from peft_advisor.cli import main
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    for extra in ([], ["--force"]):
+        assert main(["bench", str(DEMO_LORA), "--methods", "lora", "--out", str(out), *extra]) == ExitCode.EXISTS
+    assert "holds 'notes.txt', not a bench's" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "keep"
+
+
 BENCH_WITH_FAKE = """
 import sys
 sys.path.insert(0, {tests!r})

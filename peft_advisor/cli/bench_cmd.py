@@ -317,8 +317,17 @@ def _fill_estimate(row: bench.Row, cand) -> None:
 
 
 def _prepare_out(out: Path, names: list[str], force: bool) -> None:
-    """A new folder, or with --force an old bench folder whose candidate runs are replaced.
-    Only folders that are run folders are ever removed."""
+    """A new (or empty) folder, or with --force an old bench folder whose candidate runs are replaced.
+    Only folders that are run folders are ever removed; a folder of other things is left alone."""
+    ours = {*names, "recipes", "bench.json", "bench.md"}  # what a bench (even an interrupted one) writes
+
+    def not_ours(p: Path) -> bool:
+        is_run = p.is_dir() and any((p / m).exists() for m in RUN_MARKERS)
+        return not (p.name in ours or p.name.startswith(".") or is_run)
+
+    foreign = sorted(p.name for p in out.iterdir() if not_ours(p)) if out.is_dir() else []
+    if foreign:
+        raise UserError(f"{out}: holds {foreign[0]!r}, not a bench's; give a new or empty --out", ExitCode.EXISTS)
     clashes = [out / n for n in names if (out / n).exists()] + [p for p in (out / "bench.json",) if p.exists()]
     if clashes and not force:
         raise UserError(f"{out}: already holds a bench ({clashes[0].name}); use --force or another --out", ExitCode.EXISTS)
