@@ -152,14 +152,23 @@ def write_run_json(folder: Path, pid: int, argv: list[str]) -> None:
     os.replace(tmp, folder / "run.json")
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Does the folder hold a `checkpoint-N` folder (what the trainer resumes from)?"""
+    return any(p.is_dir() and p.name.removeprefix("checkpoint-").isdigit() for p in run_dir.glob("checkpoint-*"))
+
+
 def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None, node_rank: int | None = None) -> Launched:
     """Start the child; returns at once (see `wait_started`)."""
     run_dir = Path(run_dir).absolute()
     argv, dist_env = child_argv_env(Path(recipe_path).absolute(), run_dir, resume, node_rank)  # may refuse the recipe
     staging = None
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: is a file, not a run folder", ExitCode.USAGE)
     if resume:
         if not run_dir.is_dir():
             raise UserError(f"{run_dir}: no such run folder to resume", ExitCode.USAGE)
+        if not has_checkpoint(run_dir):  # checked here too, so nothing is written into the folder
+            raise UserError(f"{run_dir}: no checkpoint-N folder to resume from", ExitCode.USAGE)
         folder = run_dir
     else:
         if run_dir.exists():

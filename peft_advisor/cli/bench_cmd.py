@@ -68,7 +68,7 @@ def run_bench(args) -> int:
                                budget=budget, gpu=gpu, started=time.time())
     print(f"peft-advisor: bench of {len(names)} methods, {budget.describe()}, in {out}", file=sys.stderr)
     runner = Runner(out, gpu, budget, len(candidates))
-    previous = signal.signal(signal.SIGINT, runner.on_interrupt)
+    previous = {sig: signal.signal(sig, runner.on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}  # kill = Ctrl-C
     try:
         for index, cand in enumerate(candidates, 1):
             row = runner.run(index, cand) if cand.runnable and not runner.interrupted else _not_run(cand, runner)
@@ -76,7 +76,8 @@ def run_bench(args) -> int:
             result.rows.append(row)
             _write(out, result)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     result.finished, result.interrupted = time.time(), runner.interrupted
     _write(out, result)
     print(bench.table(result.rows))

@@ -55,6 +55,18 @@ def run_train(args) -> int:
         print(f"peft-advisor: node {recipe.distributed.node_rank} of {recipe.distributed.nnodes}; "
               f"follow the run on node 0", file=sys.stderr)
         return launch.run_worker_node(args.recipe, run_dir, resume=args.resume, node_rank=node_rank)
+    # `kill` or `timeout` stops a run as Ctrl-C does: the trainer (in a session of its own, so that a
+    # closed terminal does not kill it) is told to checkpoint and end, never left running unwatched.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _train(args, recipe, run_dir, node_rank)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train(args, recipe, run_dir: Path, node_rank) -> int:
+    from peft_advisor import launch
+
     launched = launch.start(args.recipe, run_dir, resume=args.resume, node_rank=node_rank)
     print(f"peft-advisor: trainer pid {launched.pid}; setting up {recipe.method.name} on {recipe.model.id}", file=sys.stderr)
     try:
@@ -102,14 +114,15 @@ def follow(run_dir: Path, launched=None, offset: int = 0, poll_s: float = 0.5, o
     tail, summary = EventTail(run_dir / "events.jsonl"), RunSummary()
     tail.offset = offset
     interrupts = [0]
-    previous = signal.signal(signal.SIGINT, _forwarder(launched, interrupts)) if launched else None
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, _forwarder(launched, interrupts)) for sig in stops} if launched else {}
     try:
         code = _follow_loop(run_dir, tail, summary, launched, interrupts, poll_s, out or sys.stdout)
     except OSError as err:  # events.jsonl unreadable (permissions, a folder in its place)
         raise UserError(f"cannot read {tail.path}: {err.strerror or err}", ExitCode.USAGE) from None
     finally:
-        if launched:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if launched and summary.done:
         _record_calibration(run_dir)
     return code

@@ -131,3 +131,36 @@ def test_existing_run_folder_is_refused_without_resume(make_recipe, tmp_path):
     done = cli("train", make_recipe(), "--run-dir", tmp_path / "run")
     assert done.returncode == ExitCode.EXISTS
     assert "--resume" in done.stderr
+
+
+def test_resume_without_a_checkpoint_or_a_file_as_run_folder_write_nothing(make_recipe, tmp_path):
+    empty, afile = tmp_path / "empty", tmp_path / "afile"
+    empty.mkdir()
+    afile.write_text("mine")
+    done = cli("train", make_recipe(), "--run-dir", empty, "--resume")
+    assert done.returncode == ExitCode.USAGE and "no checkpoint-N folder to resume from" in done.stderr
+    assert list(empty.iterdir()) == []  # no run.json, no train.log
+    for extra in ([], ["--resume"]):
+        done = cli("train", make_recipe(), "--run-dir", afile, *extra)
+        assert done.returncode == ExitCode.USAGE and "is a file, not a run folder" in done.stderr
+    assert afile.read_text() == "mine"
+
+
+def test_sigterm_to_train_stops_the_trainer_as_ctrl_c_does(make_recipe, tmp_path):
+    """`kill` or `timeout` on `peft-advisor train`: the trainer (in its own session) checkpoints and
+    ends cancelled; it is not left running on its own."""
+    recipe = make_recipe("lora", **{"train.max_steps": 400, "train.save_every": 0, "train.eval_every": 0})
+    run_dir = tmp_path / "run"
+    parent = subprocess.Popen([sys.executable, "-m", "peft_advisor", "train", str(recipe), "--run-dir", str(run_dir)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_step(run_dir, 2)
+        child_pid = launch.read_run_json(run_dir)["pid"]
+        parent.terminate()
+        assert parent.wait(timeout=120) == ExitCode.INTERRUPTED, parent.stderr.read()
+    finally:
+        parent.kill()
+    events, _ = read_events(run_dir / "events.jsonl")
+    assert events[-1]["kind"] == "end" and events[-1]["status"] == "cancelled"
+    assert events[-2]["kind"] == "checkpoint"
+    assert not launch.trainer_alive(child_pid)
