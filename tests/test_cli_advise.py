@@ -51,12 +51,15 @@ def test_recommend_table_for_a_12_gib_card():
         (["recommend", "--priority", "fastest"], ExitCode.USAGE, "choose from"),
         (["recommend", "--methods", "lora,dorra"], ExitCode.UNKNOWN_METHOD, "did you mean dora"),
         (["recommend", "--strategy", "zero"], ExitCode.USAGE, "unknown strategy"),
+        (["recommend", "--vram", "12", "--bogus"], ExitCode.USAGE, "peft-advisor: recommend: unrecognized arguments: --bogus"),
+        (["estimate"], ExitCode.USAGE, "peft-advisor: estimate: the following arguments are required: --method"),
     ],
 )
 def test_bad_input_is_one_line_and_a_distinct_exit_code(args, code, words, capsys):
     assert main(args) == code
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and "Traceback" not in err
+    assert "peft-advisor: peft-advisor" not in err
 
 
 def test_unsupported_architecture_config(tmp_path, capsys):

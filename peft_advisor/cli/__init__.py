@@ -36,7 +36,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse prints usage plus an error; we keep its one-line error and exit code 2."""
 
     def error(self, message: str):  # noqa: D401
-        raise UserError(f"{self.prog}: {message}", ExitCode.USAGE)
+        where = self.prog.removeprefix("peft-advisor").strip()  # "train" for a subcommand's parser
+        raise UserError(f"{where}: {message}" if where else message, ExitCode.USAGE)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not argv:
             return _open_tui()
-        args = build_parser(argv[0]).parse_args(argv)
+        args = _parse(argv)
         if not getattr(args, "func", None):
             build_parser().print_help(sys.stderr)
             return ExitCode.USAGE
@@ -76,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:  # `peft-advisor matrix | head`
         return int(ExitCode.OK)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    try:
+        return build_parser(argv[0]).parse_args(argv)
+    except UserError as err:  # argparse reports a subcommand's extra arguments from the top parser
+        if argv[0] in COMMANDS and str(err).startswith("unrecognized arguments"):
+            raise UserError(f"{argv[0]}: {err}", err.code) from None
+        raise
 
 
 def _open_tui(**kwargs) -> int:
