@@ -52,6 +52,8 @@ def test_recommend_table_for_a_12_gib_card():
         (["recommend", "--methods", "lora,dorra"], ExitCode.UNKNOWN_METHOD, "did you mean dora"),
         (["recommend", "--strategy", "zero"], ExitCode.USAGE, "unknown strategy"),
         (["recommend", "--vram", "12", "--bogus"], ExitCode.USAGE, "peft-advisor: recommend: unrecognized arguments: --bogus"),
+        (["estimate", "--method", "lora", "--rank", "999999999"], ExitCode.USAGE, "--rank 999999999 is absurd"),
+        (["recommend", "--vram", "12", "--batch", "10000000"], ExitCode.USAGE, "--batch 10000000 is absurd"),
         (["estimate"], ExitCode.USAGE, "peft-advisor: estimate: the following arguments are required: --method"),
     ],
 )

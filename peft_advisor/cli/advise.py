@@ -113,12 +113,14 @@ def format_estimate(model: str, est: Estimate) -> str:
 
 
 def _check_shape(args) -> None:
-    for flag in ("seq", "batch", "rank"):
+    from peft_advisor.core.limits import MAX_BATCH, MAX_RANK, MAX_SEQ_LEN
+
+    for flag, ceiling in (("seq", MAX_SEQ_LEN), ("batch", MAX_BATCH), ("rank", MAX_RANK)):
         value = getattr(args, flag)
         if value < 1:
             raise UserError(f"--{flag} must be >= 1, got {value}", ExitCode.USAGE)
-    if args.seq > 1_048_576:
-        raise UserError(f"--seq {args.seq} is absurd (more than 1M tokens)", ExitCode.USAGE)
+        if value > ceiling:
+            raise UserError(f"--{flag} {value} is absurd (more than {ceiling:,})", ExitCode.USAGE)
     if args.gpus is not None and args.gpus < 1:
         raise UserError(f"--gpus must be >= 1, got {args.gpus}", ExitCode.USAGE)
 

@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.limits import MAX_BATCH, MAX_RANK, MAX_SEQ_LEN
 from peft_advisor.core.recipe_fields import (  # noqa: F401 (did_you_mean is re-exported)
     TARGET_PRESETS,
     _Bad,
@@ -96,7 +97,7 @@ class MethodSection:
 
     name: str = _f("lora", choices=methods)
     """full | lora | rslora | dora | loraplus | vera | galore | qlora"""
-    rank: int = _f(16, ge=1)
+    rank: int = _f(16, ge=1, le=MAX_RANK)
     """LoRA-family rank; higher: better fit, more memory, larger adapter"""
     alpha: int = _f(32, ge=1)
     """LoRA scale numerator: scale = alpha/rank (alpha/sqrt(rank) for rslora)"""
@@ -106,13 +107,13 @@ class MethodSection:
     """"all-linear" | "attention" | "mlp" | ["q_proj", ...]; more: better fit, more memory"""
     loraplus_lr_ratio: float = _f(16.0, ge=1)
     """loraplus: B matrices learn this many times faster than A"""
-    vera_rank: int = _f(256, ge=1)
+    vera_rank: int = _f(256, ge=1, le=MAX_RANK)
     """vera: rank of the shared frozen random projections"""
     vera_d_initial: float = _f(0.1, gt=0)
     """vera: initial value of the trainable scaling vector d"""
     vera_save_projection: bool = _f(True)
     """vera: store the projections in the adapter (larger file, reload needs no seed)"""
-    galore_rank: int = _f(128, ge=1)
+    galore_rank: int = _f(128, ge=1, le=MAX_RANK)
     """galore: rank of the gradient projection; higher: closer to AdamW, more memory"""
     galore_update_proj_gap: int = _f(200, ge=1)
     """galore: steps between SVDs of the gradients (each SVD costs time)"""
@@ -136,7 +137,7 @@ class DataSection:
     """optional, e.g. "Question: {instruction}\\nAnswer:"; plain {column} fields only"""
     eval_split: float | int = _f(0.1, parse=_as_split)
     """rows held out for eval: a fraction in [0, 0.5) or a row count"""
-    max_seq_len: int = _f(512, ge=1)
+    max_seq_len: int = _f(512, ge=1, le=MAX_SEQ_LEN)
     """tokens per example, longer ones are truncated; memory grows with it"""
     packing: bool = _f(False)
     """pack short examples into full-length rows: fewer pad tokens, faster"""
@@ -150,9 +151,9 @@ class TrainSection:
     """optimizer steps; 0 = run train.epochs instead"""
     epochs: float = _f(1.0, ge=0)
     """passes over the data, used when max_steps = 0"""
-    micro_batch: int = _f(4, ge=1)
+    micro_batch: int = _f(4, ge=1, le=MAX_BATCH)
     """examples per forward pass; memory grows with it"""
-    grad_accum: int = _f(1, ge=1)
+    grad_accum: int = _f(1, ge=1, le=MAX_BATCH)
     """micro-batches per optimizer step: effective batch = micro_batch * grad_accum"""
     lr: float = _f(2e-4, gt=0)
     """peak learning rate"""
@@ -502,7 +503,7 @@ def loads(text: str, source: str = "recipe.toml", allow_empty: bool = True) -> R
 def load(path) -> Recipe:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UserError(f"{path}: no such recipe file", ExitCode.BAD_RECIPE) from None
     except UnicodeDecodeError:

@@ -117,9 +117,10 @@ def _as_gpu_ids(value):
 _PARSERS = {int: _as_int, float: _as_float, bool: _as_bool, str: _as_str}
 
 
-def _f(default, *, ge=None, gt=None, lt=None, choices=None, nonempty=False, parse=None):
-    """A recipe field: its default and the checks on its value (choices may be a callable)."""
-    meta = {"ge": ge, "gt": gt, "lt": lt, "choices": choices, "nonempty": nonempty, "parse": parse}
+def _f(default, *, ge=None, gt=None, lt=None, le=None, choices=None, nonempty=False, parse=None):
+    """A recipe field: its default and the checks on its value (choices may be a callable).
+    `le` is a sanity ceiling (core.limits), named on its own when exceeded."""
+    meta = {"ge": ge, "gt": gt, "lt": lt, "le": le, "choices": choices, "nonempty": nonempty, "parse": parse}
     return field(default=default, metadata=meta)
 
 
@@ -128,6 +129,8 @@ def _check_range(value, meta) -> None:
     if meta["nonempty"] and not value.strip():
         raise _Bad("must not be empty")
     low_ok = (ge is None or value >= ge) and (gt is None or value > gt)
+    if low_ok and meta.get("le") is not None and value > meta["le"]:
+        raise _Bad(f"must be <= {_show(meta['le'])}, got {_show(value)}")
     if low_ok and (lt is None or value < lt):
         return
     low = f"[{_show(ge)}" if ge is not None else f"({_show(gt)}" if gt is not None else ""

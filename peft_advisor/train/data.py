@@ -107,8 +107,27 @@ def read_rows(path: str, base_dir: Path | None = None):
     except Exception as err:  # datasets wraps parse errors in many types; the message is what matters
         if isinstance(source, str):
             raise bad(f"{source!r} is not a local file or folder, nor a Hub dataset in the local cache") from None
-        raise bad(f"cannot read {source}: {first_line(err)}") from None
+        where = first_bad_json_line(source) if source.suffix.lower() == ".jsonl" else None
+        raise bad(f"{source}: {where}" if where else f"cannot read {source}: {first_line(err)}") from None
     return split_dict(loaded, source)
+
+
+def first_bad_json_line(path: Path) -> str | None:
+    """'line 7: not a JSON object (...)' for the first line of a JSON-lines file that is not one:
+    `datasets` only says that generating the dataset failed."""
+    import json
+
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                return f"line {number}, column {err.colno}: not valid JSON ({err.msg})"
+            if not isinstance(row, dict):
+                return f"line {number}: not a JSON object (a row is {{\"column\": value, ...}})"
+    return None
 
 
 def split_dict(loaded, source):

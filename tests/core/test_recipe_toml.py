@@ -305,6 +305,19 @@ def test_an_empty_file_is_not_a_recipe(tmp_path):
         assert info.value.code == ExitCode.BAD_RECIPE
 
 
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    (tmp_path / "r.toml").write_bytes(b"\xef\xbb\xbf" + b'[method]\nname = "vera"\n')  # as Windows editors save
+    assert rc.load(tmp_path / "r.toml").method.name == "vera"
+
+
+def test_shapes_have_sanity_ceilings():
+    with pytest.raises(UserError, match=r"^method\.rank: must be <= 65536, got 99999999999999999$"):
+        rc.updated(rc.Recipe(), {"method.rank": 99999999999999999})
+    with pytest.raises(UserError, match=r"^data\.max_seq_len: must be <= 1048576"):
+        rc.updated(rc.Recipe(), {"data.max_seq_len": 10**11})
+    assert rc.updated(rc.Recipe(), {"method.rank": 65536, "train.micro_batch": 65536}).method.rank == 65536
+
+
 def test_save_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "r.toml"
     path.write_text("mine", encoding="utf-8")

@@ -118,7 +118,11 @@ def test_malformed_json_is_a_user_error(tok, tmp_path):
     path.write_text('{"instruction": "a", "output": "b"}\n{not json\n')
     with pytest.raises(UserError) as err:
         data.prepare(cfg(path), tok, seed=0)
-    assert err.value.code == ExitCode.BAD_DATA and "cannot read" in str(err.value)
+    assert err.value.code == ExitCode.BAD_DATA and str(err.value).endswith(
+        "d.jsonl: line 2, column 2: not valid JSON (Expecting property name enclosed in double quotes)")
+    path.write_text('{"instruction": "a", "output": "b"}\n\n["a", "b"]\n')
+    with pytest.raises(UserError, match=r"d\.jsonl: line 3: not a JSON object"):
+        data.prepare(cfg(path), tok, seed=0)
 
 
 @pytest.mark.parametrize(
