@@ -287,9 +287,15 @@ def read_run_json(run_dir) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def valid_pid(pid) -> bool:
+    """A process id as the kernel hands out: run.json is a file anyone can edit, and os.kill reads
+    0 as 'my process group' and -1 as 'every process I may signal'."""
+    return isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31
+
+
 def trainer_alive(pid: int | None) -> bool:
     """Is `pid` a live (not zombie) trainer child? Checks /proc where there is one."""
-    if not pid:
+    if not valid_pid(pid):
         return False
     try:
         os.kill(pid, 0)
@@ -311,7 +317,7 @@ def trainer_alive(pid: int | None) -> bool:
 def stop(run_dir) -> bool:
     """SIGINT to the trainer recorded in run_dir/run.json; False when none is running."""
     pid = read_run_json(run_dir).get("pid")
-    if not isinstance(pid, int) or not trainer_alive(pid):
+    if not trainer_alive(pid):  # which also checks that it is a real pid
         return False
     os.kill(pid, signal.SIGINT)
     return True

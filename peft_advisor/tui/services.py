@@ -45,10 +45,10 @@ class Services:
 
 def run_pid(run_dir: Path) -> int | None:
     """The trainer's pid as the launcher recorded it in run.json, or None."""
-    from peft_advisor.launch import read_run_json
+    from peft_advisor.launch import read_run_json, valid_pid
 
     pid = read_run_json(run_dir).get("pid")
-    return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+    return pid if valid_pid(pid) else None
 
 
 def trainer_alive(pid: int | None) -> bool:

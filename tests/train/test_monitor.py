@@ -140,3 +140,17 @@ def test_parent_cli_never_imports_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("pid", [-1, 0, True, 2**64, "123", 1.5])
+def test_a_pid_that_is_not_a_process_id_is_never_signalled(pid, tmp_path, monkeypatch):
+    """run.json is a file anyone can edit: os.kill(-1, ...) would signal every process we may."""
+    import os
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"pid": pid}))
+    sent = []
+    monkeypatch.setattr(os, "kill", lambda *a: sent.append(a))
+    assert not launch.trainer_alive(pid) and not launch.stop(run)
+    assert sent == []
