@@ -12,12 +12,12 @@ import sys
 
 from peft_advisor.core.errors import ExitCode, UserError
 from peft_advisor.core.estimate import METHODS, Estimate, Settings
+from peft_advisor.core.limits import MAX_VRAM_GIB
 from peft_advisor.core.model_spec import load_model_spec
 from peft_advisor.core.units import GIB, fmt_bytes, fmt_count, fmt_file_bytes
 
 DEFAULT_MODEL = "llama-3.1-8b"
 """The model people fine-tune most; `--model` picks another preset, a folder or a config.json."""
-MAX_VRAM_GIB = 4096.0
 
 
 def register(sub) -> None:

@@ -387,10 +387,14 @@ def check_priority(priority: str) -> str:
 
 def adapter_budget_bytes(adapter_mb: float | None) -> int | None:
     """`--adapter-mb` counts 10^6 bytes, like file sizes on disk; 0 or None means no limit."""
+    from peft_advisor.core.limits import MAX_ADAPTER_MB
+
     if adapter_mb is None or adapter_mb == 0:
         return None
-    if adapter_mb < 0:
+    if not adapter_mb > 0:  # also NaN
         raise UserError(f"--adapter-mb must be positive, got {adapter_mb:g}", ExitCode.USAGE)
+    if adapter_mb > MAX_ADAPTER_MB:  # also inf
+        raise UserError(f"--adapter-mb {adapter_mb:g} is absurd (max {MAX_ADAPTER_MB:g})", ExitCode.USAGE)
     return int(adapter_mb * MB)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from textual.widgets import Input, Static
 from tui_support import make_app, wait_until
 
@@ -112,6 +113,21 @@ async def test_bad_input_says_why_and_keeps_the_last_table(workdir):
         error = app.screen.query_one("#input-error", Static)
         await wait_until(pilot, lambda: error.display and "unknown model" in str(error.content))
         assert len(rows(app)) == 8  # the previous advice stays until the input is good again
+
+
+@pytest.mark.parametrize("field, text, words", [
+    ("#in-vram", "nan", "must be positive"), ("#in-vram", "1e400", "VRAM GiB at most 4096"),
+    ("#in-vram", "99999999999", "VRAM GiB at most"), ("#in-adapter", "inf", "adapter MB at most"),
+    ("#in-adapter", "nan", "must be positive"), ("#in-batch", "99999999", "batch at most 65,536"),
+])
+async def test_numbers_that_are_not_budgets_say_so(field, text, words, workdir):
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(pilot, app, lambda i: i.model == "llama-3.1-8b")
+        await set_input(pilot, field, text)
+        error = app.screen.query_one("#input-error", Static)
+        await wait_until(pilot, lambda: error.display and words in str(error.content))
+        assert app.is_running and len(rows(app)) == 8
 
 
 async def test_enter_on_a_row_opens_its_recipe(workdir):

@@ -19,6 +19,7 @@ from textual.widgets import Footer, Input, Label, Static
 from textual.worker import WorkerState, get_current_worker
 
 from peft_advisor.core.errors import UserError
+from peft_advisor.core.limits import MAX_ADAPTER_MB, MAX_BATCH, MAX_SEQ_LEN, MAX_VRAM_GIB
 from peft_advisor.core.units import GIB, MB, bytes_to_gib, fmt_bytes
 from peft_advisor.tui.messages import GpusProbed, RecipeRequested
 from peft_advisor.tui.widgets.choice import Choice
@@ -197,8 +198,12 @@ class AdvisorScreen(Screen):
             return f"not a number: {str(err).split(': ', 1)[-1]}"
         if vram is None:  # with no GPU the notice above already asks for it
             return "" if self.probe_result is not None and not self.probe_result.gpus else "VRAM GiB: type a budget"
-        if vram <= 0 or seq < 1 or batch < 1 or (adapter is not None and adapter < 0):
+        if not (vram > 0) or seq < 1 or batch < 1 or (adapter is not None and not adapter >= 0):
             return "budgets, sequence length and batch must be positive"
+        if vram > MAX_VRAM_GIB or (adapter is not None and adapter > MAX_ADAPTER_MB):  # also inf
+            return f"VRAM GiB at most {MAX_VRAM_GIB:g}, adapter MB at most {MAX_ADAPTER_MB:g}"
+        if seq > MAX_SEQ_LEN or batch > MAX_BATCH:
+            return f"seq len at most {MAX_SEQ_LEN:,}, batch at most {MAX_BATCH:,}"
         priority = self.query_one("#in-priority", Choice).value
         gpu = self._gpu()
         if gpu is not None and not self.budget_typed:
