@@ -54,6 +54,8 @@ def test_recommend_table_for_a_12_gib_card():
         (["recommend", "--vram", "12", "--bogus"], ExitCode.USAGE, "peft-advisor: recommend: unrecognized arguments: --bogus"),
         (["estimate", "--method", "lora", "--rank", "999999999"], ExitCode.USAGE, "--rank 999999999 is absurd"),
         (["recommend", "--vram", "12", "--batch", "10000000"], ExitCode.USAGE, "--batch 10000000 is absurd"),
+        (["recommend", "--vram", "12", "--adapter-mb", "inf"], ExitCode.USAGE, "--adapter-mb inf is absurd"),
+        (["recommend", "--vram", "12", "--adapter-mb", "nan"], ExitCode.USAGE, "--adapter-mb must be positive"),
         (["estimate"], ExitCode.USAGE, "peft-advisor: estimate: the following arguments are required: --method"),
     ],
 )
