@@ -8,6 +8,7 @@ never imports torch: the training stack lives only in the child.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
@@ -206,7 +207,7 @@ def _show(events, summary: RunSummary, out) -> None:
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds):
         return "?"
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)

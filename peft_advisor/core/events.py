@@ -106,12 +106,28 @@ def _field_types(kind: str) -> dict[str, tuple[type, ...]]:
 _FIELD_TYPES = {kind: _field_types(kind) for kind in KINDS}
 
 
+_FINITE = frozenset({"t", "wall_s", "tokens_per_s", "epoch"})  # a NaN loss means something; a NaN time does not
+
+
 def _typed(event: Event) -> Event:
     """The event without the known fields whose value has the wrong type (a list for a count, a
-    string for a loss): a hand-edited or foreign file must not break a watcher."""
+    string for a loss), or is not finite where only a finite number makes sense (a time): a
+    hand-edited or foreign file must not break a watcher."""
     types = _FIELD_TYPES.get(event["kind"], {})
-    return {k: v for k, v in event.items()
-            if k not in types or (isinstance(v, types[k]) and not isinstance(v, bool))}
+
+    def ok(k, v) -> bool:
+        if k not in types:
+            return True
+        good = isinstance(v, types[k]) and not isinstance(v, bool)
+        return good and (k not in _FINITE or math.isfinite(v))
+
+    return {k: v for k, v in event.items() if ok(k, v)}
+
+
+def finite_points(series: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The points a plot can draw: a NaN or infinite loss stays in the summary (and is shown as
+    such) but has no place on an axis."""
+    return [(step, value) for step, value in series if math.isfinite(value)]
 
 
 def make_event(kind: str, *, t: float | None = None, **fields) -> Event:

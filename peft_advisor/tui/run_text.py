@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from peft_advisor.core.events import RunSummary
 from peft_advisor.core.units import fmt_bytes, fmt_file_bytes
 
@@ -33,7 +35,7 @@ def downsample(points: list[tuple[int, float]], limit: int) -> tuple[list[float]
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds):
         return "—"
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)

@@ -200,3 +200,25 @@ async def test_a_nan_loss_is_shown_not_fatal(workdir):
         await pilot.pause(0.4)  # the plot redraws on its own timer
         assert screen.query_one(MetricPanel).value_of("loss") == "nan"
         assert app.is_running
+
+
+async def test_a_diverging_run_and_odd_times_do_not_break_the_screens(workdir):
+    """An infinite loss (a run that diverged), then NaN: the monitor and the runs screen draw what
+    they can; a non-finite time in a hand-edited file is dropped when read."""
+    run = workdir / "runs" / "demo-inf"
+    run.mkdir()
+    events, _ = read_events(workdir / "runs" / "demo-lora" / "events.jsonl")
+    events = [e for e in events if e["kind"] != "end"]
+    steps = [e for e in events if e["kind"] == "step"]
+    steps[-2]["loss"], steps[-1]["loss"], events[0]["t"] = float("inf"), float("nan"), float("inf")
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    app = make_app(monitor="runs/demo-inf")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: len(screen.view.losses) == len(steps))
+        await pilot.pause(0.4)
+        assert screen.query_one(MetricPanel).value_of("loss") == "nan" and app.is_running
+        await pilot.press("f5")  # the runs screen plots the highlighted run's losses
+        await wait_until(pilot, lambda: app.current_mode == "runs")
+        await pilot.pause(0.5)
+        assert app.is_running

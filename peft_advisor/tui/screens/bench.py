@@ -7,7 +7,6 @@ the screen and the file cannot disagree. bench.json is small (a few KB), so it i
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual_plotext import PlotextPlot
 
 from peft_advisor.core import bench
+from peft_advisor.core.events import finite_points
 from peft_advisor.tui.run_index import load_bench
 from peft_advisor.tui.widgets.nav_bar import NavBar
 
@@ -45,7 +45,7 @@ def draw_curves(plot: PlotextPlot, title: str, rows: list[bench.Row], legend: bo
     plt.xlabel("step")
     plotted = []
     for row in rows:
-        points = [(s, v) for s, v in row.losses if math.isfinite(v)]
+        points = finite_points(row.losses)
         if points:
             xs, ys = zip(*points[-2000:])
             color = COLORS[len(plotted) % len(COLORS)]

@@ -23,7 +23,7 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
-from peft_advisor.core.events import EventTail, RunSummary
+from peft_advisor.core.events import EventTail, RunSummary, finite_points
 from peft_advisor.core.units import fmt_bytes
 from peft_advisor.tui.messages import GpusProbed, TrainingEnded, TrainingEventsReceived
 from peft_advisor.tui.run_text import downsample, escape, fmt, fmt_duration, summary_text
@@ -217,11 +217,12 @@ class MonitorScreen(Screen):
         plt.title("loss")
         plt.xlabel("step")
         width = max(10, plot.size.width)
-        if self.view.losses:
-            xs, ys = downsample(self.view.losses, min(PLOT_POINTS, 2 * width))
+        losses, evals = finite_points(self.view.losses), finite_points(self.view.eval_losses)
+        if losses:
+            xs, ys = downsample(losses, min(PLOT_POINTS, 2 * width))
             plt.plot(xs, ys, label="train", marker="hd")
-        if self.view.eval_losses:
-            xs, ys = zip(*self.view.eval_losses)
+        if evals:
+            xs, ys = zip(*evals)
             plt.scatter(list(xs), list(ys), label="eval", marker="●")
         plot.refresh()
 

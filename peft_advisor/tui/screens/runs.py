@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import WorkerState
 from textual_plotext import PlotextPlot
 
+from peft_advisor.core.events import finite_points
 from peft_advisor.core.units import fmt_bytes, fmt_file_bytes
 from peft_advisor.tui.messages import MonitorRequested
 from peft_advisor.tui.run_index import BenchInfo, RunInfo, scan_benches, scan_runs
@@ -191,7 +192,7 @@ class RunsScreen(Screen):
         plt.xlabel("step")
         self.plotted = [Path(k).name for k in keys]
         for key in keys:
-            losses = self.runs[key].summary.losses
+            losses = finite_points(self.runs[key].summary.losses)
             if losses:
                 xs, ys = zip(*losses[-2000:])
                 plt.plot(list(xs), list(ys), label=Path(key).name, marker="hd")

@@ -7,6 +7,7 @@ the monitor sets `rows` ("attributes down").
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from textual.content import Content
@@ -18,7 +19,7 @@ SPARKS = "▁▂▃▄▅▆▇█"
 
 def sparkline(values: list[float], width: int) -> str:
     """The last `width` values as block characters scaled between their min and max."""
-    values = [v for v in values if v == v][-width:]  # drop NaN
+    values = [v for v in values if math.isfinite(v)][-width:]  # a NaN or inf loss has no height
     if not values:
         return ""
     low, high = min(values), max(values)
