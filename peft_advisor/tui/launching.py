@@ -32,7 +32,10 @@ def with_estimate(recipe: rc.Recipe) -> rc.Recipe:
 
 def launch_recipe(services, recipe: rc.Recipe):
     """Save the recipe beside its run folder and start the trainer; returns (run_dir, launched)."""
-    run_dir = Path(recipe.output.dir).expanduser()
+    try:
+        run_dir = Path(recipe.output.dir).expanduser()
+    except RuntimeError:  # ~someone, with no such user
+        raise UserError(f"output.dir: {recipe.output.dir}: no such user's home folder", ExitCode.USAGE) from None
     if run_dir.exists():
         raise UserError(f"output.dir: {run_dir} exists already; choose another output dir", ExitCode.EXISTS)
     recipe = with_estimate(recipe)

@@ -118,3 +118,29 @@ async def test_launch_starts_the_trainer_and_opens_the_monitor(workdir, launcher
         await pilot.press("f3")
         await pilot.press("ctrl+r")  # the same folder again: refused, said where
         assert "runs/from-ui exists already" in message(app.screen)
+
+
+async def test_odd_file_names_are_one_message_each(workdir):
+    """A folder, an empty file, a home folder of no such user, a name that looks like markup."""
+    from peft_advisor.tui.screens.confirm import ConfirmScreen
+
+    Path("a-folder").mkdir()
+    Path("empty.toml").write_text("")
+    Path("[/x]").write_text("mine")  # `[/x]` shown with markup would be a closing tag
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f3")
+        screen = app.screen
+        for name, key, words in (("a-folder", "ctrl+s", "a-folder: is a folder; give a file name"),
+                                 ("empty.toml", "ctrl+o", "empty recipe (no keys)"),
+                                 ("~nosuchuser-x9/r.toml", "ctrl+s", "no such user's home folder")):
+            await type_into(pilot, "#file-path", name)
+            await pilot.press(key)
+            await pilot.pause(0.05)
+            assert words in message(screen), name
+        await type_into(pilot, "#file-path", "[/x]")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await pilot.pause(0.05)
+        assert app.is_running and Path("[/x]").read_text() == "mine"

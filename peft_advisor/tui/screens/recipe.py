@@ -182,11 +182,18 @@ class RecipeScreen(Screen):
         if not text:
             self._file_message("type a file name first", error=True)
             return None
-        return Path(text).expanduser()
+        try:
+            return Path(text).expanduser()
+        except RuntimeError:  # ~someone, with no such user
+            self._file_message(f"{text}: no such user's home folder", error=True)
+            return None
 
     def action_export(self) -> None:
         path = self._path()
         if path is None or not self._check_fields():
+            return
+        if path.is_dir():
+            self._file_message(f"{path}: is a folder; give a file name for the recipe", error=True)
             return
         if path.exists():
             from peft_advisor.tui.screens.confirm import ConfirmScreen
@@ -208,7 +215,7 @@ class RecipeScreen(Screen):
         if path is None:
             return
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # as rc.load: a byte-order mark is read past
         except (OSError, UnicodeDecodeError) as err:
             self._file_message(f"{path}: cannot read: {getattr(err, 'strerror', None) or err}", error=True)
             return
@@ -218,7 +225,12 @@ class RecipeScreen(Screen):
             more = f"\n… and {len(found) - 8} more" if len(found) > 8 else ""
             self._file_message(f"not imported, nothing changed:\n{listed}{more}", error=True)
             return
-        self.set_recipe(rc.loads(text, source=str(path)), file_path=str(path))
+        try:
+            recipe = rc.loads(text, source=str(path), allow_empty=False)
+        except UserError as err:  # an empty file
+            self._file_message(f"not imported, nothing changed: {err}", error=True)
+            return
+        self.set_recipe(recipe, file_path=str(path))
         self._file_message(f"imported {path}")
 
     def action_launch(self) -> None:

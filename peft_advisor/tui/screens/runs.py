@@ -12,6 +12,7 @@ from pathlib import Path
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import WorkerState
@@ -63,7 +64,8 @@ class RunsScreen(Screen):
 
     def action_rescan(self) -> None:
         root = self.app.services.output_root
-        self.query_one("#runs-root", Static).update(f"Runs under [b]{root}[/b] · Enter opens · Space marks · c compares")
+        self.query_one("#runs-root", Static).update(
+            Content.from_markup("Runs under [b]$root[/b] · Enter opens · Space marks · c compares", root=str(root)))
         self._scan(Path(root))
 
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False, description="read run folders")
@@ -91,9 +93,9 @@ class RunsScreen(Screen):
         for run in runs:
             table.add_row(*self._cells(run), key=str(run.path))
         if not runs and not benches:
-            self.query_one("#runs-root", Static).update(
-                f"No runs under [b]{self.app.services.output_root}[/b] yet: launch one from the Recipe screen (F3)."
-            )
+            self.query_one("#runs-root", Static).update(Content.from_markup(
+                "No runs under [b]$root[/b] yet: launch one from the Recipe screen (F3).",
+                root=str(self.app.services.output_root)))
         if current in self.runs or current in self.benches:
             table.move_cursor(row=table.get_row_index(current))
         self._draw()
