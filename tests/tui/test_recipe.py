@@ -126,7 +126,8 @@ async def test_odd_file_names_are_one_message_each(workdir):
 
     Path("a-folder").mkdir()
     Path("empty.toml").write_text("")
-    Path("[/x]").write_text("mine")  # `[/x]` shown with markup would be a closing tag
+    Path("[").mkdir()
+    Path("[/x]").write_text("mine")  # the file x] in the folder [; `[/x]` as markup is a closing tag
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("f3")
