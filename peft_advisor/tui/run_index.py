@@ -52,7 +52,11 @@ def scan_runs(root: Path) -> list[RunInfo]:
 
 
 def read_run(path: Path) -> RunInfo:
-    summary = summarize(read_events(path / "events.jsonl")[0])
+    try:
+        events = read_events(path / "events.jsonl")[0]
+    except OSError:  # unreadable, or a folder in its place: the run is still listed
+        events = []
+    summary = summarize(events)
     mtimes = [(path / m).stat().st_mtime for m in MARKERS if (path / m).exists()]
     return RunInfo(
         path=path,

@@ -222,3 +222,19 @@ async def test_a_diverging_run_and_odd_times_do_not_break_the_screens(workdir):
         await wait_until(pilot, lambda: app.current_mode == "runs")
         await pilot.pause(0.5)
         assert app.is_running
+
+
+async def test_an_unreadable_events_file_is_said_and_the_run_still_listed(workdir):
+    run = workdir / "runs" / "demo-odd"
+    (run / "events.jsonl").mkdir(parents=True)  # unreadable as a file, whoever runs the test
+    (run / "run.json").write_text(json.dumps({"pid": -1}))
+    app = make_app(monitor="runs/demo-odd")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.exit_note is not None)
+        assert "cannot read events.jsonl: Is a directory" in screen.exit_note
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: app.current_mode == "runs")
+        table = app.screen.query_one("#runs-table")
+        await wait_until(pilot, lambda: table.row_count >= 4)
+        assert app.is_running

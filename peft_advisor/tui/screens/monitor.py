@@ -107,7 +107,11 @@ class MonitorScreen(Screen):
         seen_end = False
         while not worker.is_cancelled:
             alive, returncode = _process_state(run_dir, launched)
-            batch, lines = events.poll(final=not alive), log.poll()
+            try:
+                batch, lines = events.poll(final=not alive), log.poll()
+            except OSError as err:  # events.jsonl unreadable, or a folder in its place
+                self.post_message(TrainingEnded(run_dir, returncode, f"cannot read events.jsonl: {err.strerror or err}"))
+                return
             if batch or lines:
                 self.post_message(TrainingEventsReceived(run_dir, batch, lines))
             seen_end = seen_end or any(e.get("kind") == "end" for e in batch)
