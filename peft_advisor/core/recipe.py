@@ -167,7 +167,7 @@ class TrainSection:
     """gradient clipping norm; 0 = no clipping"""
     grad_ckpt: bool = _f(False)
     """recompute activations in backward: much less memory, ~30% slower"""
-    seed: int = _f(42, ge=0)
+    seed: int = _f(42, ge=0, le=2**32 - 1)
     """random seed for data order and adapter init"""
     eval_every: int = _f(50, ge=0)
     """steps between evals; 0 = only at the end"""

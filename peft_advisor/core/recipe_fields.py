@@ -44,6 +44,8 @@ def _show(value) -> str:
 def _as_int(value):
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Bad(f"expected an integer, got {_show(value)}")
+    if not -(2**63) <= value < 2**63:  # TOML's integers are 64-bit: it could not be written back
+        raise _Bad(f"too large for a recipe (64-bit integers), got {_show(value)}")
     return value
 
 

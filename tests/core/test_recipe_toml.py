@@ -316,6 +316,10 @@ def test_shapes_have_sanity_ceilings():
     with pytest.raises(UserError, match=r"^data\.max_seq_len: must be <= 1048576"):
         rc.updated(rc.Recipe(), {"data.max_seq_len": 10**11})
     assert rc.updated(rc.Recipe(), {"method.rank": 65536, "train.micro_batch": 65536}).method.rank == 65536
+    with pytest.raises(UserError, match=r"^train\.max_steps: too large for a recipe \(64-bit integers\)"):
+        rc.updated(rc.Recipe(), {"train.max_steps": 10**23})
+    with pytest.raises(UserError, match=r"^train\.seed: must be <= 4294967295"):  # numpy's seed range
+        rc.updated(rc.Recipe(), {"train.seed": 2**32})
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):
