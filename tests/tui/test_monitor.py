@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -238,3 +240,12 @@ async def test_an_unreadable_events_file_is_said_and_the_run_still_listed(workdi
         table = app.screen.query_one("#runs-table")
         await wait_until(pilot, lambda: table.row_count >= 4)
         assert app.is_running
+
+
+@pytest.mark.parametrize("where, words", [("runs/nope", "no such run folder"), ("runs", "not a run folder")])
+async def test_monitor_on_a_folder_that_is_not_a_run_says_so(where, words, workdir):
+    app = make_app(monitor=where)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.exit_note is not None)
+        assert words in screen.exit_note

@@ -308,5 +308,9 @@ def _death_note(run_dir: Path, launched, returncode: int | None, log: TextTail) 
         reason = failure_message(log.text())  # setup failed: the run folder was never made
         shutil.rmtree(launched.staging_dir, ignore_errors=True)
         return f"not started (exit code {returncode}): {reason}"
+    if launched is None and not run_dir.is_dir():
+        return f"{run_dir}: no such run folder"
+    if launched is None and not (run_dir / "events.jsonl").exists() and not (run_dir / "run.json").exists():
+        return f"{run_dir}: not a run folder (no events.jsonl or run.json)"
     code = f"with exit code {returncode}" if returncode is not None else "(exit code unknown: not started by this UI)"
     return f"the trainer is gone {code} and wrote no end event; see the log below"
