@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 from pathlib import Path
 
+import pytest
 from tui_support import FakeLauncher, make_app, wait_until
 from textual.widgets import Static
 
