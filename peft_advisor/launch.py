@@ -28,6 +28,7 @@ from pathlib import Path
 
 from peft_advisor.core import recipe as rc
 from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.sources import check_sources
 
 STAGING_ENV = "PEFT_ADVISOR_STAGING"  # read by peft_advisor/train/run.py
 SETUP_EXIT_FILE = "setup_exit_code"  # written there by peft_advisor/train/run.py
@@ -103,6 +104,8 @@ def child_argv_env(recipe_path, run_dir, resume: bool = False, node_rank: int | 
     recipe = rc.load(recipe_path)
     if node_rank is not None:
         recipe = rc.updated(recipe, {"distributed.node_rank": node_rank})
+    # a local model folder or data file that is not there: said now, not after the child's imports
+    check_sources(recipe.model.id, recipe.data.path, Path(recipe_path).parent)
     d = recipe.distributed
     if d.strategy == "fsdp" and not d.fsdp_version and recipe.method.name == "qlora":
         d = replace(d, fsdp_version=1)  # as the trainer decides (train/dist.py fsdp_version)

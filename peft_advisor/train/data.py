@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.sources import local_data
 
-FILE_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+FILE_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}  # as core.sources.DATA_SUFFIXES
 REQUIRED = {
     "instruction": ("instruction", "output"),
     "chat": ("messages",),
@@ -67,16 +68,8 @@ def resolve_path(path: str, base_dir: Path | None) -> str | Path:
         from peft_advisor.train.demo import demo_data_path
 
         return demo_data_path()
-    candidates = [Path(path).expanduser()]
-    if base_dir is not None and not Path(path).is_absolute():
-        candidates.append(base_dir / path)
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    looks_local = Path(path).suffix.lower() in FILE_LOADERS or path.startswith((".", "/", "~")) or "\\" in path
-    if looks_local or path.count("/") > 1:
-        raise bad(f"no such file or folder: {path}")
-    return path
+    local = local_data(path, base_dir)
+    return path if local is None else local
 
 
 def read_rows(path: str, base_dir: Path | None = None):

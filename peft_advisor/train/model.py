@@ -8,10 +8,10 @@ loaded is one `UserError(UNKNOWN_MODEL)` line, raised before the run folder exis
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from peft_advisor.core import recipe as recipes
 from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.sources import local_model
 
 
 def resolve_model(model_id: str) -> str:
@@ -22,18 +22,14 @@ def resolve_model(model_id: str) -> str:
         from peft_advisor.train.demo import ensure_demo_model
 
         return str(ensure_demo_model())
-    path = Path(model_id).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(f"model.id: {model_id}: folder has no config.json", ExitCode.UNKNOWN_MODEL)
-        return str(path)
+    folder = local_model(model_id)  # a folder wins over a preset of the same name
+    if folder is not None:
+        return str(folder)
     if model_id.lower() in preset_ids():
         hf_id = load_preset(model_id.lower()).hf_id
         if not hf_id:
             raise UserError(f"model.id: preset {model_id} names no Hub model to load", ExitCode.UNKNOWN_MODEL)
         return hf_id
-    if model_id.startswith((".", "/", "~")):
-        raise UserError(f"model.id: no such folder: {model_id}", ExitCode.UNKNOWN_MODEL)
     return model_id
 
 

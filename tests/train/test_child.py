@@ -164,3 +164,19 @@ def test_sigterm_to_train_stops_the_trainer_as_ctrl_c_does(make_recipe, tmp_path
     assert events[-1]["kind"] == "end" and events[-1]["status"] == "cancelled"
     assert events[-2]["kind"] == "checkpoint"
     assert not launch.trainer_alive(child_pid)
+
+
+@pytest.mark.parametrize("changes, code, words", [
+    ({"data.path": "missing/rows.jsonl"}, ExitCode.BAD_DATA, "data: no such file or folder: missing/rows.jsonl"),
+    ({"model.id": "./no-such-model"}, ExitCode.UNKNOWN_MODEL, "model.id: no such folder: ./no-such-model"),
+])
+def test_a_missing_local_model_or_data_is_refused_before_any_child(changes, code, words, make_recipe, tmp_path,
+                                                                    monkeypatch):
+    """Said by the launcher in a moment, not after the trainer's imports; no process, no folder."""
+    started = []
+    monkeypatch.setattr(launch.subprocess, "Popen", lambda *a, **k: started.append(a))
+    recipe = make_recipe(**changes)
+    with pytest.raises(launch.UserError) as err:
+        launch.start(recipe, tmp_path / "runs" / "x")
+    assert err.value.code == code and str(err.value) == words
+    assert started == [] and not (tmp_path / "runs").exists()

@@ -150,3 +150,9 @@ def test_demo_data_is_reproducible(tmp_path, monkeypatch):
     rows = [json.loads(line) for line in shipped.read_text().splitlines()]
     assert len(rows) == 2000 and all(set(r) == {"instruction", "input", "output"} for r in rows)
     assert all(data.answer_key(r["output"]).isdigit() for r in rows)
+
+
+def test_every_file_the_trainer_reads_is_known_to_the_launchers_check():
+    from peft_advisor.core.sources import DATA_SUFFIXES
+
+    assert set(data.FILE_LOADERS) == set(DATA_SUFFIXES)

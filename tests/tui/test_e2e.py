@@ -71,7 +71,8 @@ async def test_launch_the_real_trainer_and_watch_it_to_the_end(tiny_recipe):
 
 
 async def test_a_run_that_fails_setup_shows_the_trainers_reason(workdir):
-    recipe = rc.updated(rc.Recipe(), {"data.path": str(workdir / "missing.jsonl"), "output.dir": "runs/bad"})
+    (workdir / "odd.jsonl").write_text('{"question": "1+1"}\n')  # columns only the trainer's data reader judges
+    recipe = rc.updated(rc.Recipe(), {"data.path": str(workdir / "odd.jsonl"), "output.dir": "runs/bad"})
     path = rc.save(recipe, workdir / "bad-data.toml")
     app = make_app(gpu=False)
     real = Services()
@@ -84,6 +85,22 @@ async def test_a_run_that_fails_setup_shows_the_trainers_reason(workdir):
         monitor = app.screen
         await wait_until(pilot, lambda: monitor.exit_note is not None, timeout=120)
         assert monitor.exit_note.startswith("not started (exit code 8)")  # ExitCode.BAD_DATA
-        assert "missing.jsonl" in monitor.exit_note
+        assert "question" in monitor.exit_note
         assert not (workdir / "runs" / "bad").exists()
         assert not [p for p in (workdir / "runs").iterdir() if p.name.startswith(".bad")]  # staging removed
+
+
+async def test_a_missing_data_file_is_said_on_the_recipe_screen_at_once(workdir):
+    recipe = rc.updated(rc.Recipe(), {"data.path": str(workdir / "missing.jsonl"), "output.dir": "runs/bad"})
+    path = rc.save(recipe, workdir / "bad-data.toml")
+    app = make_app(gpu=False)
+    real = Services()
+    app.services.start_run, app.services.stop_run = real.start_run, real.stop_run
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f3")
+        app.screen.query_one("#file-path", Input).value = str(path)
+        await pilot.press("ctrl+o", "ctrl+r")
+        await pilot.pause(0.1)
+        message = str(app.screen.query_one("#file-message").content)
+        assert app.current_mode == "recipe" and "data: no such file or folder" in message and "missing.jsonl" in message
+        assert not (workdir / "runs" / "bad").exists()
