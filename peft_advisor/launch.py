@@ -254,7 +254,7 @@ def discard_staging(launched: Launched) -> None:
 
 
 def _setup_exit_code(launched: Launched, code: int) -> int:
-    """torchrun exits 1 when a rank fails; rank 0 left the real code in the staging folder."""
+    """torchrun exits 1 when a rank fails; the first rank to fail left the real code in the staging folder."""
     if launched.staging_dir is None:
         return code
     try:

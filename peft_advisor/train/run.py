@@ -38,10 +38,22 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def record_setup_exit(code: int) -> None:
-    """Under torchrun a failed setup exits 1 whatever the rank said; rank 0 leaves its code for the launcher."""
+    """Under torchrun a failed setup exits 1 whatever the rank said; the first rank to fail leaves
+    its code for the launcher. Any rank, not only rank 0: torchrun ends the others as soon as one
+    exits, so rank 0 may be killed before it gets to write. The first writer wins (later failures
+    can be knock-on ones), and the file appears whole (a per-rank temp file, then a hard link)."""
     staging = os.environ.get(STAGING_ENV)
-    if staging and os.environ.get("RANK", "0") == "0" and Path(staging).is_dir():
-        (Path(staging) / SETUP_EXIT_FILE).write_text(f"{int(code)}\n", encoding="utf-8")
+    if not staging or not Path(staging).is_dir():
+        return
+    final = Path(staging) / SETUP_EXIT_FILE
+    tmp = final.with_name(f".{SETUP_EXIT_FILE}.{os.environ.get('RANK', '0')}.tmp")
+    try:
+        tmp.write_text(f"{int(code)}\n", encoding="utf-8")
+        os.link(tmp, final)  # fails if a rank wrote first
+    except OSError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:

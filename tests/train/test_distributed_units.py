@@ -12,6 +12,7 @@ import pytest
 from peft_advisor import launch
 from peft_advisor.cli import main
 from peft_advisor.core import recipe as rc
+from peft_advisor.core.errors import ExitCode
 from peft_advisor.core.events import summarize
 
 PY = sys.executable
@@ -83,8 +84,8 @@ def test_environment_and_port(tmp_path):
     assert argv[:3] == [PY, "-m", "peft_advisor.train"] and env == {"CUDA_VISIBLE_DEVICES": "3"}
 
 
-def test_a_failed_setup_keeps_rank_0s_exit_code(tmp_path):
-    """torchrun exits 1 whatever its ranks returned; rank 0 left its code in the staging folder."""
+def test_a_failed_setup_keeps_the_ranks_exit_code(tmp_path):
+    """torchrun exits 1 whatever its ranks returned; the first failing rank left its code in the staging folder."""
     staging = tmp_path / ".run.x.starting"
     staging.mkdir()
     fake = SimpleNamespace(staging_dir=staging)
@@ -159,10 +160,21 @@ def test_a_multi_gpu_run_is_not_kept_as_one_gpu_calibration(tmp_path):
 
 
 def test_node_rank_flag_is_checked_like_the_recipe(tmp_path, capsys):
-    from peft_advisor.core.errors import ExitCode
-
     path = rc.save(rc.updated(rc.Recipe(), {"distributed.nnodes": 2, "distributed.master_addr": "10.0.0.1"}),
                    tmp_path / "r.toml")
     assert main(["train", str(path), "--run-dir", str(tmp_path / "run"), "--node-rank", "2"]) == ExitCode.BAD_RECIPE
     assert "distributed.node_rank: must be < distributed.nnodes = 2" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_first_rank_to_fail_setup_leaves_the_exit_code(tmp_path, monkeypatch):
+    """torchrun kills the other ranks as soon as one exits: any rank writes, the first one wins."""
+    from peft_advisor.train.run import record_setup_exit
+
+    monkeypatch.setenv("PEFT_ADVISOR_STAGING", str(tmp_path))
+    monkeypatch.setenv("RANK", "1")
+    record_setup_exit(ExitCode.NO_GPU)
+    monkeypatch.setenv("RANK", "0")
+    record_setup_exit(ExitCode.TRAIN_FAILED)  # a knock-on failure, later
+    assert (tmp_path / launch.SETUP_EXIT_FILE).read_text() == "5\n"
+    assert [p.name for p in tmp_path.iterdir()] == [launch.SETUP_EXIT_FILE]
