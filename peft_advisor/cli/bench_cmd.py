@@ -43,7 +43,7 @@ def register(sub) -> None:
                                      "also galore-8bit, galore-layerwise)")
     p.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps per method (default: the recipe's, at most {bench.DEFAULT_STEPS})")
     p.add_argument("--time-budget", type=float, metavar="MIN", help="minutes of training in all, split evenly over the methods")
-    p.add_argument("--out", metavar="DIR", help="bench folder (default: runs/bench-<timestamp>)")
+    p.add_argument("--out", metavar="DIR", help="bench folder, new or empty (default: runs/bench-<timestamp>)")
     p.add_argument("--force", action="store_true", help="reuse an existing bench folder, replacing its runs")
     p.add_argument("--tui", action="store_true", help="show the table and every loss curve in the terminal UI "
                                                       "when done (RECIPE a bench folder: show it, run nothing)")
