@@ -232,8 +232,8 @@ def format_event(e: dict, s: RunSummary) -> str | None:
         unit = "processes" if s.device == "cpu" else "GPUs"
         gpus = f", {s.gpus} {unit} {(s.strategy or '').upper()}, global batch {s.global_batch}" if several else ""
         return (
-            f"start  {s.method} on {s.model} ({s.device}{gpus}): {fmt_count(s.trainable_params)} trainable of "
-            f"{fmt_count(s.total_params)} params, {s.total_steps} steps{resumed}{est}"
+            f"start  {s.method or '?'} on {s.model or '?'} ({s.device or '?'}{gpus}): {fmt_count(s.trainable_params)} "
+            f"trainable of {fmt_count(s.total_params)} params, {s.total_steps or '?'} steps{resumed}{est}"
         )
     if kind == "step":
         total = s.total_steps or "?"

@@ -119,6 +119,8 @@ def _typed(event: Event) -> Event:
         if k not in types:
             return True
         good = isinstance(v, types[k]) and not isinstance(v, bool)
+        if good and k == "eval_accuracy":
+            return 0 <= v <= 1  # a fraction (shown as a percentage)
         return good and (k not in _FINITE or math.isfinite(v))
 
     return {k: v for k, v in event.items() if ok(k, v)}

@@ -73,11 +73,13 @@ def test_monitor_drops_fields_of_the_wrong_type(tmp_path, capsys):
                                    "mem_peak_bytes": "big", "mem_peak_bytes_by_rank": [1, "x"]}) + "\n")
         f.write(json.dumps({"v": 1, "kind": "checkpoint", "t": 121.0, "path": "checkpoint-5", "adapter_bytes": "big"})
                 + "\n")
+        f.write(json.dumps({"v": 1, "kind": "eval", "t": 122.0, "step": 5, "eval_loss": 0.4, "eval_accuracy": 5}) + "\n")
     assert main(["monitor", str(tmp_path / "run")]) == 0
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     assert any(line.startswith("step     5/4") and "loss —" in line for line in captured.out.splitlines())
     assert "saved  checkpoint-5 (" in captured.out
+    assert "eval   step 5  eval_loss 0.4000\n" in captured.out  # an accuracy of 500 % is no accuracy
 
 
 def test_monitor_bad_poll_and_unreadable_events_are_one_line(tmp_path, capsys):
