@@ -70,17 +70,27 @@ async def test_launch_the_real_trainer_and_watch_it_to_the_end(tiny_recipe):
         await wait_until(pilot, lambda: "run ended ok" in monitor.query_one("#log").text(), timeout=10)
 
 
-async def test_a_run_that_fails_setup_shows_the_trainers_reason(workdir):
-    (workdir / "odd.jsonl").write_text('{"question": "1+1"}\n')  # columns only the trainer's data reader judges
-    recipe = rc.updated(rc.Recipe(), {"data.path": str(workdir / "odd.jsonl"), "output.dir": "runs/bad"})
+def app_with_real_launcher(workdir, data_path):
+    """An app that really starts the trainer, and a recipe file (for the given data) to import."""
+    recipe = rc.updated(rc.Recipe(), {"data.path": str(data_path), "output.dir": "runs/bad"})
     path = rc.save(recipe, workdir / "bad-data.toml")
     app = make_app(gpu=False)
     real = Services()
     app.services.start_run, app.services.stop_run = real.start_run, real.stop_run
+    return app, path
+
+
+async def import_and_launch(pilot, path) -> None:
+    await pilot.press("f3")
+    pilot.app.screen.query_one("#file-path", Input).value = str(path)
+    await pilot.press("ctrl+o", "ctrl+r")
+
+
+async def test_a_run_that_fails_setup_shows_the_trainers_reason(workdir):
+    (workdir / "odd.jsonl").write_text('{"question": "1+1"}\n')  # columns only the trainer's data reader judges
+    app, path = app_with_real_launcher(workdir, workdir / "odd.jsonl")
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f3")
-        app.screen.query_one("#file-path", Input).value = str(path)
-        await pilot.press("ctrl+o", "ctrl+r")
+        await import_and_launch(pilot, path)
         await wait_until(pilot, lambda: app.current_mode == "monitor")
         monitor = app.screen
         await wait_until(pilot, lambda: monitor.exit_note is not None, timeout=120)
@@ -91,15 +101,9 @@ async def test_a_run_that_fails_setup_shows_the_trainers_reason(workdir):
 
 
 async def test_a_missing_data_file_is_said_on_the_recipe_screen_at_once(workdir):
-    recipe = rc.updated(rc.Recipe(), {"data.path": str(workdir / "missing.jsonl"), "output.dir": "runs/bad"})
-    path = rc.save(recipe, workdir / "bad-data.toml")
-    app = make_app(gpu=False)
-    real = Services()
-    app.services.start_run, app.services.stop_run = real.start_run, real.stop_run
+    app, path = app_with_real_launcher(workdir, workdir / "missing.jsonl")
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f3")
-        app.screen.query_one("#file-path", Input).value = str(path)
-        await pilot.press("ctrl+o", "ctrl+r")
+        await import_and_launch(pilot, path)
         await pilot.pause(0.1)
         message = str(app.screen.query_one("#file-message").content)
         assert app.current_mode == "recipe" and "data: no such file or folder" in message and "missing.jsonl" in message
