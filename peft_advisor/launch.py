@@ -15,6 +15,7 @@ forwards SIGINT to every rank), and rank 0 does what the single child does above
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -155,6 +157,21 @@ def write_run_json(folder: Path, pid: int, argv: list[str]) -> None:
     os.replace(tmp, folder / "run.json")
 
 
+@contextlib.contextmanager
+def _sigint_not_ignored():
+    """SIGINT is how the child is asked to stop, but an ignored signal stays ignored across exec:
+    a launcher started from a background job (which ignores SIGINT) would start a trainer deaf to
+    it until its own handler is set. For the spawn, SIGINT is the default (main thread only)."""
+    ignored = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     """Does the folder hold a `checkpoint-N` folder (what the trainer resumes from)?"""
     return any(p.is_dir() and p.name.removeprefix("checkpoint-").isdigit() for p in run_dir.glob("checkpoint-*"))
@@ -186,7 +203,7 @@ def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None, n
     log = folder / "train.log"
     launched_offsets = (_size(run_dir / "events.jsonl"), _size(log))
     try:
-        with open(log, "ab") as fh:
+        with open(log, "ab") as fh, _sigint_not_ignored():
             process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, env=child_env, start_new_session=True
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from peft_advisor.core.errors import ExitCode, UserError
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # SIGINT is the launcher's stop request. A process started from a background job inherits it
+    # ignored, and Python then leaves it so: a stop during setup would be lost and the run go on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from peft_advisor.train.run import Run, record_setup_exit
 

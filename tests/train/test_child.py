@@ -180,3 +180,24 @@ def test_a_missing_local_model_or_data_is_refused_before_any_child(changes, code
         launch.start(recipe, tmp_path / "runs" / "x")
     assert err.value.code == code and str(err.value) == words
     assert started == [] and not (tmp_path / "runs").exists()
+
+
+def test_a_stop_during_setup_reaches_a_trainer_started_from_a_background_job(make_recipe, tmp_path):
+    """A background job inherits SIGINT ignored; the trainer still takes the launcher's SIGINT, so
+    `kill` during setup stops it: no run folder, no trainer left."""
+    import signal
+
+    recipe = make_recipe("lora", **{"train.max_steps": 400, "train.save_every": 0, "train.eval_every": 0})
+    run_dir = tmp_path / "runs" / "x"
+    parent = subprocess.Popen([sys.executable, "-m", "peft_advisor", "train", str(recipe), "--run-dir", str(run_dir)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        first = parent.stderr.readline()  # "peft-advisor: trainer pid N; setting up ..."
+        child_pid = int(first.split("trainer pid ")[1].split(";")[0])
+        parent.terminate()
+        assert parent.wait(timeout=120) == ExitCode.INTERRUPTED
+    finally:
+        parent.kill()
+    assert not launch.trainer_alive(child_pid)
+    assert not run_dir.exists() and list((tmp_path / "runs").iterdir()) == []
