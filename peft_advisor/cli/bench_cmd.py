@@ -323,8 +323,7 @@ def _prepare_out(out: Path, names: list[str], force: bool) -> None:
     ours = {*names, "recipes", "bench.json", "bench.md"}  # what a bench (even an interrupted one) writes
 
     def not_ours(p: Path) -> bool:
-        is_run = p.is_dir() and any((p / m).exists() for m in RUN_MARKERS)
-        return not (p.name in ours or p.name.startswith(".") or is_run)
+        return not (p.name in ours or p.name.startswith(".") or _is_run(p))
 
     foreign = sorted(p.name for p in out.iterdir() if not_ours(p)) if out.is_dir() else []
     if foreign:
@@ -334,13 +333,17 @@ def _prepare_out(out: Path, names: list[str], force: bool) -> None:
         raise UserError(f"{out}: already holds a bench ({clashes[0].name}); use --force or another --out", ExitCode.EXISTS)
     for path in clashes:
         if path.is_dir():
-            if not any((path / m).exists() for m in RUN_MARKERS):
+            if not _is_run(path):
                 raise UserError(f"{path}: exists and is not a run folder; not removing it", ExitCode.EXISTS)
             shutil.rmtree(path)
     try:
         (out / "recipes").mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"{out}: cannot create: {err.strerror}", ExitCode.USAGE) from None
+
+
+def _is_run(path: Path) -> bool:
+    return path.is_dir() and any((path / m).exists() for m in RUN_MARKERS)
 
 
 def _write(out: Path, result: bench.BenchResult) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
 
-DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+FILE_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}  # suffix -> `datasets` loader
+DATA_SUFFIXES = tuple(FILE_LOADERS)
 
 
 def _looks_local(text: str) -> bool:

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.sources import local_data
+from peft_advisor.core.sources import FILE_LOADERS, local_data
 
-FILE_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}  # as core.sources.DATA_SUFFIXES
 REQUIRED = {
     "instruction": ("instruction", "output"),
     "chat": ("messages",),
