@@ -27,7 +27,8 @@ from pathlib import Path
 from gpu_common import ROOT, make_model_folder, make_text_data, read_run, write_recipe
 
 
-def plain_loop(model_dir: str, data: str, steps: int, batch: int, seq: int, method: str) -> dict:
+def plain_loop(model_dir: str, data: str, steps: int, batch: int, seq: int, method: str, on_step=None) -> dict:
+    """`on_step(step)`, if given, is called after each step's loss read (trainer_profile's tracer)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
@@ -60,6 +61,8 @@ def plain_loop(model_dir: str, data: str, steps: int, batch: int, seq: int, meth
         sched.step()
         opt.zero_grad(set_to_none=True)
         loss.item()  # read the loss every step, as any logging loop does
+        if on_step:
+            on_step(step)
         now = time.time()
         rates.append(batch * seq / (now - last))
         last = now
@@ -106,6 +109,8 @@ def measure_shape(shape: str, method: str, steps: int, repeats: int) -> dict:
         "model": model, "method": method, "batch": batch, "seq": seq, "steps": steps, "repeats": repeats,
         "peft_advisor_tokens_per_s": [round(x, 1) for x in ours], "plain_tokens_per_s": [round(x, 1) for x in plain],
         "tokens_per_s_ratio": round(statistics.median(ours) / statistics.median(plain), 3),
+        # each pair ran back to back, so its own ratio is immune to the machine drifting between pairs
+        "pair_ratios": [round(o / p, 3) for o, p in zip(ours, plain)],
         "peft_advisor_peak_bytes": ours_peak or None, "plain_peak_bytes": plain_peak or None,
         "peak_ratio": round(ours_peak / plain_peak, 3) if plain_peak else None,
     }

@@ -8,7 +8,9 @@ setting (or putting back the plain HF Trainer that train/lean.py trims), and tim
 step with a callback (tokens/s = batch x seq / median step time, steps after the 3rd). The plain
 loop of `trainer_overhead.py` runs last as the reference. `--profile` adds a cProfile of the
 trainer as shipped (top functions by own time): time in `.item()`/`__bool__` is the CPU waiting for
-the GPU; time elsewhere is CPU work the GPU may wait on.
+the GPU; time elsewhere is CPU work the GPU may wait on. `--trace DIR` records the GPU's kernels
+over ten steps of the trainer as shipped and of the plain loop, and prints where each step's GPU
+time goes (`bench/kernel_trace.py`: busy, idle, the longest idle gaps, the kernels that differ).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 from gpu_common import make_model_folder, make_text_data, write_recipe
+from kernel_trace import Tracer, report, summarize
 from trainer_overhead import plain_loop
 
 VARIANTS = {
@@ -41,7 +44,7 @@ VARIANTS = {
 }
 
 
-def run_variant(name: str, recipe: Path, work: Path, variant: dict, profile: bool = False) -> dict:
+def run_variant(name: str, recipe: Path, work: Path, variant: dict, profile: bool = False, tracers=()) -> dict:
     import torch
     from transformers import TrainerCallback
 
@@ -54,6 +57,8 @@ def run_variant(name: str, recipe: Path, work: Path, variant: dict, profile: boo
     class Timer(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             times.append(time.perf_counter())
+            for tracer in tracers:
+                tracer(state.global_step)
 
     original_args, original_collator, lean = run_mod.training_args, data_mod.Collator, lean_mod.LeanTrainer
 
@@ -116,6 +121,7 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--variants", help="comma-separated names (default: all)")
     ap.add_argument("--out")
+    ap.add_argument("--trace", metavar="DIR", help="write kernel traces here and print where GPU time goes")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="trainer-profile-"))
     model = make_model_folder(args.model, work / "model")
@@ -126,7 +132,13 @@ def main() -> int:
     rows = [run_variant(n, recipe, work, VARIANTS[n]) for n in names]
     if args.profile:
         rows.append(run_variant("as shipped (cProfile)", recipe, work, {}, profile=True))
-    plain = plain_loop(str(model), str(data), args.steps, args.batch, args.seq, "lora")
+    trace = Path(args.trace) if args.trace else None
+    if trace:  # kernels over steps 11-20; the host's ops too over steps 23-25 (they slow those steps)
+        trace.mkdir(parents=True, exist_ok=True)
+        tracers = (Tracer(trace / "ours_kernels.json.gz", 10, 10), Tracer(trace / "ours_host.json.gz", 22, 3, cpu=True))
+        rows.append(run_variant("as shipped (traced)", recipe, work, {}, tracers=tracers))
+    plain = plain_loop(str(model), str(data), args.steps, args.batch, args.seq, "lora",
+                       on_step=Tracer(trace / "plain_kernels.json.gz", 9, 10) if trace else None)
     rows.append({"variant": "plain loop", "exit": 0, "tokens_per_s": round(plain["tokens_per_s"], 1)})
     for row in rows:
         print(f"{row['variant']:<24} {row['tokens_per_s']:>10.1f} tokens/s  "
@@ -134,6 +146,8 @@ def main() -> int:
     for row in rows:
         if "profile" in row:
             print(row["profile"])
+    if trace:
+        print(report(summarize(trace / "ours_kernels.json.gz", 10), summarize(trace / "plain_kernels.json.gz", 10)))
     if args.out:
         Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return 0

@@ -4,7 +4,9 @@ A small model's step on a fast GPU is bound by the CPU launching kernels, so any
 in a step adds straight to its time. Per optimizer step, Trainer walks every module or parameter
 three times more than a hand-written loop: the FLOP count (`num_parameters`, for the logged
 `total_flos`), `model.train()` and `model.zero_grad()`; with LoRA's small modules a 0.5B model has
-about two thousand of them. Trainer's count of tokens seen reads the GPU after every step; here it
+about two thousand of them. Gradient clipping gets `model.parameters()`, another walk, and accelerate
+then checks every parameter's gradient for a sharded type; here it clips the trainable parameters,
+listed once. Trainer's count of tokens seen reads the GPU after every step; here it
 is summed on the device and read when the step is logged. And the forward runs without a KV cache,
 as a hand-written loop would. `bench/trainer_profile.py` measures the cost (cProfile, tokens/s per
 variant); `bench/trainer_overhead.py` the result against a plain loop.
@@ -25,7 +27,7 @@ class LeanTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self._non_embedding_params: int | None = None
         self._tokens_pending = 0  # input tokens trained on since the last log, on the device
-        lighten(self.model)
+        self._trainable = lighten(self.model)
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         """Counts the training tokens, and runs the forward without a KV cache: with the config's
@@ -55,6 +57,19 @@ class LeanTrainer(Trainer):
             total = self.accelerator.reduce(total, reduction="sum")
         self.state.num_input_tokens_seen += int(total.item())
 
+    def _clip_grad_norm(self, model):
+        """What accelerate does on one GPU or under DDP (unscale fp16 gradients, then clip), over the
+        trainable parameters only: frozen ones have no gradient, which clipping skips anyway.
+        Sharded training (FSDP, DeepSpeed) keeps Trainer's own path."""
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU):
+            return super()._clip_grad_norm(model)
+        import torch
+
+        self.accelerator.unscale_gradients()
+        return torch.nn.utils.clip_grad_norm_(self._trainable, self.args.max_grad_norm)
+
     def floating_point_ops(self, inputs) -> int:
         """Trainer's count, 6 x input tokens x non-embedding parameters, with the parameters counted once."""
         ids = inputs.get(getattr(self.model, "main_input_name", "input_ids"))
@@ -65,10 +80,10 @@ class LeanTrainer(Trainer):
         return 6 * ids.numel() * self._non_embedding_params
 
 
-def lighten(model) -> None:
+def lighten(model) -> list:
     """`model.train()` returns at once when the mode is already set; `model.zero_grad()` clears
     only the parameters that can have a gradient. Both are instance attributes of this model alone;
-    a wrapper (DDP, FSDP) keeps its own methods."""
+    a wrapper (DDP, FSDP) keeps its own methods. Returns the trainable parameters."""
     full_train = model.train
     trainable = [p for p in model.parameters() if p.requires_grad]
     last_mode: list[bool] = []  # the mode the last full walk set (a fresh PeftModel says training
@@ -91,3 +106,4 @@ def lighten(model) -> None:
 
     model.train = train
     model.zero_grad = zero_grad
+    return trainable

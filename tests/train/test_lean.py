@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -145,3 +147,22 @@ def test_step_memory_is_read_from_one_allocator_table(monkeypatch):
     assert cuda_memory() == {"mem_allocated_bytes": 3, "mem_reserved_bytes": 5, "mem_peak_bytes": 8}
     assert len(reads) == 1
     assert (torch.cuda.memory_allocated(), torch.cuda.memory_reserved(), torch.cuda.max_memory_reserved()) == (3, 5, 8)
+
+
+def test_clipping_over_the_trainable_list_matches_trainers(tiny_folder, tmp_path):
+    """Same norm and same clipped gradients as Trainer's clipping over `model.parameters()`; and
+    Trainer's loop calls the method this overrides (else the walk it saves would be back)."""
+    assert "self._clip_grad_norm(model)" in inspect.getsource(Trainer)
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True, max_grad_norm=0.01)
+    grads = []
+    for cls in (Trainer, LeanTrainer):
+        torch.manual_seed(0)
+        model = lora_model(tiny_folder)
+        trainer = cls(model=model, args=args)
+        ids = torch.randint(0, 200, (2, 12))
+        model(input_ids=ids, labels=ids).loss.backward()
+        norm = cls._clip_grad_norm(trainer, model)
+        grads.append((float(norm), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (norm_a, a), (norm_b, b) = grads
+    assert norm_a == pytest.approx(norm_b) and norm_a > 0.01  # it did clip
+    assert len(a) == len(b) and all(torch.allclose(x, y) for x, y in zip(a, b))
