@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -77,6 +78,15 @@ def parse_shape(text: str) -> tuple[str, int, int]:
     return model, int(batch), int(seq)
 
 
+def parse_cpus(text: str) -> set[int]:
+    """"0-3,8" -> {0, 1, 2, 3, 8}."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
 def one_pair(model_dir: Path, data: Path, work: Path, method: str, steps: int, batch: int, seq: int) -> tuple:
     """One `peft-advisor train` run, then one plain loop, each in a fresh process."""
     run_dir = work / f"run-{len(list(work.glob('run-*')))}"
@@ -123,6 +133,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3, help="alternating pairs of runs per shape")
     ap.add_argument("--out", help="write one JSON line per shape")
+    ap.add_argument("--cpus", help="run every process on these CPUs (e.g. 0-7): is the spread between "
+                                   "processes where the scheduler puts them?")
     ap.add_argument("--plain", nargs=2, metavar=("MODEL_DIR", "DATA"), help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)  # for --plain
     ap.add_argument("--seq", type=int, default=512, help=argparse.SUPPRESS)
@@ -130,6 +142,8 @@ def main() -> int:
     if args.plain:
         print(json.dumps(plain_loop(*args.plain, args.steps, args.batch, args.seq, args.method)))
         return 0
+    if args.cpus:
+        os.sched_setaffinity(0, parse_cpus(args.cpus))  # inherited by every run started from here
     rows = []
     for shape in args.shapes.split(","):  # each shape's row is printed and written as soon as it is done
         r = measure_shape(shape, args.method, args.steps, args.repeats)

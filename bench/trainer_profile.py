@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import pstats
@@ -41,6 +42,8 @@ VARIANTS = {
     "Trainer's nan/inf filter": {"args": {"logging_nan_inf_filter": True}},
     "log every 10": {"args": {"logging_steps": 10}},
     "all-ones attention mask": {"all_ones_mask": True},
+    # the collector's full passes walk every object the process holds (datasets, tokenizer, Trainer)
+    "gc frozen": {"gc_freeze": True},
 }
 
 
@@ -86,6 +89,9 @@ def run_variant(name: str, recipe: Path, work: Path, variant: dict, profile: boo
         def make_with_timer():
             trainer = make()
             trainer.add_callback(Timer())
+            if variant.get("gc_freeze"):
+                gc.collect()
+                gc.freeze()
             return trainer
 
         run.make_trainer = make_with_timer
@@ -97,6 +103,7 @@ def run_variant(name: str, recipe: Path, work: Path, variant: dict, profile: boo
             prof.disable()
         run.cleanup()
     finally:
+        gc.unfreeze()
         run_mod.training_args, data_mod.Collator, lean_mod.LeanTrainer = original_args, original_collator, lean
     batch, seq = run.recipe.train.micro_batch, run.recipe.data.max_seq_len
     steps = [b - a for a, b in zip(times, times[1:])][3:]
@@ -112,6 +119,22 @@ def run_variant(name: str, recipe: Path, work: Path, variant: dict, profile: boo
     return row
 
 
+def rounds(names: list[str], recipe: Path, work: Path, model: Path, data: Path, args) -> list[dict]:
+    """Every variant, then the plain loop, `args.rounds` times over, in this one process: a drift of
+    the machine (a CPU-bound step's speed varies by a third between processes) hits all alike.
+    Each row's tokens/s is the median over the rounds."""
+    runs: dict[str, list[dict]] = {n: [] for n in names + ["plain loop"]}
+    for i in range(args.rounds):
+        for n in names:
+            runs[n].append(run_variant(n, recipe, work, VARIANTS[n]))
+        plain = plain_loop(str(model), str(data), args.steps, args.batch, args.seq, "lora")
+        runs["plain loop"].append({"variant": "plain loop", "exit": 0, "tokens_per_s": round(plain["tokens_per_s"], 1)})
+        if args.rounds > 1:
+            print(f"round {i + 1}: " + ", ".join(f"{n} {r[-1]['tokens_per_s']:.0f}" for n, r in runs.items()), flush=True)
+    return [{"variant": n, "exit": max(r["exit"] for r in rs), "rounds": [r["tokens_per_s"] for r in rs],
+             "tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in rs), 1)} for n, rs in runs.items()]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-0.5b")
@@ -120,6 +143,7 @@ def main() -> int:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--variants", help="comma-separated names (default: all)")
+    ap.add_argument("--rounds", type=int, default=1, help="run every variant and the plain loop this many times")
     ap.add_argument("--out")
     ap.add_argument("--trace", metavar="DIR", help="write kernel traces here and print where GPU time goes")
     args = ap.parse_args()
@@ -129,7 +153,7 @@ def main() -> int:
     recipe = write_recipe(work / "r.toml", model, data, work / "unused", "lora", steps=args.steps,
                           batch=args.batch, seq=args.seq)
     names = args.variants.split(",") if args.variants else list(VARIANTS)
-    rows = [run_variant(n, recipe, work, VARIANTS[n]) for n in names]
+    rows = rounds(names, recipe, work, model, data, args)
     if args.profile:
         rows.append(run_variant("as shipped (cProfile)", recipe, work, {}, profile=True))
     trace = Path(args.trace) if args.trace else None
@@ -137,9 +161,9 @@ def main() -> int:
         trace.mkdir(parents=True, exist_ok=True)
         tracers = (Tracer(trace / "ours_kernels.json.gz", 10, 10), Tracer(trace / "ours_host.json.gz", 22, 3, cpu=True))
         rows.append(run_variant("as shipped (traced)", recipe, work, {}, tracers=tracers))
-    plain = plain_loop(str(model), str(data), args.steps, args.batch, args.seq, "lora",
-                       on_step=Tracer(trace / "plain_kernels.json.gz", 9, 10) if trace else None)
-    rows.append({"variant": "plain loop", "exit": 0, "tokens_per_s": round(plain["tokens_per_s"], 1)})
+        plain_loop(str(model), str(data), args.steps, args.batch, args.seq, "lora",
+                   on_step=Tracer(trace / "plain_kernels.json.gz", 9, 10))
+    plain = next(r for r in rows if r["variant"] == "plain loop")
     for row in rows:
         print(f"{row['variant']:<24} {row['tokens_per_s']:>10.1f} tokens/s  "
               f"{row['tokens_per_s'] / plain['tokens_per_s']:.3f}x plain  exit {row['exit']}")
