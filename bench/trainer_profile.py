@@ -6,7 +6,8 @@ Usage:
 Runs the real trainer code (`train.run.Run`) in this process once per variant, each toggling one
 setting (or putting back the plain HF Trainer that train/lean.py trims), and times every optimizer
 step with a callback (tokens/s = batch x seq / median step time, steps after the 3rd). The plain
-loop of `trainer_overhead.py` runs last as the reference. `--profile` adds a cProfile of the
+loop of `trainer_overhead.py` runs after the variants as the reference; `--rounds N` runs them all
+N times over, alternating, and reports the medians. `--profile` adds a cProfile of the
 trainer as shipped (top functions by own time): time in `.item()`/`__bool__` is the CPU waiting for
 the GPU; time elsewhere is CPU work the GPU may wait on. `--trace DIR` records the GPU's kernels
 over ten steps of the trainer as shipped and of the plain loop, and prints where each step's GPU
