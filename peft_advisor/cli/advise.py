@@ -11,8 +11,8 @@ import json
 import sys
 
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.estimate import METHODS, Estimate, Settings
-from peft_advisor.core.limits import MAX_VRAM_GIB
+from peft_advisor.core.estimate import METHODS, Estimate, Settings, resolve_targets
+from peft_advisor.core.limits import MAX_BATCH, MAX_RANK, MAX_SEQ_LEN, MAX_VRAM_GIB
 from peft_advisor.core.model_spec import load_model_spec
 from peft_advisor.core.units import GIB, fmt_bytes, fmt_count, fmt_file_bytes
 
@@ -113,8 +113,6 @@ def format_estimate(model: str, est: Estimate) -> str:
 
 
 def _check_shape(args) -> None:
-    from peft_advisor.core.limits import MAX_BATCH, MAX_RANK, MAX_SEQ_LEN
-
     for flag, ceiling in (("seq", MAX_SEQ_LEN), ("batch", MAX_BATCH), ("rank", MAX_RANK)):
         value = getattr(args, flag)
         if value < 1:
@@ -138,14 +136,12 @@ def _parallel(args, default_gpus: int):
 def run_recommend(args) -> int:
     from peft_advisor.core.recommend import adapter_budget_bytes, check_priority, closest_miss, recommend
 
-    from peft_advisor.core.estimate import resolve_targets
-
     spec = load_model_spec(args.model)
     _check_shape(args)  # every flag is checked before the GPUs are probed: a typo is named as such
     resolve_targets(spec, args.targets)
     methods = tuple(_method(m) for m in args.methods.split(",")) if args.methods else METHODS
     priority = check_priority(args.priority.strip().lower())
-    _parallel(args, 1)
+    _parallel(args, 1)  # the strategy checked too, before `_budget` probes the GPUs
     budget = _budget(args, adapter_budget_bytes(args.adapter_mb))
     par = _parallel(args, getattr(args, "_probed_gpus", 1))
     calibrate = None

@@ -137,16 +137,18 @@ def _follow_loop(run_dir: Path, tail: EventTail, summary: RunSummary, launched, 
         if summary.done:
             if launched:
                 _reap(launched)
-            return int(END_CODES.get(summary.status, ExitCode.TRAIN_FAILED))
+            break
         alive = launched.running() if launched else launch.trainer_alive(launch.read_run_json(run_dir).get("pid"))
         if not alive:
             _show(tail.poll(final=True), summary, out)
             if not summary.done:
                 return _died(run_dir, launched)
-            return int(END_CODES.get(summary.status, ExitCode.TRAIN_FAILED))
+            break
         time.sleep(poll_s)
-    print(f"peft-advisor: detached; the trainer keeps running: peft-advisor monitor {run_dir}", file=sys.stderr)
-    return int(ExitCode.INTERRUPTED)
+    else:
+        print(f"peft-advisor: detached; the trainer keeps running: peft-advisor monitor {run_dir}", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    return int(END_CODES.get(summary.status, ExitCode.TRAIN_FAILED))
 
 
 def _record_calibration(run_dir: Path) -> None:

@@ -18,6 +18,7 @@ from peft_advisor.core.catalog import Method, load_catalog
 from peft_advisor.core.distributed import Parallel, per_gpu_estimate
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.estimate import METHODS, Estimate, Settings, resolve_targets
+from peft_advisor.core.limits import MAX_ADAPTER_MB
 from peft_advisor.core.model_spec import ModelSpec
 from peft_advisor.core.speed import step_time_range, step_time_vs_lora
 from peft_advisor.core.units import GIB, MB, fmt_bytes, fmt_file_bytes
@@ -387,8 +388,6 @@ def check_priority(priority: str) -> str:
 
 def adapter_budget_bytes(adapter_mb: float | None) -> int | None:
     """`--adapter-mb` counts 10^6 bytes, like file sizes on disk; 0 or None means no limit."""
-    from peft_advisor.core.limits import MAX_ADAPTER_MB
-
     if adapter_mb is None or adapter_mb == 0:
         return None
     if not adapter_mb > 0:  # also NaN
