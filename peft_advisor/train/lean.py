@@ -8,8 +8,15 @@ about two thousand of them. Gradient clipping gets `model.parameters()`, another
 then checks every parameter's gradient for a sharded type; here it clips the trainable parameters,
 listed once. Trainer's count of tokens seen reads the GPU after every step; here it
 is summed on the device and read when the step is logged. And the forward runs without a KV cache,
-as a hand-written loop would. `bench/trainer_profile.py` measures the cost (cProfile, tokens/s per
-variant); `bench/trainer_overhead.py` the result against a plain loop.
+as a hand-written loop would.
+
+On one GPU nothing in a step waits for the GPU: Trainer reads the logged loss and grad norm with
+`.item()` as soon as the optimizer step is launched, so the CPU idles until the GPU has finished the
+step, and the GPU then idles while the next step is launched. Here those values are copied to the
+host without waiting and written as the step's log one step later, when the copy has long finished
+(`PendingLog`); a log is written at once where something must follow it (an eval, a checkpoint, the
+end). `bench/trainer_profile.py` measures the cost (cProfile, tokens/s per variant);
+`bench/trainer_overhead.py` the result against a plain loop.
 
 What stays the same: the FLOP count (the parameter count is taken once; it does not change while
 training), every parameter's gradient set to None after each step (frozen ones never have one),
@@ -19,7 +26,36 @@ Trainer's train()/eval() and the exact-match eval).
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
+import accelerate.optimizer
 from transformers import Trainer
+
+# accelerate's optimizer step asks twice per step whether the `lomo_optim` package is installed, each
+# time a search of every folder on sys.path; the answer does not change while a process runs.
+if hasattr(accelerate.optimizer, "is_lomo_available"):
+    accelerate.optimizer.is_lomo_available = functools.cache(accelerate.optimizer.is_lomo_available)
+
+
+@dataclass
+class PendingLog:
+    """A step's logged values on their way to the host: those that were tensors (loss sum, grad
+    norm, tokens), named by `names`, in `values`, filled by a copy that `ready` (a CUDA event; None
+    on other devices) marks done; the others in `on_host`."""
+
+    names: tuple[str, ...]
+    values: object  # a 1-D float64 tensor on the host (or on the CPU device)
+    ready: object
+    on_host: dict
+    step: int
+    epoch: float | None
+    start_time: float | None
+
+    def read(self) -> dict:
+        if self.ready is not None:
+            self.ready.synchronize()  # this copy only, not the work queued after it
+        return {**self.on_host, **dict(zip(self.names, self.values.tolist()))}
 
 
 class LeanTrainer(Trainer):
@@ -28,6 +64,9 @@ class LeanTrainer(Trainer):
         self._non_embedding_params: int | None = None
         self._tokens_pending = 0  # input tokens trained on since the last log, on the device
         self._trainable = lighten(self.model)
+        # With several processes the logged values go through collectives; Trainer's path stays.
+        self.defer_logs = self.args.device.type == "cuda" and self.args.world_size == 1
+        self._pending_log: PendingLog | None = None
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         """Counts the training tokens, and runs the forward without a KV cache: with the config's
@@ -40,22 +79,78 @@ class LeanTrainer(Trainer):
 
     def log(self, logs, *args, **kwargs):
         """`state.num_input_tokens_seen` is brought up to date when there is something to log (every
-        rank logs at the same steps), not with a GPU sync after every step as Trainer's own count."""
+        rank logs at the same steps), not with a GPU sync after every step as Trainer's own count.
+        A step's log still on its way is written first, so logs keep their order."""
+        self.write_pending_log()
         self._flush_tokens()
         return super().log(logs, *args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
+        self.write_pending_log()
         self._flush_tokens()
         return super().evaluate(*args, **kwargs)
 
     def _flush_tokens(self) -> None:
+        pending, self._tokens_pending = self._tokens_pending, 0
+        if self.args.world_size > 1:
+            import torch
+
+            pending = self.accelerator.reduce(torch.as_tensor(pending, device=self.args.device), reduction="sum")
+        self.state.num_input_tokens_seen += int(pending)  # a tensor's is a sync; an int's (no padding) is not
+
+    def _maybe_log_save_evaluate(self, tr_loss, grad_norm, model, trial, epoch, ignore_keys_for_eval, start_time,
+                                 learning_rate=None):
+        """Trainer's, with this step's log taken without a sync and the previous step's written."""
+        if self.defer_logs:
+            due = self.control.should_log and self.state.global_step > self._globalstep_last_logged
+            self.write_pending_log()  # (its on_log clears control.should_log)
+            if due:
+                self._pending_log = self._take_log(tr_loss, grad_norm, learning_rate, start_time)
+                self.control.should_log = False  # taken; Trainer's part below only evaluates and saves
+                if self.control.should_evaluate or self.control.should_save:
+                    self.write_pending_log()  # the step's event comes before its eval and checkpoint
+        return super()._maybe_log_save_evaluate(tr_loss, grad_norm, model, trial, epoch, ignore_keys_for_eval,
+                                                start_time, learning_rate=learning_rate)
+
+    def _take_log(self, tr_loss, grad_norm, learning_rate, start_time) -> PendingLog:
+        """What Trainer's log reads (loss summed since the last log, grad norm, tokens), the tensors
+        among them copied to the host behind the step's work; resets the sums as Trainer does.
+        Nothing is sent to the GPU: a copy from the host would wait for the GPU like a read."""
         import torch
 
-        pending, self._tokens_pending = self._tokens_pending, 0
-        total = torch.as_tensor(pending, device=self.args.device, dtype=torch.int64)
-        if self.args.world_size > 1:
-            total = self.accelerator.reduce(total, reduction="sum")
-        self.state.num_input_tokens_seen += int(total.item())
+        fields = {"loss_sum": tr_loss.detach(), "grad_norm": grad_norm, "tokens": self._tokens_pending,
+                  "steps": self.state.global_step - self._globalstep_last_logged,
+                  "learning_rate": learning_rate if learning_rate is not None else self._get_learning_rate()}
+        names = tuple(k for k, v in fields.items() if isinstance(v, torch.Tensor))
+        values = torch.stack([fields.pop(k).detach().to(torch.float64) for k in names])
+        ready = None
+        if values.device.type == "cuda":
+            values, ready = values.to("cpu", non_blocking=True), torch.cuda.Event()
+            ready.record()
+        tr_loss.zero_()
+        self._tokens_pending = 0
+        self._globalstep_last_logged = self.state.global_step
+        self.store_flos()
+        return PendingLog(names, values, ready, fields, self.state.global_step, self.state.epoch, start_time)
+
+    def write_pending_log(self) -> None:
+        """Writes the step's log taken by `_take_log`, as Trainer would have at that step."""
+        pending, self._pending_log = self._pending_log, None
+        if pending is None:
+            return
+        read = pending.read()
+        self._total_loss_scalar += read["loss_sum"]
+        self.state.num_input_tokens_seen += int(read["tokens"])
+        logs = {"loss": read["loss_sum"] / read["steps"]}
+        if read["grad_norm"] is not None:
+            logs["grad_norm"] = read["grad_norm"]
+        logs["learning_rate"] = read["learning_rate"]
+        now = self.state.global_step, self.state.epoch
+        self.state.global_step, self.state.epoch = pending.step, pending.epoch  # what the log and callbacks see
+        try:
+            Trainer.log(self, logs, pending.start_time)
+        finally:
+            self.state.global_step, self.state.epoch = now
 
     def _clip_grad_norm(self, model):
         """What accelerate does on one GPU or under DDP (unscale fp16 gradients, then clip), over the

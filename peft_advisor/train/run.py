@@ -279,10 +279,20 @@ class Run:
         self.end(status, message)
         return int(EXIT[status])
 
+    def write_last_log(self) -> None:
+        """A run that failed mid-step still reports the step before (LeanTrainer writes a step's
+        log one step late); best effort, as the GPU may be what failed."""
+        try:
+            if self.trainer is not None:
+                self.trainer.write_pending_log()
+        except Exception:  # noqa: BLE001 - the run's end event matters more than this line
+            pass
+
     def step(self) -> int:
         return self.trainer.state.global_step if self.trainer else 0
 
     def end(self, status: str, message: str | None) -> None:
+        self.write_last_log()
         history = self.trainer.state.log_history if self.trainer else []
         losses = [h["loss"] for h in history if "loss" in h]
         evals = [h["eval_loss"] for h in history if "eval_loss" in h]
@@ -358,6 +368,9 @@ def training_args(r, run_dir: Path, cuda: bool, has_eval: bool, resume: bool) ->
         logging_nan_inf_filter=fp16,
         use_cpu=not cuda,
         dataloader_pin_memory=cuda,
+        # Each batch goes to the GPU without waiting for it (a blocking copy waits for the last step
+        # to finish; LeanTrainer's step has no other wait).
+        accelerator_config={"non_blocking": cuda},
         # On a GPU, rows are fetched and padded in two worker processes while the GPU computes;
         # on the CPU the cores are the compute, so the main process does it.
         dataloader_num_workers=2 if cuda else 0,

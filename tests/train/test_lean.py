@@ -166,3 +166,46 @@ def test_clipping_over_the_trainable_list_matches_trainers(tiny_folder, tmp_path
     (norm_a, a), (norm_b, b) = grads
     assert norm_a == pytest.approx(norm_b) and norm_a > 0.01  # it did clip
     assert len(a) == len(b) and all(torch.allclose(x, y) for x, y in zip(a, b))
+
+
+def deferred_and_not(tiny_folder, tmp_path, **extra):
+    """The same tiny run with Trainer's logging and with the log taken one step late (as on a GPU)."""
+    import datasets
+
+    from peft_advisor.train.data import Collator
+
+    rows = [list(range(3, 3 + n)) for n in (5, 9, 12, 7, 10, 6, 8, 11)]
+    data = datasets.Dataset.from_dict({"input_ids": rows, "labels": rows})
+    out = []
+    for defer in (False, True):
+        args = TrainingArguments(output_dir=str(tmp_path / str(defer)), use_cpu=True, report_to=[], disable_tqdm=True,
+                                 max_steps=4, per_device_train_batch_size=2, logging_steps=1, save_strategy="steps",
+                                 save_steps=2, remove_unused_columns=False, include_num_input_tokens_seen="no",
+                                 seed=0, **extra)
+        torch.manual_seed(0)
+        trainer = LeanTrainer(model=lora_model(tiny_folder), args=args, train_dataset=data, data_collator=Collator(0))
+        assert trainer.defer_logs is False  # only on one CUDA device
+        trainer.defer_logs = defer
+        trainer.train()
+        out.append(trainer)
+    return out
+
+
+def timeless(history):
+    return [{k: v for k, v in h.items() if not k.endswith(("_runtime", "_per_second"))} for h in history]
+
+
+def test_logs_taken_one_step_late_are_trainers_logs(tiny_folder, tmp_path):
+    plain, deferred = deferred_and_not(tiny_folder, tmp_path)
+    assert [h["step"] for h in plain.state.log_history] == [1, 2, 3, 4, 4]  # four steps, then the run's summary
+    assert timeless(deferred.state.log_history) == timeless(plain.state.log_history)
+    assert deferred.state.num_input_tokens_seen == plain.state.num_input_tokens_seen == 68
+    assert deferred._pending_log is None
+
+
+def test_a_checkpoint_holds_its_own_steps_log(tiny_folder, tmp_path):
+    import json
+
+    _, deferred = deferred_and_not(tiny_folder, tmp_path)
+    state = json.loads((tmp_path / "True" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"]] == [1, 2]
