@@ -121,6 +121,9 @@ class LeanTrainer(Trainer):
         fields = {"loss_sum": tr_loss.detach(), "grad_norm": grad_norm, "tokens": self._tokens_pending,
                   "steps": self.state.global_step - self._globalstep_last_logged,
                   "learning_rate": learning_rate if learning_rate is not None else self._get_learning_rate()}
+        for k, v in fields.items():  # a tensor elsewhere (layer-wise GaLore's grad norm is on the CPU) is read now
+            if isinstance(v, torch.Tensor) and v.device != tr_loss.device:
+                fields[k] = v.item()
         names = tuple(k for k, v in fields.items() if isinstance(v, torch.Tensor))
         values = torch.stack([fields.pop(k).detach().to(torch.float64) for k in names])
         ready = None

@@ -209,3 +209,17 @@ def test_a_checkpoint_holds_its_own_steps_log(tiny_folder, tmp_path):
     _, deferred = deferred_and_not(tiny_folder, tmp_path)
     state = json.loads((tmp_path / "True" / "checkpoint-2" / "trainer_state.json").read_text())
     assert [h["step"] for h in state["log_history"]] == [1, 2]
+
+
+@pytest.mark.parametrize("grad_norm", [None, 0.5], ids=["no-norm", "float-norm"])
+def test_a_late_log_without_a_norm_tensor(tiny_folder, tmp_path, grad_norm):
+    """Trainer passes no norm when nothing is clipped, or a float (DeepSpeed): both are kept as given."""
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True)
+    trainer = LeanTrainer(model=lora_model(tiny_folder), args=args)
+    trainer.state.global_step, trainer._globalstep_last_logged, trainer._total_loss_scalar = 3, 1, 0.0  # as train() sets
+    loss_sum = torch.tensor(6.0)
+    trainer._pending_log = trainer._take_log(loss_sum, grad_norm, 0.1, None)
+    assert float(loss_sum) == 0.0 and trainer._globalstep_last_logged == 3
+    trainer.write_pending_log()
+    logged = trainer.state.log_history[-1]
+    assert logged["loss"] == 3.0 and logged["step"] == 3 and logged.get("grad_norm") == grad_norm
