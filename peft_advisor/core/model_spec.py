@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
+from peft_advisor.core.sources import expand_home
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,7 @@ def load_model_spec(model: str) -> ModelSpec:
     A folder wins over a preset of the same name, as in the trainer's `resolve_model`, so the
     advice is for what would be trained."""
     key = model.strip().lower()
-    path = Path(model).expanduser()
+    path = expand_home(model, ExitCode.UNKNOWN_MODEL)
     try:
         is_dir = path.is_dir()
         is_file = not is_dir and path.is_file()

@@ -13,6 +13,14 @@ FILE_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "p
 DATA_SUFFIXES = tuple(FILE_LOADERS)
 
 
+def expand_home(text: str, code: ExitCode, field: str = "") -> Path:
+    """`Path(text).expanduser()`, with `~nosuchuser` one line instead of pathlib's RuntimeError."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise UserError(f"{field + ': ' if field else ''}{text}: no such user's home folder", code) from None
+
+
 def _looks_local(text: str) -> bool:
     return text.startswith((".", "/", "~")) or "\\" in text
 
@@ -20,7 +28,7 @@ def _looks_local(text: str) -> bool:
 def local_data(path: str, base_dir: Path | None) -> Path | None:
     """The existing local file or folder `path` names (as given, or relative to the recipe's folder),
     None for a Hub dataset id; a path that looks local but is not there is a UserError."""
-    candidates = [Path(path).expanduser()]
+    candidates = [expand_home(path, ExitCode.BAD_DATA, "data")]
     if base_dir is not None and not Path(path).is_absolute():
         candidates.append(Path(base_dir) / path)
     for candidate in candidates:
@@ -34,7 +42,7 @@ def local_data(path: str, base_dir: Path | None) -> Path | None:
 def local_model(model_id: str) -> Path | None:
     """The local model folder `model_id` names, None when it is not a path (a preset or a Hub id);
     a folder without config.json, or a path that is not there, is a UserError."""
-    path = Path(model_id).expanduser()
+    path = expand_home(model_id, ExitCode.UNKNOWN_MODEL, "model.id")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"model.id: {model_id}: folder has no config.json", ExitCode.UNKNOWN_MODEL)

@@ -7,10 +7,10 @@ trainer reads the recipe, never the UI's memory).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from peft_advisor.core import recipe as rc
 from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.sources import expand_home
 
 
 def with_estimate(recipe: rc.Recipe) -> rc.Recipe:
@@ -32,10 +32,7 @@ def with_estimate(recipe: rc.Recipe) -> rc.Recipe:
 
 def launch_recipe(services, recipe: rc.Recipe):
     """Save the recipe beside its run folder and start the trainer; returns (run_dir, launched)."""
-    try:
-        run_dir = Path(recipe.output.dir).expanduser()
-    except RuntimeError:  # ~someone, with no such user
-        raise UserError(f"output.dir: {recipe.output.dir}: no such user's home folder", ExitCode.USAGE) from None
+    run_dir = expand_home(recipe.output.dir, ExitCode.USAGE, "output.dir")
     if run_dir.exists():
         raise UserError(f"output.dir: {run_dir} exists already; choose another output dir", ExitCode.EXISTS)
     recipe = with_estimate(recipe)

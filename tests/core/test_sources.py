@@ -35,3 +35,16 @@ def test_local_model_folder_needs_a_config(tmp_path):
 
 def test_the_demo_is_not_checked_here():
     check_sources("demo", "demo", None)  # made on first use, in the trainer
+
+
+def test_a_home_folder_of_no_such_user_is_one_line():
+    """pathlib raises RuntimeError for `~nosuchuser`; every user path is expanded by one helper."""
+    from peft_advisor.core.model_spec import load_model_spec
+
+    where = "~nosuchuser-x9/m"
+    for call, code, words in ((lambda: local_model(where), ExitCode.UNKNOWN_MODEL, "model.id: "),
+                              (lambda: local_data(where, None), ExitCode.BAD_DATA, "data: "),
+                              (lambda: load_model_spec(where), ExitCode.UNKNOWN_MODEL, "")):
+        with pytest.raises(UserError) as err:
+            call()
+        assert str(err.value) == f"{words}{where}: no such user's home folder" and err.value.code == code

@@ -17,7 +17,8 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Static
 
 from peft_advisor.core import recipe as rc
-from peft_advisor.core.errors import UserError
+from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.sources import expand_home
 from peft_advisor.core.units import fmt_bytes, fmt_count, fmt_file_bytes
 from peft_advisor.tui.widgets.nav_bar import NavBar
 
@@ -183,9 +184,9 @@ class RecipeScreen(Screen):
             self._file_message("type a file name first", error=True)
             return None
         try:
-            return Path(text).expanduser()
-        except RuntimeError:  # ~someone, with no such user
-            self._file_message(f"{text}: no such user's home folder", error=True)
+            return expand_home(text, ExitCode.USAGE)
+        except UserError as err:
+            self._file_message(str(err), error=True)
             return None
 
     def action_export(self) -> None:
