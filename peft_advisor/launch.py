@@ -16,7 +16,6 @@ forwards SIGINT to every rank), and rank 0 does what the single child does above
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -29,11 +28,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from peft_advisor.core import recipe as rc
+from peft_advisor.core import run_folder as rf
 from peft_advisor.core.errors import ExitCode, UserError
 from peft_advisor.core.sources import check_sources
 
-STAGING_ENV = "PEFT_ADVISOR_STAGING"  # read by peft_advisor/train/run.py
-SETUP_EXIT_FILE = "setup_exit_code"  # written there by peft_advisor/train/run.py
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -137,14 +135,23 @@ class Launched:
         return self.process.poll() is None
 
     def started(self) -> bool:
-        """True once the child is past setup and has written its `start` event."""
-        events = self.run_dir / "events.jsonl"
-        return events.is_file() and events.stat().st_size > self.events_offset
+        """True once OUR child is past setup: the folder names it in run.json (another trainer may
+        have won the folder) and it has written its `start` event."""
+        events = self.run_dir / rf.EVENTS
+        if not (events.is_file() and events.stat().st_size > self.events_offset):
+            return False
+        return rf.read_run_json(self.run_dir).get("pid") == self.pid
 
     def stop(self) -> None:
         """SIGINT: the child saves a checkpoint at the end of the step and ends `cancelled`."""
         if self.running():
             self.process.send_signal(signal.SIGINT)
+
+    def kill(self) -> None:
+        """SIGKILL to the child's whole process group (a launcher's ranks too): a stop that could not wait."""
+        if self.running():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def _size(path: Path) -> int:
@@ -152,9 +159,7 @@ def _size(path: Path) -> int:
 
 
 def write_run_json(folder: Path, pid: int, argv: list[str]) -> None:
-    tmp = folder / ".run.json.tmp"
-    tmp.write_text(json.dumps({"pid": pid, "argv": argv, "started": time.time()}, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / "run.json")
+    rf.atomic_write_json(folder / rf.RUN_JSON, {"pid": pid, "argv": argv, "started": time.time()})
 
 
 @contextlib.contextmanager
@@ -172,9 +177,25 @@ def _sigint_not_ignored():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def has_checkpoint(run_dir: Path) -> bool:
-    """Does the folder hold a `checkpoint-N` folder (what the trainer resumes from)?"""
-    return any(p.is_dir() and p.name.removeprefix("checkpoint-").isdigit() for p in run_dir.glob("checkpoint-*"))
+def check_resume(run_dir: Path, recipe_path) -> None:
+    """What the child checks before it touches a folder it resumes, said before any process starts."""
+    holder = rf.lock_holder(run_dir)
+    if holder is not None:
+        raise UserError(rf.busy_message(run_dir, holder), ExitCode.EXISTS)
+    rf.check_resumable(run_dir, rc.load(recipe_path))  # may raise RunComplete
+    if not rf.has_checkpoint(run_dir):
+        raise UserError(f"{run_dir}: no checkpoint-N folder to resume from", ExitCode.USAGE)
+
+
+def make_staging(run_dir: Path) -> Path:
+    """The hidden folder beside the run folder that holds train.log until the child renames it."""
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".starting", dir=run_dir.parent))
+        os.chmod(folder, 0o755)
+    except OSError as err:
+        raise UserError(f"{run_dir}: cannot create the run folder: {err.strerror or err}", ExitCode.USAGE) from None
+    return folder
 
 
 def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None, node_rank: int | None = None) -> Launched:
@@ -187,19 +208,16 @@ def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None, n
     if resume:
         if not run_dir.is_dir():
             raise UserError(f"{run_dir}: no such run folder to resume", ExitCode.USAGE)
-        if not has_checkpoint(run_dir):  # checked here too, so nothing is written into the folder
-            raise UserError(f"{run_dir}: no checkpoint-N folder to resume from", ExitCode.USAGE)
+        check_resume(run_dir, recipe_path)  # here too, so nothing is written into the folder
         folder = run_dir
     else:
         if run_dir.exists():
             raise UserError(f"{run_dir}: run folder exists; pass --resume or another --run-dir", ExitCode.EXISTS)
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = folder = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".starting", dir=run_dir.parent))
-        os.chmod(folder, 0o755)
+        staging = folder = make_staging(run_dir)
     child_env = {**os.environ, **dist_env, **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), child_env.get("PYTHONPATH")]))
     if staging is not None:
-        child_env[STAGING_ENV] = str(staging)
+        child_env[rf.STAGING_ENV] = str(staging)
     log = folder / "train.log"
     launched_offsets = (_size(run_dir / "events.jsonl"), _size(log))
     try:
@@ -211,7 +229,8 @@ def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None, n
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         raise UserError(f"cannot start the trainer: {err}", ExitCode.TRAIN_FAILED) from None
-    write_run_json(folder, process.pid, argv)
+    if staging is not None:  # a resumed run's child writes run.json once it holds the folder's lock
+        write_run_json(folder, process.pid, argv)
     return Launched(process, run_dir, log, staging, *launched_offsets)
 
 
@@ -275,7 +294,7 @@ def _setup_exit_code(launched: Launched, code: int) -> int:
     if launched.staging_dir is None:
         return code
     try:
-        return int((launched.staging_dir / SETUP_EXIT_FILE).read_text(encoding="utf-8").strip())
+        return int((launched.staging_dir / rf.SETUP_EXIT_FILE).read_text(encoding="utf-8").strip())
     except (OSError, ValueError):
         return code
 
@@ -297,47 +316,5 @@ def _setup_failure(launched: Launched, code: int) -> UserError:
 
 
 # ---------------------------------------------------------------- runs started elsewhere
-
-
-def read_run_json(run_dir) -> dict:
-    try:
-        data = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def valid_pid(pid) -> bool:
-    """A process id as the kernel hands out: run.json is a file anyone can edit, and os.kill reads
-    0 as 'my process group' and -1 as 'every process I may signal'."""
-    return isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31
-
-
-def trainer_alive(pid: int | None) -> bool:
-    """Is `pid` a live (not zombie) trainer child? Checks /proc where there is one."""
-    if not valid_pid(pid):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path(f"/proc/{pid}")
-    if not proc.is_dir():
-        return True
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = (proc / "cmdline").read_bytes()
-    except OSError:
-        return False
-    return state not in ("Z", "X") and b"peft_advisor.train" in cmdline
-
-
-def stop(run_dir) -> bool:
-    """SIGINT to the trainer recorded in run_dir/run.json; False when none is running."""
-    pid = read_run_json(run_dir).get("pid")
-    if not trainer_alive(pid):  # which also checks that it is a real pid
-        return False
-    os.kill(pid, signal.SIGINT)
-    return True
+# (the protocol module owns these; kept importable from here for the front ends)
+read_run_json, valid_pid, trainer_alive, stop = rf.read_run_json, rf.valid_pid, rf.trainer_alive, rf.stop

@@ -16,10 +16,12 @@ from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
 from peft_advisor.core.events import EventTail, RunSummary
+from peft_advisor.core.run_folder import RunComplete, exit_code
 from peft_advisor.core.units import fmt_bytes, fmt_count, fmt_file_bytes
 
-END_CODES = {"ok": ExitCode.OK, "cancelled": ExitCode.INTERRUPTED, "oom": ExitCode.OOM, "error": ExitCode.TRAIN_FAILED}
 BAR_WIDTH = 20
+SETUP_POLL_S = 0.1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def register(sub) -> None:
@@ -48,6 +50,8 @@ def run_train(args) -> int:
     from peft_advisor.core import recipe as rc
 
     recipe = rc.load(args.recipe)  # a bad recipe is one line here, before any process or folder
+    if args.run_dir is not None and not args.run_dir.strip():
+        raise UserError("train: --run-dir is empty; name a folder or leave it out to use output.dir", ExitCode.USAGE)
     run_dir = Path(args.run_dir or recipe.output.dir)
     node_rank = getattr(args, "node_rank", None)
     if node_rank is not None:
@@ -56,33 +60,56 @@ def run_train(args) -> int:
         print(f"peft-advisor: node {recipe.distributed.node_rank} of {recipe.distributed.nnodes}; "
               f"follow the run on node 0", file=sys.stderr)
         return launch.run_worker_node(args.recipe, run_dir, resume=args.resume, node_rank=node_rank)
-    # `kill` or `timeout` stops a run as Ctrl-C does: the trainer (in a session of its own, so that a
-    # closed terminal does not kill it) is told to checkpoint and end, never left running unwatched.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C, `kill` or `timeout` stop a run: the trainer (in a session of its own, so that a closed
+    # terminal does not kill it) is told to checkpoint and end, never left running unwatched. Until
+    # the follow loop takes over, a signal is only noted, never raised: a KeyboardInterrupt between
+    # the spawn and its handling would leave the trainer running with nobody watching.
+    stops: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: stops.append(signum)) for sig in STOP_SIGNALS}
     try:
-        return _train(args, recipe, run_dir, node_rank)
+        return _train(args, recipe, run_dir, node_rank, stops)
+    except RunComplete as done:
+        print(f"peft-advisor: {done}", file=sys.stderr)
+        return int(ExitCode.OK)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _train(args, recipe, run_dir: Path, node_rank) -> int:
+def _train(args, recipe, run_dir: Path, node_rank, stops: list[int]) -> int:
     from peft_advisor import launch
 
     launched = launch.start(args.recipe, run_dir, resume=args.resume, node_rank=node_rank)
     print(f"peft-advisor: trainer pid {launched.pid}; setting up {recipe.method.name} on {recipe.model.id}", file=sys.stderr)
-    try:
-        launch.wait_started(launched)
-    except KeyboardInterrupt:
-        launched.stop()
-        print("peft-advisor: interrupted during setup; stopping the trainer", file=sys.stderr)
-        _reap(launched)
-        launch.discard_staging(launched)
-        return int(ExitCode.INTERRUPTED)
+    while not launch.check_started(launched):  # raises the child's one-line reason if it fails
+        if stops:
+            return _stop_during_setup(launched, stops)
+        time.sleep(SETUP_POLL_S)
     print(f"peft-advisor: run folder {launched.run_dir}", file=sys.stderr)
     if args.detach:
         print(f"peft-advisor: detached; follow with: peft-advisor monitor {launched.run_dir}", file=sys.stderr)
         return 0
+    if stops:  # a stop that came as training began: the follow loop forwards it
+        launched.stop()
     return follow(launched.run_dir, launched=launched, offset=launched.events_offset)
+
+
+def _stop_during_setup(launched, stops: list[int]) -> int:
+    """Stop the trainer and wait until it is gone: its SIGINT handler ends setup at once, but a long
+    C call (loading weights) may delay it; a second stop kills it (no run folder exists yet)."""
+    from peft_advisor import launch
+
+    launched.stop()
+    print("peft-advisor: interrupted during setup; stopping the trainer", file=sys.stderr)
+    seen = len(stops)
+    while launched.running():
+        if len(stops) > seen:
+            launched.kill()
+            print("peft-advisor: stopping it now", file=sys.stderr)
+            seen = len(stops)
+        time.sleep(SETUP_POLL_S)
+    launch.discard_staging(launched)
+    return int(ExitCode.INTERRUPTED)
 
 
 # ---------------------------------------------------------------- monitor
@@ -148,7 +175,7 @@ def _follow_loop(run_dir: Path, tail: EventTail, summary: RunSummary, launched, 
     else:
         print(f"peft-advisor: detached; the trainer keeps running: peft-advisor monitor {run_dir}", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
-    return int(END_CODES.get(summary.status, ExitCode.TRAIN_FAILED))
+    return exit_code(summary.status)
 
 
 def _record_calibration(run_dir: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 
 from peft_advisor.core.errors import ExitCode, UserError
@@ -25,21 +24,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # SIGINT is the launcher's stop request. A process started from a background job inherits it
-    # ignored, and Python then leaves it so: a stop during setup would be lost and the run go on.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGINT (and SIGTERM) is the launcher's stop request, handled from here to the end. A process
+    # started from a background job inherits SIGINT ignored; setting a handler undoes that.
+    from peft_advisor.core.run_folder import RunComplete
+    from peft_advisor.train.run import Run, StopSignal, record_setup_exit
 
-    from peft_advisor.train.run import Run, record_setup_exit
-
+    stop = StopSignal().install()
+    run = None
     try:
-        run = Run(args.recipe, args.run_dir, args.resume, argv=[sys.executable, "-m", "peft_advisor.train", *(sys.argv[1:] if argv is None else argv)])
+        run = Run(args.recipe, args.run_dir, args.resume, stop=stop,
+                  argv=[sys.executable, "-m", "peft_advisor.train", *(sys.argv[1:] if argv is None else argv)])
         run.setup()
+    except RunComplete as done:
+        print(f"peft-advisor: {done}", file=sys.stderr, flush=True)
+        return int(ExitCode.OK)
     except UserError as err:
         print(f"peft-advisor: {err}", file=sys.stderr, flush=True)
         record_setup_exit(err.code)
         return int(err.code)
     except KeyboardInterrupt:
+        if run is not None:
+            run.discard_new_folder()
         print("peft-advisor: interrupted before training started", file=sys.stderr, flush=True)
+        record_setup_exit(ExitCode.INTERRUPTED)
         return int(ExitCode.INTERRUPTED)
     try:
         return run.train()

@@ -168,6 +168,37 @@ class LeanTrainer(Trainer):
         self.accelerator.unscale_gradients()
         return torch.nn.utils.clip_grad_norm_(self._trainable, self.args.max_grad_norm)
 
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer writes `checkpoint-N` file by file, so a kill or a full disk mid-way left a folder
+        that `--resume` then chose and failed on. Here it is written under `.partial/` and renamed
+        into place once whole (after every rank's part, under several processes)."""
+        import os
+        import shutil
+
+        from peft_advisor.core import run_folder as rf
+
+        real = self.args.output_dir
+        partial = os.path.join(real, rf.PARTIAL)
+        name = f"{rf.CHECKPOINT_PREFIX}{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(os.path.join(partial, name), ignore_errors=True)  # a torn earlier try
+        self.args.output_dir = partial
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = real
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            rf.publish_checkpoint(real, name)
+            rf.rotate_checkpoints(real, self.args.save_total_limit)
+        self.accelerator.wait_for_everyone()
+
+    def _save_optimizer_and_scheduler(self, output_dir) -> None:
+        from peft_advisor.core.run_folder import fault_point
+
+        fault_point("checkpoint")  # tests only: a kill or a full disk between the weights and the rest
+        super()._save_optimizer_and_scheduler(output_dir)
+
     def floating_point_ops(self, inputs) -> int:
         """Trainer's count, 6 x input tokens x non-embedding parameters, with the parameters counted once."""
         ids = inputs.get(getattr(self.model, "main_input_name", "input_ids"))

@@ -13,7 +13,6 @@ the others wait for it at a barrier before the Trainer touches the folder.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -23,18 +22,11 @@ import traceback
 from pathlib import Path
 
 from peft_advisor.core import recipe as recipes
+from peft_advisor.core import run_folder as rf
 from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.run_folder import SETUP_EXIT_FILE, STAGING_ENV
 
-STAGING_ENV = "PEFT_ADVISOR_STAGING"  # a folder the launcher made (holding train.log) to become the run folder
-SETUP_EXIT_FILE = "setup_exit_code"  # in the staging folder: the code of a failed setup (torchrun exits 1)
-EXIT = {"ok": ExitCode.OK, "cancelled": ExitCode.INTERRUPTED, "oom": ExitCode.OOM, "error": ExitCode.TRAIN_FAILED}
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomically: a temp file in the same folder, then os.replace."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+write_json = rf.atomic_write_json
 
 
 def record_setup_exit(code: int) -> None:
@@ -56,14 +48,40 @@ def record_setup_exit(code: int) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def last_checkpoint(run_dir: Path) -> Path | None:
-    steps = [(int(p.name.split("-")[1]), p) for p in run_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
-    return max(steps)[1] if steps else None
+class StopSignal:
+    """SIGINT and SIGTERM for the child's whole life, installed before anything else. During setup
+    a stop raises KeyboardInterrupt and is also remembered, so one that a library swallows still
+    stops the run before its folder is made. Once training is set up, the first stop asks for a
+    checkpoint at the end of the step; a second stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.callback = None
+        self.say = None
+
+    def install(self) -> StopSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self)
+        return self
+
+    def __call__(self, signum, frame) -> None:
+        again, self.requested = self.requested, True
+        callback = self.callback
+        if callback is None or again:
+            raise KeyboardInterrupt
+        callback.stop_requested = True
+        self.say("peft-advisor: stop requested; saving a checkpoint after this step")
+
+    def attach(self, callback, say) -> None:
+        """From now on a first stop is a checkpoint request (one made before is carried over)."""
+        self.say, self.callback = say, callback
+        callback.stop_requested = callback.stop_requested or self.requested
 
 
 class Run:
-    def __init__(self, recipe_path, run_dir=None, resume: bool = False, argv: list[str] | None = None):
+    def __init__(self, recipe_path, run_dir=None, resume: bool = False, argv: list[str] | None = None, stop=None):
         self.started = time.time()
+        self.stop = stop or StopSignal()
         self.recipe_path = Path(recipe_path)
         self.recipe = recipes.load(self.recipe_path)
         self.run_dir = Path(run_dir or self.recipe.output.dir).absolute()
@@ -102,6 +120,8 @@ class Run:
         self.estimate = estimate_for(model, r, ranks.world)
         self.fsdp_wrap = dist.wrap_classes(model)
         self.built = methods.build(model, r, ranks)
+        if self.stop.requested:  # a stop swallowed by a library during setup still stops the run here
+            raise KeyboardInterrupt
         if ranks.main:
             self.create_run_folder()
         dist.barrier(ranks)  # nobody writes into the run folder before it exists
@@ -113,14 +133,22 @@ class Run:
             print(line, file=sys.stderr, flush=True)
 
     def check_run_dir(self) -> None:
-        if self.resume:
-            if not self.run_dir.is_dir():
-                raise UserError(f"{self.run_dir}: no such run folder to resume", ExitCode.USAGE)
-            self.checkpoint = last_checkpoint(self.run_dir)
-            if self.checkpoint is None:
-                raise UserError(f"{self.run_dir}: no checkpoint-N folder to resume from", ExitCode.USAGE)
-        elif self.ranks.main and self.run_dir.exists():  # other ranks may already see rank 0's new folder
-            raise UserError(f"{self.run_dir}: run folder exists; pass --resume or another --run-dir", ExitCode.EXISTS)
+        if not self.resume:
+            if self.ranks.main and self.run_dir.exists():  # other ranks may already see rank 0's new folder
+                raise UserError(f"{self.run_dir}: run folder exists; pass --resume or another --run-dir", ExitCode.EXISTS)
+            return
+        if not self.run_dir.is_dir():
+            raise UserError(f"{self.run_dir}: no such run folder to resume", ExitCode.USAGE)
+        if self.ranks.main:  # one trainer per folder, for the whole run
+            self.lock = rf.acquire_or_refuse(self.run_dir)
+            rf.discard_partial(self.run_dir)
+            rf.check_resumable(self.run_dir, self.recipe)
+            write_json(self.run_dir / rf.RUN_JSON, self.run_info())  # who holds it, for stop and monitor
+        self.checkpoint, skipped = rf.last_complete_checkpoint(self.run_dir)
+        for torn in skipped:
+            self.say(f"peft-advisor: skipping {torn.name}: incomplete (no {rf.CHECKPOINT_LAST_FILE})")
+        if self.checkpoint is None:
+            raise UserError(f"{self.run_dir}: no checkpoint-N folder to resume from", ExitCode.USAGE)
 
     def resolved_recipe(self):
         """The recipe as run: its run folder, and a local data path made absolute."""
@@ -136,30 +164,46 @@ class Run:
         """The process to signal to stop the run: torchrun/accelerate (it forwards to every rank), else us."""
         return os.getppid() if self.ranks.distributed else os.getpid()
 
-    def create_run_folder(self) -> None:
-        """Rank 0 only."""
+    def run_info(self) -> dict:
         info = {"pid": self.launcher_pid(), "argv": list(self.argv), "started": self.started, "run_dir": str(self.run_dir)}
         if self.ranks.distributed:
             info.update(rank0_pid=os.getpid(), world_size=self.ranks.world)
+        return info
+
+    def create_run_folder(self) -> None:
+        """Rank 0 only: a staging folder, locked and filled, then renamed into place (so the folder
+        is whole or absent, and the lock moves with it)."""
+        info = self.run_info()
         if self.resume:
-            write_json(self.run_dir / "run.json", {**info, "resumed_from": self.checkpoint.name})
+            write_json(self.run_dir / rf.RUN_JSON, {**info, "resumed_from": self.checkpoint.name})
             return
         staging = os.environ.get(STAGING_ENV)
         if staging and self.ranks.distributed:  # keep the launcher's command line (torchrun ...), not ours
-            try:
-                info["argv"] = json.loads((Path(staging) / "run.json").read_text(encoding="utf-8"))["argv"]
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
+            argv = rf.read_json(Path(staging) / rf.RUN_JSON).get("argv")
+            if isinstance(argv, list):
+                info["argv"] = argv
         parent = self.run_dir.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        folder = Path(staging) if staging else Path(tempfile.mkdtemp(prefix=f".{self.run_dir.name}.", dir=parent))
-        os.chmod(folder, 0o755)
-        (folder / "recipe.toml").write_text(recipes.dumps(self.resolved_recipe()), encoding="utf-8")
-        write_json(folder / "run.json", info)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(staging) if staging else Path(tempfile.mkdtemp(prefix=f".{self.run_dir.name}.", dir=parent))
+            os.chmod(folder, 0o755)
+        except OSError as err:
+            raise UserError(f"{self.run_dir}: cannot create the run folder: {err.strerror or err}", ExitCode.USAGE) from None
+        self.lock = rf.acquire_or_refuse(folder)
+        (folder / rf.RECIPE).write_text(recipes.dumps(self.resolved_recipe()), encoding="utf-8")
+        write_json(folder / rf.RUN_JSON, info)
         try:
             os.rename(folder, self.run_dir)
         except OSError:
             raise UserError(f"{self.run_dir}: run folder appeared meanwhile; not overwriting", ExitCode.EXISTS) from None
+        self.created = True
+
+    def discard_new_folder(self) -> None:
+        """A stop that came after the folder was made but before training: remove what we made."""
+        if getattr(self, "created", False) and not (self.run_dir / rf.EVENTS).exists():
+            import shutil
+
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def check_report_to(self) -> None:
         import importlib.util
@@ -205,6 +249,7 @@ class Run:
         self.writer = EventWriter(self.run_dir / "events.jsonl") if ranks.main else None
         self.callback = EventsCallback(self.writer, start, global_batch, accuracy,
                                        time_limit_s=start["time_limit_s"], ranks=ranks)
+        self.stop.attach(self.callback, self.say)
 
     def fsdp(self) -> bool:
         return self.ranks.distributed and self.recipe.distributed.strategy == "fsdp"
@@ -237,17 +282,9 @@ class Run:
 
     # ------------------------------------------------------------ train
 
-    def request_stop(self, signum, frame) -> None:
-        """First signal: checkpoint and stop at the end of this step. Second: stop now."""
-        if self.callback.stop_requested:
-            raise KeyboardInterrupt
-        self.callback.stop_requested = True
-        self.say("peft-advisor: stop requested; saving a checkpoint after this step")
-
     def train(self) -> int:
         import torch
 
-        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         status, message, self.trainer = "ok", None, None
         try:
             trainer = self.trainer = self.make_trainer()
@@ -272,12 +309,20 @@ class Run:
             status, message = "cancelled", "stopped at once on a second interrupt; no checkpoint for this step"
         except Exception as err:  # a library error mid-run: the run ends `error` with the reason
             traceback.print_exc()
-            status, message = "error", f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            status, message = "error", self.disk_full_message(err) or (
+                f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}")
         self.end(status, message)
-        return int(EXIT[status])
+        return rf.exit_code(status)
+
+    def disk_full_message(self, err: Exception) -> str | None:
+        """A full disk says so in one line (PyTorch's own words are 'enforce fail at
+        inline_container.cc'); the half-written checkpoint is removed, the complete ones stay."""
+        if not rf.is_disk_full(err):
+            return None
+        rf.discard_partial(self.run_dir)
+        last, _ = rf.last_complete_checkpoint(self.run_dir)
+        kept = f"{last.name} is the last complete checkpoint" if last else "no complete checkpoint was saved"
+        return f"the disk is full (no space left on device) at step {self.step()}; {kept}. Free space, then --resume"
 
     def write_last_log(self) -> None:
         """A run that failed mid-step still reports the step before (LeanTrainer writes a step's

@@ -12,6 +12,7 @@ import pytest
 from peft_advisor import launch
 from peft_advisor.cli import main
 from peft_advisor.core import recipe as rc
+from peft_advisor.core import run_folder as rf
 from peft_advisor.core.errors import ExitCode
 from peft_advisor.core.events import summarize
 
@@ -90,7 +91,7 @@ def test_a_failed_setup_keeps_the_ranks_exit_code(tmp_path):
     staging.mkdir()
     fake = SimpleNamespace(staging_dir=staging)
     assert launch._setup_exit_code(fake, 1) == 1
-    (staging / launch.SETUP_EXIT_FILE).write_text("8\n")
+    (staging / rf.SETUP_EXIT_FILE).write_text("8\n")
     assert launch._setup_exit_code(fake, 1) == 8
     assert launch._setup_exit_code(SimpleNamespace(staging_dir=None), 1) == 1
 
@@ -176,5 +177,5 @@ def test_the_first_rank_to_fail_setup_leaves_the_exit_code(tmp_path, monkeypatch
     record_setup_exit(ExitCode.NO_GPU)
     monkeypatch.setenv("RANK", "0")
     record_setup_exit(ExitCode.TRAIN_FAILED)  # a knock-on failure, later
-    assert (tmp_path / launch.SETUP_EXIT_FILE).read_text() == "5\n"
-    assert [p.name for p in tmp_path.iterdir()] == [launch.SETUP_EXIT_FILE]
+    assert (tmp_path / rf.SETUP_EXIT_FILE).read_text() == "5\n"
+    assert [p.name for p in tmp_path.iterdir()] == [rf.SETUP_EXIT_FILE]

@@ -1,0 +1,365 @@
+"""The run folder protocol: the one place that says what a run folder holds and how the launcher
+(parent), the trainer (child) and the watchers (CLI, app, bench) agree on it.
+
+A run folder is made whole or not at all (a staging folder renamed into place), is written by one
+trainer at a time (an OS lock the kernel drops when that trainer dies, however it dies), and its
+checkpoints appear only when complete (written under `.partial/`, then renamed). Files the user
+reads are replaced atomically (a temp file beside them, then a rename), never half-written.
+
+Pure: imports neither torch nor textual, so every front end can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+try:  # POSIX; elsewhere the lock is advisory by convention only
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+from peft_advisor.core.errors import ExitCode
+
+EVENTS, RUN_JSON, LOG, RECIPE, LOCK = "events.jsonl", "run.json", "train.log", "recipe.toml", ".lock"
+MARKERS = (EVENTS, RUN_JSON)  # either one makes a folder a run folder
+STAGING_ENV = "PEFT_ADVISOR_STAGING"  # the launcher's staging folder, which the child renames into place
+SETUP_EXIT_FILE = "setup_exit_code"  # in the staging folder: the code of a failed setup (torchrun exits 1)
+FAULT_ENV = "PEFT_ADVISOR_FAULT"  # tests only: a fault the trainer injects at a precise moment
+CHECKPOINT_PREFIX = "checkpoint-"
+PARTIAL = ".partial"  # checkpoints being written; renamed out of it when complete
+CHECKPOINT_LAST_FILE = "trainer_state.json"  # Trainer writes it after the weights, optimizer and RNG state
+
+END_CODES = {"ok": ExitCode.OK, "cancelled": ExitCode.INTERRUPTED, "oom": ExitCode.OOM, "error": ExitCode.TRAIN_FAILED}
+
+
+def exit_code(status: str | None) -> int:
+    """The exit code of a run that ended with `status` (an `end` event's); unknown is a failure."""
+    return int(END_CODES.get(status or "", ExitCode.TRAIN_FAILED))
+
+
+def is_run_folder(path) -> bool:
+    """A folder a trainer made: it holds events.jsonl or run.json."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).is_file() for name in MARKERS)
+
+
+# ---------------------------------------------------------------- atomic files
+
+
+def atomic_write_text(path, text: str) -> None:
+    """A temp file in the same folder, flushed to disk, then renamed over `path`: a reader sees the
+    old file or the new one, and a full disk leaves the old one (the temp file is removed)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path) -> dict:
+    """A JSON object from a file, or {} when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_run_json(run_dir) -> dict:
+    return read_json(Path(run_dir) / RUN_JSON)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def checkpoint_step(path) -> int | None:
+    name = Path(path).name
+    digits = name.removeprefix(CHECKPOINT_PREFIX)
+    return int(digits) if name.startswith(CHECKPOINT_PREFIX) and digits.isdigit() else None
+
+
+def is_complete_checkpoint(path) -> bool:
+    """Complete when Trainer's last file is there (folders renamed out of `.partial/` always are;
+    this also catches torn folders left by older versions or other tools)."""
+    return Path(path).is_dir() and (Path(path) / CHECKPOINT_LAST_FILE).is_file()
+
+
+def checkpoints(run_dir) -> list[Path]:
+    """`checkpoint-N` folders, lowest N first."""
+    found = [(checkpoint_step(p), p) for p in Path(run_dir).glob(CHECKPOINT_PREFIX + "*") if p.is_dir()]
+    return [p for step, p in sorted((s, p) for s, p in found if s is not None)]
+
+
+def last_complete_checkpoint(run_dir) -> tuple[Path | None, list[Path]]:
+    """The newest complete checkpoint, and the newer incomplete ones passed over (to say so)."""
+    skipped = []
+    for path in reversed(checkpoints(run_dir)):
+        if is_complete_checkpoint(path):
+            return path, skipped
+        skipped.append(path)
+    return None, skipped
+
+
+def has_checkpoint(run_dir) -> bool:
+    return last_complete_checkpoint(run_dir)[0] is not None
+
+
+# ---------------------------------------------------------------- one trainer per folder
+
+
+class FolderBusy(Exception):
+    """Another live process holds the folder's lock; `pid` is what it wrote there (or None)."""
+
+    def __init__(self, pid: int | None):
+        super().__init__(pid)
+        self.pid = pid
+
+
+def busy_message(run_dir, pid: int | None) -> str:
+    who = f"trainer pid {pid}" if pid else "another trainer"
+    return f"{run_dir}: run folder in use by {who}; wait for it to end or stop it first"
+
+
+class RunLock:
+    """An exclusive `flock` on FOLDER/.lock, held for the trainer's life. The kernel drops it when
+    the process dies (Ctrl-C, kill -9, a crash), so a stale lock never blocks a resume."""
+
+    def __init__(self, folder) -> None:
+        self.path = Path(folder) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise FolderBusy(lock_holder(self.path.parent)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def lock_holder(folder) -> int | None:
+    """The pid written in a held lock, else None (no lock file, or nobody holds it)."""
+    path = Path(folder) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:  # held exclusively: by a live trainer
+                text = os.read(fd, 32).decode("ascii", "replace").strip()
+                return int(text) if text.isdigit() and valid_pid(int(text)) else 0
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def valid_pid(pid) -> bool:
+    """A process id as the kernel hands out: run.json is a file anyone can edit, and os.kill reads
+    0 as 'my process group' and -1 as 'every process I may signal'."""
+    return isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31
+
+
+def trainer_alive(pid: int | None) -> bool:
+    """Is `pid` a live (not zombie) trainer? Checks /proc where there is one."""
+    if not valid_pid(pid):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if not proc.is_dir():
+        return True
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+    return state not in ("Z", "X") and b"peft_advisor.train" in cmdline
+
+
+def stop(run_dir) -> bool:
+    """SIGINT to the trainer recorded in run_dir/run.json; False when none is running."""
+    pid = read_run_json(run_dir).get("pid")
+    if not trainer_alive(pid):  # which also checks that it is a real pid
+        return False
+    os.kill(pid, signal.SIGINT)
+    return True
+
+
+def publish_checkpoint(run_dir, name: str) -> Path:
+    """Move a whole checkpoint from `.partial/` into the run folder (one rename), and sync the folder
+    so the rename survives a power cut."""
+    run_dir = Path(run_dir)
+    final = run_dir / name
+    if final.exists():  # the same step saved again (a resume that re-saves): the new one wins
+        import shutil
+
+        shutil.rmtree(final)
+    os.rename(run_dir / PARTIAL / name, final)
+    _fsync_dir(run_dir)
+    return final
+
+
+def _fsync_dir(folder) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def discard_partial(run_dir) -> None:
+    """Checkpoints a killed trainer left half-written (only ever under `.partial/`)."""
+    import shutil
+
+    shutil.rmtree(Path(run_dir) / PARTIAL, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- faults (tests only)
+
+_fault_calls: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """Tests set FAULT_ENV to `NAME:ACTION[:N]` to break the trainer at the N-th pass (default 1)
+    through the point called NAME: `kill` is SIGKILL to itself, `enospc` a full disk. Unset, this
+    costs one dictionary lookup."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    parts = spec.split(":")
+    if parts[0] != name or len(parts) < 2:
+        return
+    _fault_calls[name] = _fault_calls.get(name, 0) + 1
+    if _fault_calls[name] != (int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 1):
+        return
+    if parts[1] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if parts[1] == "enospc":
+        import errno
+
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def acquire_or_refuse(folder) -> RunLock:
+    """The folder's lock, or one line naming the pid that holds it."""
+    from peft_advisor.core.errors import UserError
+
+    try:
+        return RunLock(folder).acquire()
+    except FolderBusy as busy:
+        raise UserError(busy_message(folder, busy.pid), ExitCode.EXISTS) from None
+    except OSError as err:
+        raise UserError(f"{folder}: cannot lock the run folder: {err.strerror or err}", ExitCode.USAGE) from None
+
+
+class RunComplete(Exception):
+    """`--resume` of a run that already reached its last step: nothing to do (exit 0)."""
+
+
+# Keys whose change makes a checkpoint's weights or optimizer state the wrong shape.
+STATE_KEYS = ("model.id", "method.name", "method.rank", "method.targets", "method.vera_rank",
+              "method.galore_rank", "method.galore_layerwise")
+
+
+def check_resumable(run_dir, recipe) -> None:
+    """Before a resume: refuse a recipe that changed what the checkpoint holds (PyTorch would only
+    say 'parameter group doesn't match'), and stop at once if the run already ended at its last step."""
+    from peft_advisor.core import recipe as rc
+    from peft_advisor.core.errors import UserError
+    from peft_advisor.core.events import read_events, summarize
+
+    run_dir = Path(run_dir)
+    try:
+        before = rc.load(run_dir / RECIPE)
+    except UserError:
+        before = None
+    if before is not None:
+        for key in STATE_KEYS:
+            old, new = _key(before, key), _key(recipe, key)
+            if old != new:
+                raise UserError(f"{run_dir}: {key} changed since the run started ({_show(old)} -> {_show(new)}); "
+                                f"a checkpoint cannot resume with it: resume with {run_dir / RECIPE} "
+                                f"or start a new run", ExitCode.BAD_RECIPE)
+    summary = summarize(read_events(run_dir / EVENTS)[0])
+    wanted = recipe.train.max_steps or summary.total_steps
+    if summary.status == "ok" and summary.step and wanted and summary.step >= wanted:
+        raise RunComplete(f"{run_dir}: the run is complete (step {summary.step} of {wanted}); nothing to resume. "
+                          f"Raise train.max_steps to train further")
+
+
+def _key(recipe, dotted: str):
+    section, name = dotted.split(".")
+    return getattr(getattr(recipe, section), name)
+
+
+def _show(value) -> str:
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC, or PyTorch's serializer's words for it (it raises RuntimeError, not OSError)."""
+    import errno
+
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return "No space left on device" in text or ("inline_container" in text and "write" in text.lower())
+
+
+def rotate_checkpoints(run_dir, keep: int | None) -> None:
+    """Keep the newest `keep` complete checkpoints, removing older ones (oldest first, so a kill
+    mid-way never leaves fewer than `keep`); torn folders older than the newest complete one go too."""
+    import shutil
+
+    if not keep:
+        return
+    found = checkpoints(run_dir)
+    complete = [p for p in found if is_complete_checkpoint(p)]
+    if not complete:
+        return
+    newest = checkpoint_step(complete[-1])
+    doomed = complete[:-keep] + [p for p in found if not is_complete_checkpoint(p) and checkpoint_step(p) < newest]
+    for path in sorted(doomed, key=checkpoint_step):
+        shutil.rmtree(path, ignore_errors=True)
