@@ -16,7 +16,7 @@ from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
 from peft_advisor.core.events import EventTail, RunSummary
-from peft_advisor.core.run_folder import RunComplete, exit_code
+from peft_advisor.core.run_folder import RunComplete, exit_code, fault_point
 from peft_advisor.core.units import fmt_bytes, fmt_count, fmt_file_bytes
 
 BAR_WIDTH = 20
@@ -80,6 +80,7 @@ def _train(args, recipe, run_dir: Path, node_rank, stops: list[int]) -> int:
     from peft_advisor import launch
 
     launched = launch.start(args.recipe, run_dir, resume=args.resume, node_rank=node_rank)
+    fault_point("launched")  # tests only: a stop right after the spawn, the window that once lost it
     print(f"peft-advisor: trainer pid {launched.pid}; setting up {recipe.method.name} on {recipe.model.id}", file=sys.stderr)
     while not launch.check_started(launched):  # raises the child's one-line reason if it fails
         if stops:

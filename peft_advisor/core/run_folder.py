@@ -229,6 +229,10 @@ def publish_checkpoint(run_dir, name: str) -> Path:
 
         shutil.rmtree(final)
     os.rename(run_dir / PARTIAL / name, final)
+    try:
+        os.rmdir(run_dir / PARTIAL)  # nothing else is being written there
+    except OSError:
+        pass
     _fsync_dir(run_dir)
     return final
 
@@ -260,8 +264,8 @@ _fault_calls: dict[str, int] = {}
 
 def fault_point(name: str) -> None:
     """Tests set FAULT_ENV to `NAME:ACTION[:N]` to break the trainer at the N-th pass (default 1)
-    through the point called NAME: `kill` is SIGKILL to itself, `enospc` a full disk. Unset, this
-    costs one dictionary lookup."""
+    through the point called NAME: `kill` is SIGKILL to itself, `term` SIGTERM to itself, `enospc`
+    a full disk. Unset, this costs one dictionary lookup."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
@@ -271,8 +275,8 @@ def fault_point(name: str) -> None:
     _fault_calls[name] = _fault_calls.get(name, 0) + 1
     if _fault_calls[name] != (int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 1):
         return
-    if parts[1] == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
+    if parts[1] in ("kill", "term"):
+        os.kill(os.getpid(), signal.SIGKILL if parts[1] == "kill" else signal.SIGTERM)
     if parts[1] == "enospc":
         import errno
 
