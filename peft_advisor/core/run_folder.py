@@ -28,6 +28,7 @@ MARKERS = (EVENTS, RUN_JSON)  # either one makes a folder a run folder
 STAGING_ENV = "PEFT_ADVISOR_STAGING"  # the launcher's staging folder, which the child renames into place
 SETUP_EXIT_FILE = "setup_exit_code"  # in the staging folder: the code of a failed setup (torchrun exits 1)
 FAULT_ENV = "PEFT_ADVISOR_FAULT"  # tests only: a fault the trainer injects at a precise moment
+GPU_CAP_ENV = "PEFT_ADVISOR_GPU_CAP_GIB"  # caps the trainer's allocator: rehearse a smaller card
 CHECKPOINT_PREFIX = "checkpoint-"
 PARTIAL = ".partial"  # checkpoints being written; renamed out of it when complete
 CHECKPOINT_LAST_FILE = "trainer_state.json"  # Trainer writes it after the weights, optimizer and RNG state

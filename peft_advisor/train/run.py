@@ -105,6 +105,7 @@ class Run:
         methods.check_device(r, self.cuda)  # before transformers and peft: those imports take seconds
         dist.check_gpus(ranks, r, self.cuda)
         dist.init(ranks, r, self.cuda)
+        self.cap_gpu_memory()
         from transformers import set_seed
 
         from peft_advisor.train.model import estimate_for, load_model, load_tokenizer, resolve_model
@@ -126,6 +127,27 @@ class Run:
             self.create_run_folder()
         dist.barrier(ranks)  # nobody writes into the run folder before it exists
         self.make_callback()
+
+    def cap_gpu_memory(self) -> None:
+        """Rehearse a smaller card: PEFT_ADVISOR_GPU_CAP_GIB caps this process's PyTorch allocator
+        (the CUDA context comes on top, as on a real card of that size). `bench/fits.py` uses it
+        to train advice for a 12 GiB card on an 80 GiB one."""
+        text = os.environ.get(rf.GPU_CAP_ENV)
+        if not text or not self.cuda:
+            return
+        import torch
+
+        try:
+            cap_bytes = float(text) * 2**30
+        except ValueError:
+            raise UserError(f"{rf.GPU_CAP_ENV}={text!r}: not a number of GiB", ExitCode.USAGE) from None
+        device = torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(device).total_memory
+        if not 0 < cap_bytes <= total:
+            raise UserError(f"{rf.GPU_CAP_ENV}={text}: must be more than 0 and at most the card's "
+                            f"{total / 2**30:.2f} GiB", ExitCode.USAGE)
+        torch.cuda.set_per_process_memory_fraction(cap_bytes / total, device)
+        self.say(f"peft-advisor: GPU memory capped at {cap_bytes / 2**30:.2f} GiB ({rf.GPU_CAP_ENV})")
 
     def say(self, line: str) -> None:
         """A note in train.log, once (rank 0), not once per GPU."""

@@ -1,0 +1,225 @@
+"""Does the advice fit the card it was given for? Train the top recommendations on a capped GPU.
+
+Usage (on a machine with an NVIDIA GPU):
+    python bench/fits.py --out bench/results/h100_fits.jsonl [--cases 0-4] [--parallel-gib 70]
+    python bench/fits.py --table bench/results/h100_fits.jsonl > bench/results/h100_fits.md   # no GPU
+
+For each case (architecture, budget, sequence length) it asks `peft-advisor recommend --json` as a
+user would, takes the top three methods, exports each with `recommend --methods M --export` (so the
+settings are exactly those advised), points the recipe at the architecture with random bf16 weights
+(memory does not depend on weight values) and at plain text packed into full-length rows, and runs
+`peft-advisor train` for a few steps with the trainer's PyTorch allocator capped at the budget less
+the CUDA context the advice assumed (PEFT_ADVISOR_GPU_CAP_GIB), as on a card of that size.
+
+Per run it records: ended ok or out of memory; budget used = (measured peak + assumed context) /
+budget; estimate error = (estimate - measured) / measured, peak = torch.cuda.max_memory_reserved()
+from the run's own events. Runs go several at a time while their budgets fit the card together;
+each row is appended as it finishes, so a call cut short keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GIB = 2**30
+STEPS = 3
+# Architectures the estimator's constants were fitted on (bench/measure_memory.py cases_calib).
+TUNED = {"qwen2.5-0.5b", "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b"}
+# (preset, budget GiB, sequence length): six architectures, 4-48 GiB, 512-4096 tokens.
+CASES = [
+    ("gemma-3-1b", 4, 512),
+    ("qwen2.5-1.5b", 6, 512),
+    ("gemma-3-1b", 8, 2048),
+    ("qwen3-1.7b", 8, 1024),
+    ("gemma-2-2b", 12, 1024),
+    ("llama-3.2-3b", 12, 2048),
+    ("phi-3.5-mini", 16, 1024),
+    ("gemma-2-2b", 24, 2048),
+    ("qwen3-1.7b", 24, 4096),
+    ("phi-3.5-mini", 48, 4096),
+]
+
+
+def cli(*args, env=None, timeout=900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "peft_advisor", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+
+
+def advise(preset: str, budget: float, seq: int, methods: str | None = None) -> list[dict]:
+    args = ["recommend", "--model", preset, "--vram", budget, "--seq", seq, "--batch", 4, "--json"]
+    done = cli(*args, *(["--methods", methods] if methods else []))
+    if done.returncode not in (0, 6):  # 6: nothing fits
+        raise RuntimeError(done.stderr.strip().splitlines()[-1])
+    return json.loads(done.stdout).get("recommendations") or []
+
+
+def export(preset: str, budget: float, seq: int, method: str, path: Path, model_dir: Path, data: Path,
+           run_dir: Path) -> Path:
+    from peft_advisor.core import recipe as rc
+
+    done = cli("recommend", "--model", preset, "--vram", budget, "--seq", seq, "--batch", 4, "--methods", method,
+               "--export", path, "--force", "--json")
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1])
+    recipe = rc.updated(rc.load(path), {
+        "model.id": str(model_dir), "data.path": str(data), "data.format": "text", "data.packing": True,
+        "data.eval_split": 0, "train.max_steps": STEPS, "train.eval_every": 0, "train.save_every": 0,
+        "train.warmup_ratio": 0.0, "output.dir": str(run_dir),
+    })
+    return rc.save(recipe, path, force=True, header=f"bench/fits.py: {preset} {method} on {budget} GiB")
+
+
+def train(recipe: Path, run_dir: Path, cap_gib: float) -> dict:
+    from bench.gpu_common import read_run
+
+    done = cli("train", recipe, "--run-dir", run_dir, env={"PEFT_ADVISOR_GPU_CAP_GIB": f"{cap_gib:.4f}"},
+               timeout=1800)
+    row = read_run(run_dir) if (run_dir / "events.jsonl").is_file() else {"status": "no run folder"}
+    row["exit_code"] = done.returncode
+    if row["status"] != "ok":
+        row["stderr_tail"] = done.stderr.strip().splitlines()[-3:]
+    return row
+
+
+class GpuBudget:
+    """Lets runs share the card while their budgets add up to no more than `gib`."""
+
+    def __init__(self, gib: float) -> None:
+        self.free, self.cond = gib, threading.Condition()
+
+    def take(self, gib: float) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.free >= gib)
+            self.free -= gib
+
+    def give(self, gib: float) -> None:
+        with self.cond:
+            self.free += gib
+            self.cond.notify_all()
+
+
+def run_case(index: int, preset: str, budget: float, seq: int, work: Path, out: Path, pool: GpuBudget,
+             lock: threading.Lock, models: dict) -> None:
+    try:
+        recs = advise(preset, budget, seq)[:3]
+    except RuntimeError as err:
+        return append(out, lock, dict(case=index, model=preset, budget_gib=budget, seq=seq, status="advice failed",
+                                      error=str(err)))
+    if not recs:
+        return append(out, lock, dict(case=index, model=preset, budget_gib=budget, seq=seq, status="nothing fits"))
+    for rank, rec in enumerate(recs, 1):
+        name = f"c{index}-{rank}-{rec['method']}"
+        context_bytes = rec["total_bytes"] - rec["peak_bytes"]
+        cap_gib = (budget * GIB - context_bytes) / GIB
+        row = dict(case=index, model=preset, held_out=preset not in TUNED, budget_gib=budget, seq=seq, rank=rank,
+                   method=rec["method"], fit=rec.get("fit", "ok"), settings=rec["settings"],
+                   advised_total_bytes=rec["total_bytes"], advised_high_bytes=rec.get("high_bytes"),
+                   context_bytes=context_bytes, cap_gib=round(cap_gib, 3))
+        pool.take(budget)
+        try:
+            recipe = export(preset, budget, seq, rec["method"], work / f"{name}.toml", models[preset], work / "text.jsonl",
+                            work / "runs" / name)
+            row.update(train(recipe, work / "runs" / name, cap_gib))
+        except Exception as err:  # noqa: BLE001 - record and go on
+            row.update(status="bench error", error=f"{type(err).__name__}: {err}")
+        finally:
+            pool.give(budget)
+        peak = row.get("peak_bytes")
+        if peak and row.get("estimate_peak_bytes"):
+            row["estimate_error"] = (row["estimate_peak_bytes"] - peak) / peak
+        if peak:
+            row["budget_used"] = (peak + context_bytes) / (budget * GIB)
+        append(out, lock, row)
+
+
+def append(out: Path, lock: threading.Lock, row: dict) -> None:
+    with lock, out.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    print(json.dumps({k: row.get(k) for k in ("model", "budget_gib", "seq", "method", "status", "budget_used",
+                                              "estimate_error")}), flush=True)
+
+
+def pick(spec: str) -> list[int]:
+    if spec == "all":
+        return list(range(len(CASES)))
+    lo, _, hi = spec.partition("-")
+    return list(range(int(lo), int(hi or lo) + 1))
+
+
+def table(rows: list[dict]) -> str:
+    """The Markdown table and its summary line, from the JSON rows."""
+    runs = [r for r in rows if "rank" in r]
+    lines = ["| model | held out | budget | seq | # | method | settings | fit | result | peak GiB | used | estimate error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        s = r["settings"]
+        setting = f"r{s.get('rank')} b{s.get('batch_size')}×{s.get('grad_accum')}" + (" ckpt" if s.get("grad_ckpt") else "")
+        peak = f"{r['peak_bytes'] / GIB:.2f}" if r.get("peak_bytes") else "—"
+        used = f"{r['budget_used'] * 100:.0f} %" if r.get("budget_used") else "—"
+        err = f"{r['estimate_error'] * 100:+.1f} %" if r.get("estimate_error") is not None else "—"
+        lines.append(f"| {r['model']} | {'yes' if r['held_out'] else 'no'} | {r['budget_gib']} GiB | {r['seq']} | "
+                     f"{r['rank']} | {r['method']} | {setting} | {r.get('fit', 'ok')} | {r['status']} | {peak} | "
+                     f"{used} | {err} |")
+    return "\n".join([summary(runs), "", *lines, ""])
+
+
+def summary(runs: list[dict]) -> str:
+    ok_oom = [r for r in runs if r.get("fit", "ok") == "ok" and r["status"] == "oom"]
+    used = [r["budget_used"] for r in runs if r.get("budget_used")]
+    errors = [abs(r["estimate_error"]) for r in runs if r.get("estimate_error") is not None and r["held_out"]]
+    parts = [f"{len(runs)} runs; out of memory while marked ok: {len(ok_oom)}"]
+    if used:
+        parts.append(f"median budget used {statistics.median(used) * 100:.0f} %")
+    if errors:
+        parts.append(f"held-out estimate |error| median {statistics.median(errors) * 100:.1f} %, "
+                     f"worst {max(errors) * 100:.1f} % ({len(errors)} runs)")
+    return "**" + "; ".join(parts) + "**"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, help="JSON lines to append to")
+    ap.add_argument("--cases", default="all", help="all, N or N-M (indices into CASES)")
+    ap.add_argument("--case", action="append", help="MODEL:GIB:SEQ instead of CASES (MODEL a preset or a model folder)")
+    ap.add_argument("--parallel-gib", type=float, default=70.0, help="budgets that may run at once, together")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/fits"))
+    ap.add_argument("--table", type=Path, help="print the Markdown table of a results file and exit")
+    args = ap.parse_args()
+    if args.table:
+        print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
+        return 0
+    from bench.gpu_common import make_model_folder, make_text_data
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    make_text_data(args.work / "text.jsonl", rows=600, chars=4000)
+    if args.case:
+        chosen = [(i, m, float(g), int(s)) for i, (m, g, s) in enumerate(c.rsplit(":", 2) for c in args.case)]
+    else:
+        chosen = [(i, *CASES[i]) for i in pick(args.cases)]
+    started = time.time()
+    models = {p: Path(p) if Path(p).is_dir() else make_model_folder(p, args.work / "models" / p)
+              for p in dict.fromkeys(c[1] for c in chosen)}
+    print(f"models ready in {time.time() - started:.0f} s", flush=True)
+    pool, lock = GpuBudget(args.parallel_gib), threading.Lock()
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        futures = [ex.submit(run_case, i, p, b, s, args.work, args.out, pool, lock, models) for i, p, b, s in chosen]
+        for f in futures:
+            f.result()
+    print(f"done in {time.time() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
