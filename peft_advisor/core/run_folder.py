@@ -313,7 +313,6 @@ def check_resumable(run_dir, recipe) -> None:
     say 'parameter group doesn't match'), and stop at once if the run already ended at its last step."""
     from peft_advisor.core import recipe as rc
     from peft_advisor.core.errors import UserError
-    from peft_advisor.core.events import read_events, summarize
 
     run_dir = Path(run_dir)
     try:
@@ -327,10 +326,13 @@ def check_resumable(run_dir, recipe) -> None:
                 raise UserError(f"{run_dir}: {key} changed since the run started ({_show(old)} -> {_show(new)}); "
                                 f"a checkpoint cannot resume with it: resume with {run_dir / RECIPE} "
                                 f"or start a new run", ExitCode.BAD_RECIPE)
-    summary = summarize(read_events(run_dir / EVENTS)[0])
-    wanted = recipe.train.max_steps or summary.total_steps
-    if summary.status == "ok" and summary.step and wanted and summary.step >= wanted:
-        raise RunComplete(f"{run_dir}: the run is complete (step {summary.step} of {wanted}); nothing to resume. "
+    # Trainer's state at the top of the folder is written when a run ends (ok or cancelled), after
+    # its last step; a finished run is one whose state reached the steps the recipe asks for.
+    state = read_json(run_dir / CHECKPOINT_LAST_FILE)
+    done, planned = state.get("global_step"), state.get("max_steps")
+    wanted = recipe.train.max_steps or planned
+    if isinstance(done, int) and isinstance(wanted, int) and 0 < wanted <= done:
+        raise RunComplete(f"{run_dir}: the run is complete (step {done} of {wanted}); nothing to resume. "
                           f"Raise train.max_steps to train further")
 
 
