@@ -7,8 +7,9 @@ column): instruction (instruction/input/output), chat (messages), prompt_complet
 trained on; tokens outside them get label -100, so instruction, chat and prompt/completion
 data train on the answer only.
 
-Every problem a user can cause (missing file, wrong columns, no rows, nothing left after
-truncation) is one `UserError(BAD_DATA)` line, raised before the run folder exists.
+Every problem a user can cause (missing file, a file that is not a regular file or not UTF-8, wrong
+columns, no rows, nothing left after truncation) is one `UserError(BAD_DATA)` line, raised before
+the run folder exists.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.files import text_problem
+from peft_advisor.core.limits import MAX_LINE_BYTES
 from peft_advisor.core.sources import FILE_LOADERS, local_data
 
 REQUIRED = {
@@ -31,6 +34,8 @@ PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 PLAIN_TEMPLATE_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 EVAL_GENERATE_ROWS = 32  # exact match greedy-generates this many eval prompts: cheap, still a signal
 MAX_ANSWER_CHARS = 64  # longer reference answers make exact match meaningless; skip it then
+# Text formats and their line ceiling: a .jsonl or .csv row is a line; a .json document may be one line.
+TEXT_LINE_BYTES = {".jsonl": MAX_LINE_BYTES, ".csv": MAX_LINE_BYTES, ".json": None}
 
 
 @dataclass
@@ -83,6 +88,7 @@ def read_rows(path: str, base_dir: Path | None = None):
             loader = FILE_LOADERS.get(source.suffix.lower())
             if loader is None:
                 raise bad(f"{source}: unsupported file type; use {', '.join(FILE_LOADERS)}")
+            check_text(source)
             with open(source, "rb") as fh:
                 empty = not fh.read(4096).strip()
             if empty:
@@ -102,6 +108,15 @@ def read_rows(path: str, base_dir: Path | None = None):
         where = first_bad_json_line(source) if source.suffix.lower() == ".jsonl" else None
         raise bad(f"{source}: {where}" if where else f"cannot read {source}: {first_line(err)}") from None
     return split_dict(loaded, source)
+
+
+def check_text(source: Path) -> None:
+    """Text formats are UTF-8 with rows of sane length, checked in one streamed pass before `datasets`
+    reads them: its errors name neither the line nor the byte, and it holds a huge line whole first."""
+    if source.suffix.lower() in TEXT_LINE_BYTES:
+        problem = text_problem(source, TEXT_LINE_BYTES[source.suffix.lower()])
+        if problem:
+            raise bad(f"{source}: {problem}")
 
 
 def first_bad_json_line(path: Path) -> str | None:
