@@ -51,6 +51,13 @@ class Prepared:
     eval_prompts: list[str] = field(default_factory=list)
     eval_answers: list[str] = field(default_factory=list)
     add_special_tokens: bool = True
+    train_rows: int = 0  # examples read for training (before packing)
+    truncated_rows: int = 0  # of those, cut at max_seq_len
+    max_seq_len: int = 0
+
+    def start_fields(self) -> dict:
+        """For the `start` event, so the terminal can say that rows were cut (the notes go to train.log only)."""
+        return {"truncated_rows": self.truncated_rows, "train_rows": self.train_rows, "max_seq_len": self.max_seq_len}
 
 
 # ---------------------------------------------------------------- reading rows
@@ -303,6 +310,7 @@ def prepare(data_cfg, tokenizer, seed: int, base_dir: Path | None = None) -> Pre
         ids, labels = pack(ids, labels, data_cfg.max_seq_len)
     prepared = Prepared(datasets.Dataset.from_dict({"input_ids": ids, "labels": labels}), None, fmt, notes)
     prepared.add_special_tokens = special
+    prepared.train_rows, prepared.truncated_rows, prepared.max_seq_len = len(rows), truncated, data_cfg.max_seq_len
     if held is not None and len(held):
         detect_format(list(held.column_names), fmt, f"{source} (eval split)")
         check_rows(held, fmt, f"{source} (eval split)")
