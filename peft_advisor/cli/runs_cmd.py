@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.events import EventTail, RunSummary
+from peft_advisor.core.events import EventTail, RunSummary, truncation_note
 from peft_advisor.core.run_folder import RunComplete, exit_code, fault_point
 from peft_advisor.core.units import fmt_bytes, fmt_count, fmt_file_bytes
 
@@ -264,6 +264,7 @@ def format_event(e: dict, s: RunSummary) -> str | None:
         return (
             f"start  {s.method or '?'} on {s.model or '?'} ({s.device or '?'}{gpus}): {fmt_count(s.trainable_params)} "
             f"trainable of {fmt_count(s.total_params)} params, {s.total_steps or '?'} steps{resumed}{est}"
+            f"{truncation_note(e)}"  # rows cut at max_seq_len, when more than a handful
         )
     if kind == "step":
         total = s.total_steps or "?"

@@ -43,6 +43,9 @@ class StartEvent(TypedDict, total=False):
     strategy: str  # "ddp" | "fsdp"; absent on one GPU
     global_batch: int  # sequences per optimizer step, all GPUs together
     # estimate_peak_bytes is per GPU (core.distributed.per_gpu_estimate) when gpus > 1
+    train_rows: int  # training rows (examples) read, after the eval split
+    truncated_rows: int  # of those, rows cut at max_seq_len: their end (the answer's) is not trained on
+    max_seq_len: int  # data.max_seq_len, in tokens
 
 
 class StepEvent(TypedDict, total=False):
@@ -124,6 +127,20 @@ def _typed(event: Event) -> Event:
         return good and (k not in _FINITE or math.isfinite(v))
 
     return {k: v for k, v in event.items() if ok(k, v)}
+
+
+TRUNCATION_FEW_ROWS = 3  # this many cut rows or fewer ...
+TRUNCATION_FEW_SHARE = 0.01  # ... that are also at most this share of the rows stay in train.log only
+
+
+def truncation_note(event: Event) -> str:
+    """'; 12 of 640 rows cut at max_seq_len 512' for a start event whose data had more than a handful
+    of rows cut, else ''. A cut row trains on an answer that stops mid-way, with no end-of-text: worth
+    a look when it is more than 3 rows or more than 1 % of them (1 of 20 is; 3 of 100,000 is noise)."""
+    cut, rows, limit = (_int(event.get(key)) for key in ("truncated_rows", "train_rows", "max_seq_len"))
+    if not cut or not rows or (cut <= TRUNCATION_FEW_ROWS and cut <= rows * TRUNCATION_FEW_SHARE):
+        return ""
+    return f"; {cut} of {rows} rows cut at max_seq_len {limit}" if limit else f"; {cut} of {rows} rows cut"
 
 
 def finite_points(series: list[tuple[int, float]]) -> list[tuple[int, float]]:

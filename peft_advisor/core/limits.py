@@ -1,8 +1,23 @@
 """Sanity ceilings on shapes, shared by recipes and the CLI flags. Larger values are typos (a digit
-too many), not runs anyone can do; refusing them early beats an estimate of millions of GiB."""
+too many), not runs anyone can do; refusing them early beats an estimate of millions of GiB.
+
+The file ceilings are checked from `stat` before a byte is read, so a wrong path (a disk image, a
+sparse file, a log) is one line at once instead of minutes of parsing and gigabytes of memory."""
 
 MAX_RANK = 65_536
 MAX_SEQ_LEN = 1_048_576
 MAX_BATCH = 65_536
 MAX_VRAM_GIB = 4096.0  # one GPU
 MAX_ADAPTER_MB = 10_000_000.0  # 10 TB: far above any model's full weights
+
+# A recipe is a few kB of TOML; a MiB of it is not a recipe.
+MAX_RECIPE_BYTES = 1024**2
+# One data file (.jsonl, .json, .csv, .parquet). The largest public fine-tuning sets ship as single
+# files of 1 to 3 GB (OpenHermes-2.5 is a 1.9 GB .json), so 4 GiB refuses none of them; beyond it the
+# trainer, which holds every tokenized row in memory, would need well over 100 GiB of RAM. A bigger
+# set can still be given as a folder written by `datasets`' save_to_disk, which has no ceiling.
+MAX_DATA_FILE_BYTES = 4 * 1024**3
+# One line of a .jsonl or .csv file (one row). A row as long as MAX_SEQ_LEN tokens is about 4 MiB of
+# text, some 24 MiB if every character is \u-escaped; a longer line is not a row (a file of NUL bytes,
+# a binary file renamed), and it is refused after reading this much, not the whole file.
+MAX_LINE_BYTES = 64 * 1024**2

@@ -22,7 +22,8 @@ from functools import cache
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.limits import MAX_BATCH, MAX_RANK, MAX_SEQ_LEN
+from peft_advisor.core.files import check_regular
+from peft_advisor.core.limits import MAX_BATCH, MAX_RANK, MAX_RECIPE_BYTES, MAX_SEQ_LEN
 from peft_advisor.core.recipe_fields import (  # noqa: F401 (did_you_mean is re-exported)
     TARGET_PRESETS,
     _Bad,
@@ -501,8 +502,11 @@ def loads(text: str, source: str = "recipe.toml", allow_empty: bool = True) -> R
 
 
 def load(path) -> Recipe:
+    """Read a recipe file: a regular file of at most MAX_RECIPE_BYTES, checked before it is opened,
+    so a FIFO (which would block `validate` and `train` for ever) or a huge file is one line at once."""
     path = Path(path)
     try:
+        check_regular(path, MAX_RECIPE_BYTES, ExitCode.BAD_RECIPE, "recipe file")
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UserError(f"{path}: no such recipe file", ExitCode.BAD_RECIPE) from None

@@ -1,6 +1,6 @@
 """Where a recipe's model and data come from: a local path, or a Hub id. Pure, so that the launcher
-can refuse a missing local file at once, before the trainer child spends seconds importing torch;
-the child makes the same checks with the same functions.
+can refuse a missing local file (or one that is not a regular file, or too big) at once, before the
+trainer child spends seconds importing torch; the child makes the same checks with the same functions.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.files import check_regular
+from peft_advisor.core.limits import MAX_DATA_FILE_BYTES
 
 FILE_LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}  # suffix -> `datasets` loader
 DATA_SUFFIXES = tuple(FILE_LOADERS)
@@ -33,10 +35,23 @@ def local_data(path: str, base_dir: Path | None) -> Path | None:
         candidates.append(Path(base_dir) / path)
     for candidate in candidates:
         if candidate.exists():
-            return candidate
+            return checked_data(candidate)
     if Path(path).suffix.lower() in DATA_SUFFIXES or _looks_local(path) or path.count("/") > 1:
         raise UserError(f"data: no such file or folder: {path}", ExitCode.BAD_DATA)
     return None
+
+
+def checked_data(path: Path) -> Path:
+    """A data folder as is; a data file only when it is a regular file under the ceiling. Said from
+    `stat` alone, so the launcher refuses a FIFO, a device or a 50 GB sparse file in a moment, where
+    the trainer would block on it or read gigabytes before any error."""
+    if path.is_dir():
+        return path
+    try:
+        check_regular(path, MAX_DATA_FILE_BYTES, ExitCode.BAD_DATA, "data file", prefix="data: ")
+    except OSError as err:
+        raise UserError(f"data: {path}: cannot read: {err.strerror or err}", ExitCode.BAD_DATA) from None
+    return path
 
 
 def local_model(model_id: str) -> Path | None:

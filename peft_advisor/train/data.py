@@ -7,8 +7,9 @@ column): instruction (instruction/input/output), chat (messages), prompt_complet
 trained on; tokens outside them get label -100, so instruction, chat and prompt/completion
 data train on the answer only.
 
-Every problem a user can cause (missing file, wrong columns, no rows, nothing left after
-truncation) is one `UserError(BAD_DATA)` line, raised before the run folder exists.
+Every problem a user can cause (missing file, a file that is not a regular file or not UTF-8, wrong
+columns, no rows, nothing left after truncation) is one `UserError(BAD_DATA)` line, raised before
+the run folder exists.
 """
 
 from __future__ import annotations
@@ -17,20 +18,18 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.errors import UserError
+from peft_advisor.core.files import text_problem
+from peft_advisor.core.limits import MAX_LINE_BYTES
+from peft_advisor.core.rows import OPTIONAL, REQUIRED, bad, detect_format, first_bad_row, scan_jsonl
 from peft_advisor.core.sources import FILE_LOADERS, local_data
 
-REQUIRED = {
-    "instruction": ("instruction", "output"),
-    "chat": ("messages",),
-    "prompt_completion": ("prompt", "completion"),
-    "text": ("text",),
-}
-EXPECTED = "instruction+output[+input], messages, prompt+completion or text"
 PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 PLAIN_TEMPLATE_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 EVAL_GENERATE_ROWS = 32  # exact match greedy-generates this many eval prompts: cheap, still a signal
 MAX_ANSWER_CHARS = 64  # longer reference answers make exact match meaningless; skip it then
+# Text formats and their line ceiling: a .jsonl or .csv row is a line; a .json document may be one line.
+TEXT_LINE_BYTES = {".jsonl": MAX_LINE_BYTES, ".csv": MAX_LINE_BYTES, ".json": None}
 
 
 @dataclass
@@ -52,10 +51,13 @@ class Prepared:
     eval_prompts: list[str] = field(default_factory=list)
     eval_answers: list[str] = field(default_factory=list)
     add_special_tokens: bool = True
+    train_rows: int = 0  # examples read for training (before packing)
+    truncated_rows: int = 0  # of those, cut at max_seq_len
+    max_seq_len: int = 0
 
-
-def bad(message: str) -> UserError:
-    return UserError(f"data: {message}", ExitCode.BAD_DATA)
+    def start_fields(self) -> dict:
+        """For the `start` event, so the terminal can say that rows were cut (the notes go to train.log only)."""
+        return {"truncated_rows": self.truncated_rows, "train_rows": self.train_rows, "max_seq_len": self.max_seq_len}
 
 
 # ---------------------------------------------------------------- reading rows
@@ -71,8 +73,9 @@ def resolve_path(path: str, base_dir: Path | None) -> str | Path:
     return path if local is None else local
 
 
-def read_rows(path: str, base_dir: Path | None = None):
-    """(train rows, eval rows or None) as `datasets.Dataset`s."""
+def read_rows(path: str, base_dir: Path | None = None, wanted: str = "auto"):
+    """(train rows, eval rows or None) as `datasets.Dataset`s. A .jsonl file's rows are checked
+    against the schema of format `wanted` (or the one its columns make) first, by line number."""
     import datasets
 
     source = resolve_path(path, base_dir)
@@ -83,11 +86,12 @@ def read_rows(path: str, base_dir: Path | None = None):
             loader = FILE_LOADERS.get(source.suffix.lower())
             if loader is None:
                 raise bad(f"{source}: unsupported file type; use {', '.join(FILE_LOADERS)}")
+            check_text(source)
             with open(source, "rb") as fh:
                 empty = not fh.read(4096).strip()
-            if empty:
+            if empty or (source.suffix.lower() == ".jsonl" and not scan_jsonl(source, wanted)):
                 raise bad(f"{path} has no rows")
-            loaded = datasets.load_dataset(loader, data_files=str(source), split="train")
+            loaded = datasets.load_dataset(loader, data_files=str(source), split="train", **csv_as_text(source))
         else:
             loaded = datasets.load_dataset(source)
     except UserError:
@@ -99,27 +103,29 @@ def read_rows(path: str, base_dir: Path | None = None):
     except Exception as err:  # datasets wraps parse errors in many types; the message is what matters
         if isinstance(source, str):
             raise bad(f"{source!r} is not a local file or folder, nor a Hub dataset in the local cache") from None
-        where = first_bad_json_line(source) if source.suffix.lower() == ".jsonl" else None
-        raise bad(f"{source}: {where}" if where else f"cannot read {source}: {first_line(err)}") from None
+        raise bad(f"cannot read {source}: {first_line(err)}") from None
     return split_dict(loaded, source)
 
 
-def first_bad_json_line(path: Path) -> str | None:
-    """'line 7: not a JSON object (...)' for the first line of a JSON-lines file that is not one:
-    `datasets` only says that generating the dataset failed."""
-    import json
+def check_text(source: Path) -> None:
+    """Text formats are UTF-8 with rows of sane length, checked in one streamed pass before `datasets`
+    reads them: its errors name neither the line nor the byte, and it holds a huge line whole first."""
+    if source.suffix.lower() in TEXT_LINE_BYTES:
+        problem = text_problem(source, TEXT_LINE_BYTES[source.suffix.lower()])
+        if problem:
+            raise bad(f"{source}: {problem}")
 
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                return f"line {number}, column {err.colno}: not valid JSON ({err.msg})"
-            if not isinstance(row, dict):
-                return f"line {number}: not a JSON object (a row is {{\"column\": value, ...}})"
-    return None
+
+def csv_as_text(source: Path) -> dict:
+    """For a .csv file, `datasets` options that read every cell as the text it is: type inference would
+    make the answer "007" the number 7, and an empty cell a missing value."""
+    if source.suffix.lower() != ".csv":
+        return {}
+    import csv
+
+    with open(source, encoding="utf-8", newline="") as fh:
+        header = next(csv.reader(fh), [])
+    return {"converters": {name: str for name in header}, "na_filter": False}
 
 
 def split_dict(loaded, source):
@@ -141,26 +147,30 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-def detect_format(columns: list[str], wanted: str, source: str) -> str:
-    if wanted != "auto":
-        missing = [c for c in REQUIRED[wanted] if c not in columns]
-        if missing:
-            extra = " (input optional)" if wanted == "instruction" else ""
-            raise bad(
-                f"{source}: format {wanted} needs columns {', '.join(REQUIRED[wanted])}{extra}; "
-                f"found {', '.join(columns) or 'none'}"
-            )
-        return wanted
-    for name, needed in REQUIRED.items():
-        if all(c in columns for c in needed):
-            return name
-    raise bad(f"{source}: cannot tell the format from columns {', '.join(columns) or 'none'}; expected {EXPECTED}")
+def check_rows(rows, fmt: str, source: str) -> None:
+    """Every row against its format's schema (core/rows.py), before anything is rendered: the first
+    bad one is refused by its row number. A .jsonl file was checked by line already; this covers
+    .json, .csv, .parquet, saved folders and the Hub, whose values `datasets` keeps as they were."""
+    names = [c for c in REQUIRED[fmt] + OPTIONAL.get(fmt, ()) if c in rows.column_names]
+    found = first_bad_row(row_dicts(rows.select_columns(names)), fmt)
+    if found:
+        raise bad(f"{source}: row {found[0]}: {found[1]}")
+
+
+def row_dicts(rows, batch_size: int = 1000):
+    """The rows of a Dataset as dicts, read a batch of columns at a time (faster than row by row)."""
+    for batch in rows.iter(batch_size=batch_size):
+        names = list(batch)
+        for values in zip(*(batch[name] for name in names)):
+            yield dict(zip(names, values))
 
 
 # ---------------------------------------------------------------- rendering rows to text
 
 
 def as_text(value) -> str:
+    """A template column's value as text. Only for columns outside the format's schema (which
+    check_rows has made strings already): a template may name any column, as str.format would."""
     return "" if value is None else value if isinstance(value, str) else str(value)
 
 
@@ -174,21 +184,19 @@ class Renderer:
 
     def __call__(self, row: dict, index: int) -> Rendered:
         if self.fmt == "text":
-            text = as_text(row["text"]) + self.eos
+            text = row["text"] + self.eos
             return Rendered(text, [(0, len(text))])
         if self.fmt == "chat":
             return self.render_chat(row["messages"], index)
         if self.fmt == "instruction":
-            user = as_text(row["instruction"])
-            extra = as_text(row.get("input"))
-            answer = as_text(row["output"])
+            user, extra, answer = row["instruction"], row.get("input") or "", row["output"]
             if self.chat:
                 content = f"{user}\n\n{extra}" if extra else user
                 return self.render_chat([{"role": "user", "content": content}, {"role": "assistant", "content": answer}], index)
             fields = {k: as_text(v) for k, v in row.items()}
             template = self.template or (PLAIN_TEMPLATE_INPUT if extra else PLAIN_TEMPLATE)
             return self.pair(self.fill(template, fields, index), answer)
-        prompt, answer = as_text(row["prompt"]), as_text(row["completion"])
+        prompt, answer = row["prompt"], row["completion"]
         if self.template:
             prompt = self.fill(self.template, {k: as_text(v) for k, v in row.items()}, index)
         return self.pair(prompt, answer)
@@ -206,9 +214,7 @@ class Renderer:
     def render_chat(self, messages, index: int) -> Rendered:
         if not self.chat:
             raise bad("chat data needs a tokenizer with a chat template (or use data.prompt_template)")
-        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
-            raise bad(f"row {index + 1}: messages must be a list of {{role, content}}")
-        messages = [{"role": m["role"], "content": as_text(m.get("content"))} for m in messages]
+        messages = [{"role": m["role"], "content": m["content"]} for m in messages]  # checked by check_rows
         render = self.tok.apply_chat_template
         text = render(messages, tokenize=False)
         spans, prompt, answer = [], None, None
@@ -271,11 +277,12 @@ def prepare(data_cfg, tokenizer, seed: int, base_dir: Path | None = None) -> Pre
     """Everything from `[data]` to token datasets, checked before any run folder is made."""
     import datasets
 
-    rows, held = read_rows(data_cfg.path, base_dir)
+    rows, held = read_rows(data_cfg.path, base_dir, data_cfg.format)
     source = data_cfg.path
     if len(rows) == 0:
         raise bad(f"{source} has no rows")
     fmt = detect_format(list(rows.column_names), data_cfg.format, source)
+    check_rows(rows, fmt, source)
     notes = [f"data: {source}: {len(rows)} rows, format {fmt}"]
     if held is None:
         n_eval = eval_count(data_cfg.eval_split, len(rows))
@@ -303,8 +310,10 @@ def prepare(data_cfg, tokenizer, seed: int, base_dir: Path | None = None) -> Pre
         ids, labels = pack(ids, labels, data_cfg.max_seq_len)
     prepared = Prepared(datasets.Dataset.from_dict({"input_ids": ids, "labels": labels}), None, fmt, notes)
     prepared.add_special_tokens = special
+    prepared.train_rows, prepared.truncated_rows, prepared.max_seq_len = len(rows), truncated, data_cfg.max_seq_len
     if held is not None and len(held):
         detect_format(list(held.column_names), fmt, f"{source} (eval split)")
+        check_rows(held, fmt, f"{source} (eval split)")
         eval_rendered = [render(row, i) for i, row in enumerate(held)]
         e_ids, e_labels, _ = tokenize(eval_rendered, tokenizer, data_cfg.max_seq_len, special)
         if e_ids:

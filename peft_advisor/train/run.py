@@ -259,6 +259,7 @@ class Run:
         }
         if ranks.distributed:
             start.update(launcher=r.distributed.launcher, nnodes=r.distributed.nnodes, backend=self.backend())
+        start.update(d.start_fields())  # rows cut at max_seq_len, for the terminal's start line
         tok = self.tokenizer
         accuracy = None
         # Exact match generates on rank 0 alone: fine with DDP (the module is unwrapped), but under
