@@ -278,7 +278,9 @@ def load_model_spec(model: str) -> ModelSpec:
 def _load_config_file(path: Path) -> ModelSpec:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except RecursionError:  # json parses nesting recursively: a hostile file is not a traceback
+        raise UserError(f"{path}: cannot read config: nested too deeply", ExitCode.UNKNOWN_MODEL) from None
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, bad UTF-8, an int of > 4300 digits
         raise UserError(f"{path}: cannot read config: {err}", ExitCode.UNKNOWN_MODEL) from None
     if not isinstance(config, dict):
         raise UserError(f"{path}: not a JSON object", ExitCode.UNKNOWN_MODEL)

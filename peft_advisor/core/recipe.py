@@ -467,11 +467,17 @@ def _syntax_problem(err) -> Problem:
 
 
 def toml_loads(text: str) -> dict:
+    """tomllib.loads, where nesting too deep for Python's stack is one more ValueError: tomllib
+    parses arrays and inline tables recursively, so `x = [[[[...` 100,000 deep raised
+    RecursionError past every caller's `except ValueError` (validate showed a traceback)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
-    return tomllib.loads(text)
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def problems(text: str) -> list[Problem]:

@@ -1,0 +1,112 @@
+"""Hostile or broken input: each is one `peft-advisor: ...` line and its exit code, never a traceback.
+
+Files people share or download (recipes, model folders, run folders) can be nested absurdly deep,
+hold absurd numbers or be truncated; each test here failed (a traceback, or a run that should
+not start) before the fix it names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from peft_advisor.cli import main
+from peft_advisor.core import events as ev
+from peft_advisor.core import recipe as rc
+from peft_advisor.core.errors import ExitCode, UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESET = ROOT / "peft_advisor" / "data" / "models" / "llama-3.2-1b.json"
+DEEP = 100_000
+"""Far past Python's recursion limit, which json and tomllib parse nesting with."""
+
+
+def deep_list(depth: int = DEEP) -> str:
+    return "[" * depth + "]" * depth
+
+
+def one_error_line(capsys) -> str:
+    """The single stderr line of a refused command (no traceback, nothing on stdout)."""
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("peft-advisor: "), captured.err
+    return lines[0]
+
+
+def model_folder(tmp_path: Path, text: str) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(text, encoding="utf-8")
+    return folder
+
+
+# ---------------------------------------------------------------- deep nesting
+
+
+@pytest.mark.parametrize("shape", ["array", "inline table"])
+def test_validate_a_recipe_nested_too_deep(tmp_path, capsys, shape):
+    value = deep_list() if shape == "array" else "{a=" * DEEP + "1" + "}" * DEEP
+    path = tmp_path / "deep.toml"
+    path.write_text(f"version = 1\nx = {value}\n", encoding="utf-8")
+    assert main(["validate", str(path)]) == ExitCode.BAD_RECIPE
+    assert one_error_line(capsys) == f"peft-advisor: {path}: invalid TOML: nested too deeply"
+
+
+def test_recipe_problems_and_set_values_survive_deep_nesting():
+    """The TUI's import lists problems; `--set` falls back to a string: neither may raise."""
+    assert [str(p) for p in rc.problems(f"x = {deep_list()}\n")] == ["invalid TOML: nested too deeply"]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        rc.toml_loads(f"x = {deep_list()}")
+
+
+@pytest.mark.parametrize("where", ["top", "inside"])
+def test_estimate_a_model_config_nested_too_deep(tmp_path, capsys, where):
+    config = deep_list() if where == "top" else '{"model_type": "llama", "x": ' + deep_list() + "}"
+    folder = model_folder(tmp_path, config)
+    assert main(["estimate", "--method", "lora", "--model", str(folder)]) == ExitCode.UNKNOWN_MODEL
+    line = one_error_line(capsys)
+    assert "config.json: cannot read config: nested too deeply" in line
+
+
+def test_an_event_line_nested_too_deep_is_skipped():
+    assert ev.parse_line('{"kind": "step", "x": ' + deep_list() + "}") is None
+    assert ev.parse_line(deep_list().encode()) is None
+
+
+def test_monitor_skips_a_deep_event_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [ev.to_line(ev.make_event("start", t=1, method="lora", model="demo", total_steps=1)),
+             '{"kind": "step", "x": ' + deep_list() + "}\n",
+             ev.to_line(ev.make_event("end", t=2, status="ok"))]
+    (run / "events.jsonl").write_text("".join(lines), encoding="utf-8")
+    assert main(["monitor", "--headless", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("start  lora on demo") and "end    ok" in out
+
+
+def test_a_calibration_line_nested_too_deep_is_skipped(tmp_path):
+    from peft_advisor import calibration_store
+
+    path = tmp_path / "calibration.jsonl"
+    path.write_text(deep_list() + "\n", encoding="utf-8")
+    assert calibration_store.load(path) == []
+
+
+def test_the_runs_screen_reads_deep_run_and_bench_files_as_broken(tmp_path):
+    from peft_advisor.tui import run_index
+
+    (tmp_path / "recipe.toml").write_text(f"x = {deep_list()}\n", encoding="utf-8")
+    assert run_index._recipe_method(tmp_path / "recipe.toml") is None
+    (tmp_path / "bench.json").write_text(deep_list(), encoding="utf-8")
+    with pytest.raises(ValueError, match="nested too deeply"):
+        run_index.load_bench(tmp_path)
+
+
+def test_a_config_with_a_huge_literal_is_unknown_model(tmp_path, capsys):
+    folder = model_folder(tmp_path, '{"model_type": "llama", "hidden_size": 1' + "0" * 5000 + "}")
+    assert main(["estimate", "--method", "lora", "--model", str(folder)]) == ExitCode.UNKNOWN_MODEL
+    assert "cannot read config" in one_error_line(capsys)
