@@ -6,3 +6,18 @@ MAX_SEQ_LEN = 1_048_576
 MAX_BATCH = 65_536
 MAX_VRAM_GIB = 4096.0  # one GPU
 MAX_ADAPTER_MB = 10_000_000.0  # 10 TB: far above any model's full weights
+
+# A model config.json's shapes (core.model_spec). The largest real models are far below these
+# (Llama 3.1 405B: 126 layers, hidden 16384, MLP 53248, 128 heads; Gemma 3: a 262,144-token
+# vocabulary); a value past one is a corrupt or hostile config, and refusing it keeps the
+# estimator's arithmetic inside float range (num_hidden_layers = 10**400 raised OverflowError).
+MODEL_DIM_CEILINGS = {
+    "num_hidden_layers": 10_000,
+    "hidden_size": 1_048_576,
+    "intermediate_size": 4_194_304,
+    "num_attention_heads": 65_536,
+    "num_key_value_heads": 65_536,
+    "head_dim": 65_536,
+    "vocab_size": 16_777_216,
+    "max_position_embeddings": 1 << 34,  # 17 G tokens; the longest context today is 10 M
+}

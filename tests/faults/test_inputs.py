@@ -110,3 +110,38 @@ def test_a_config_with_a_huge_literal_is_unknown_model(tmp_path, capsys):
     folder = model_folder(tmp_path, '{"model_type": "llama", "hidden_size": 1' + "0" * 5000 + "}")
     assert main(["estimate", "--method", "lora", "--model", str(folder)]) == ExitCode.UNKNOWN_MODEL
     assert "cannot read config" in one_error_line(capsys)
+
+
+# ---------------------------------------------------------------- absurd model shapes
+
+
+def preset_config(**changes) -> str:
+    config = json.loads(PRESET.read_text(encoding="utf-8"))
+    config.update(changes)
+    return json.dumps(config)
+
+
+@pytest.mark.parametrize("key", ["num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size",
+                                 "num_attention_heads", "num_key_value_heads", "head_dim"])
+def test_absurd_model_dimensions_are_refused_by_a_ceiling(tmp_path, capsys, key):
+    folder = model_folder(tmp_path, preset_config(**{key: 10**400}))
+    assert main(["estimate", "--method", "lora", "--model", str(folder)]) == ExitCode.UNKNOWN_MODEL
+    line = one_error_line(capsys)
+    assert f"'{key}' = 1000000000" in line and "(401 digits) is over the ceiling" in line
+    assert len(line) < 300
+
+
+@pytest.mark.parametrize("key", ["head_dim", "num_key_value_heads", "max_position_embeddings"])
+def test_an_infinite_optional_dimension_is_refused_not_overflowed(tmp_path, capsys, key):
+    folder = model_folder(tmp_path, preset_config(**{key: 1e400}).replace("Infinity", "1e400"))
+    assert main(["estimate", "--method", "lora", "--model", str(folder)]) == ExitCode.UNKNOWN_MODEL
+    assert f"'{key}' = inf (want a positive integer)" in one_error_line(capsys)
+
+
+def test_the_largest_real_shapes_stay_under_the_ceilings(tmp_path, capsys):
+    """Llama 3.1 405B's shapes (126 layers, hidden 16384, MLP 53248) and Gemma 3's vocabulary."""
+    big = preset_config(num_hidden_layers=126, hidden_size=16384, intermediate_size=53248, num_attention_heads=128,
+                        num_key_value_heads=8, head_dim=128, vocab_size=262144)
+    folder = model_folder(tmp_path, big)
+    assert main(["estimate", "--method", "lora", "--model", str(folder)]) == 0
+    assert "GiB" in capsys.readouterr().out
