@@ -145,3 +145,63 @@ def test_the_largest_real_shapes_stay_under_the_ceilings(tmp_path, capsys):
     folder = model_folder(tmp_path, big)
     assert main(["estimate", "--method", "lora", "--model", str(folder)]) == 0
     assert "GiB" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- damaged model folders (the trainer)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from tests.train.tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture
+def tiny_copy(tiny_model_dir, tmp_path) -> Path:
+    """A fresh copy of the tiny model, to damage."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "tiny"))
+
+
+def damage_weights(folder: Path, how: str) -> None:
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x00garbage" * 100, "empty": b""}[how])
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "empty"])
+def test_damaged_safetensors_is_unknown_model(tiny_copy, how):
+    from peft_advisor.train.model import load_model
+
+    damage_weights(tiny_copy, how)
+    recipe = rc.updated(rc.Recipe(), {"model.id": str(tiny_copy)})
+    with pytest.raises(UserError, match=r"^model\.id: cannot load .*weights file is damaged or truncated") as info:
+        load_model(str(tiny_copy), recipe, False)
+    assert info.value.code == ExitCode.UNKNOWN_MODEL and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json"])
+def test_a_model_json_nested_too_deep_is_unknown_model(tiny_copy, name):
+    from peft_advisor.train.model import load_tokenizer
+
+    (tiny_copy / name).write_text('{"a": ' + deep_list() + "}", encoding="utf-8")
+    with pytest.raises(UserError, match=r"^model\.id: cannot load .*: a JSON file in it is nested too deeply$") as info:
+        load_tokenizer(str(tiny_copy), False)
+    assert info.value.code == ExitCode.UNKNOWN_MODEL
+
+
+def test_train_on_damaged_weights_is_one_line(tiny_copy, tmp_path, capsys):
+    """Through the real child: its reason reaches the user as one line and UNKNOWN_MODEL, no run folder."""
+    from tests.train.tiny import sums, write_jsonl
+
+    damage_weights(tiny_copy, "truncated")
+    data = write_jsonl(tmp_path / "sums.jsonl", sums(16))
+    recipe = rc.save(rc.updated(rc.Recipe(), {"model.id": str(tiny_copy), "data.path": str(data),
+                                              "data.max_seq_len": 32, "train.max_steps": 1,
+                                              "output.dir": str(tmp_path / "run")}), tmp_path / "r.toml")
+    assert main(["train", str(recipe)]) == ExitCode.UNKNOWN_MODEL
+    err = [line for line in capsys.readouterr().err.splitlines() if "trainer pid" not in line]
+    assert len(err) == 1 and "weights file is damaged or truncated" in err[0], err
+    assert not (tmp_path / "run").exists()
