@@ -21,3 +21,9 @@ MODEL_DIM_CEILINGS = {
     "vocab_size": 16_777_216,
     "max_position_embeddings": 1 << 34,  # 17 G tokens; the longest context today is 10 M
 }
+
+# A run's size ([distributed] in a recipe). A node holds 8 or 16 GPUs today, and a CPU run (gloo)
+# one process per core, a few hundred at most; the largest clusters built have ~25,000 nodes of 8
+# GPUs. `gpus = 100000` is a typo that torchrun would try to honour (100000 processes on one machine).
+MAX_GPUS_PER_NODE = 1024
+MAX_NODES = 65_536

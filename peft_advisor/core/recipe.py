@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.limits import MAX_BATCH, MAX_RANK, MAX_SEQ_LEN
+from peft_advisor.core.limits import MAX_BATCH, MAX_GPUS_PER_NODE, MAX_NODES, MAX_RANK, MAX_SEQ_LEN
 from peft_advisor.core.recipe_fields import (  # noqa: F401 (did_you_mean is re-exported)
     TARGET_PRESETS,
     _Bad,
@@ -217,7 +217,7 @@ class EstimateSection:
 class DistributedSection:
     """[distributed] several GPUs; only this table changes between a 1-GPU and a many-GPU run"""
 
-    gpus: int = _f(1, ge=1)
+    gpus: int = _f(1, ge=1, le=MAX_GPUS_PER_NODE)
     """GPUs (processes) per node; 1 = a plain single-process run"""
     gpu_ids: tuple[int, ...] = _f((), parse=_as_gpu_ids)
     """which GPUs of this node, e.g. [0, 1] (sets CUDA_VISIBLE_DEVICES); [] = the first `gpus`"""
@@ -229,7 +229,7 @@ class DistributedSection:
     """torchrun | accelerate: the engine that starts one process per GPU"""
     backend: str = _f("auto", choices=BACKENDS)
     """auto (nccl on CUDA, gloo on CPU) | nccl | gloo"""
-    nnodes: int = _f(1, ge=1)
+    nnodes: int = _f(1, ge=1, le=MAX_NODES)
     """machines; each runs the same command with its own node_rank"""
     node_rank: int = _f(0, ge=0)
     """this machine's rank, 0 to nnodes - 1; node 0 holds the run folder"""

@@ -205,3 +205,27 @@ def test_train_on_damaged_weights_is_one_line(tiny_copy, tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if "trainer pid" not in line]
     assert len(err) == 1 and "weights file is damaged or truncated" in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- ceilings on what a run asks for
+
+
+@pytest.mark.parametrize("line, message", [
+    ("gpus = 100000", "distributed.gpus: must be <= 1024, got 100000 (line 3)"),
+    ("nnodes = 100000", "distributed.nnodes: must be <= 65536, got 100000 (line 3)"),
+    ("gpu_ids = [0, 100000]", "distributed.gpu_ids: GPU indices must be below 1024, got 100000 (line 3)"),
+    (f"gpu_ids = {[0] * 5000}", "distributed.gpu_ids: GPU indices must be distinct and >= 0, "
+                                "got [0, 0, 0, 0, 0, 0, 0, 0, ...] (5000 ids) (line 3)"),
+], ids=["gpus", "nnodes", "gpu_ids", "many gpu_ids"])
+def test_validate_refuses_absurd_gpu_and_node_counts(tmp_path, capsys, line, message):
+    path = tmp_path / "r.toml"
+    path.write_text(f"version = 1\n[distributed]\n{line}\n", encoding="utf-8")
+    assert main(["validate", str(path)]) == ExitCode.BAD_RECIPE
+    assert one_error_line(capsys) == f"peft-advisor: {path}: {message}"
+
+
+def test_the_gpu_ceilings_still_allow_big_real_runs():
+    big = rc.updated(rc.Recipe(), {"distributed.gpus": 1024, "distributed.nnodes": 65536,
+                                   "distributed.master_addr": "10.0.0.1"})
+    assert rc.world_size(big.distributed) == 1024 * 65536
+    assert rc.updated(rc.Recipe(), {"distributed.gpu_ids": [1023, 0]}).distributed.gpu_ids == (1023, 0)
