@@ -39,7 +39,7 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="run several methods on a recipe's model and data for an equal budget")
     p.add_argument("recipe", metavar="RECIPE", help="recipe TOML file (its model, data and shapes are kept); "
                                                    "with --tui, a bench folder to view instead")
-    p.add_argument("--methods", help=f"comma list (default: all: {', '.join(bench.known_candidates()[:8])}; "
+    p.add_argument("--methods", help=f"comma list (default, or empty: all: {', '.join(bench.known_candidates()[:8])}; "
                                      "also galore-8bit, galore-layerwise)")
     p.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps per method (default: the recipe's, at most {bench.DEFAULT_STEPS})")
     p.add_argument("--time-budget", type=float, metavar="MIN", help="minutes of training in all, split evenly over the methods")

@@ -27,3 +27,7 @@ MODEL_DIM_CEILINGS = {
 # GPUs. `gpus = 100000` is a typo that torchrun would try to honour (100000 processes on one machine).
 MAX_GPUS_PER_NODE = 1024
 MAX_NODES = 65_536
+
+# Optimizer steps (train.max_steps, bench --steps). At 10 steps a second 10 M steps take 11 days;
+# pretraining the largest models takes ~1 M. `--steps 10**20` filled a bench folder with error rows.
+MAX_STEPS = 10_000_000

@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.limits import MAX_BATCH, MAX_GPUS_PER_NODE, MAX_NODES, MAX_RANK, MAX_SEQ_LEN
+from peft_advisor.core.limits import MAX_BATCH, MAX_GPUS_PER_NODE, MAX_NODES, MAX_RANK, MAX_SEQ_LEN, MAX_STEPS
 from peft_advisor.core.recipe_fields import (  # noqa: F401 (did_you_mean is re-exported)
     TARGET_PRESETS,
     _Bad,
@@ -147,7 +147,7 @@ class DataSection:
 class TrainSection:
     """[train] the optimisation loop"""
 
-    max_steps: int = _f(200, ge=0)
+    max_steps: int = _f(200, ge=0, le=MAX_STEPS)
     """optimizer steps; 0 = run train.epochs instead"""
     epochs: float = _f(1.0, ge=0)
     """passes over the data, used when max_steps = 0"""

@@ -229,3 +229,30 @@ def test_the_gpu_ceilings_still_allow_big_real_runs():
                                    "distributed.master_addr": "10.0.0.1"})
     assert rc.world_size(big.distributed) == 1024 * 65536
     assert rc.updated(rc.Recipe(), {"distributed.gpu_ids": [1023, 0]}).distributed.gpu_ids == (1023, 0)
+
+
+def test_bench_refuses_absurd_steps_at_once(tmp_path, capsys):
+    out = tmp_path / "bench"
+    demo = ROOT / "recipes" / "demo" / "lora.toml"
+    assert main(["bench", str(demo), "--steps", str(10**20), "--out", str(out)]) == ExitCode.USAGE
+    assert one_error_line(capsys) == f"peft-advisor: --steps must be <= 10000000, got {10**20}"
+    assert not out.exists()
+
+
+def test_steps_have_one_ceiling_for_bench_and_recipes():
+    from peft_advisor.core import bench
+
+    with pytest.raises(UserError, match=r"^--steps must be <= 10000000, got 10000001$"):
+        bench.make_budget(rc.Recipe(), 10_000_001, None, 1)
+    assert bench.make_budget(rc.Recipe(), 10_000_000, None, 1).steps == 10_000_000
+    with pytest.raises(UserError, match=r"^train\.max_steps: must be <= 10000000, got 20000000$"):
+        rc.updated(rc.Recipe(), {"train.max_steps": 20_000_000})
+
+
+def test_empty_methods_means_all_in_bench_as_in_recommend():
+    """`--methods "$LIST"` with an empty LIST: recommend has always taken it as the default (all)."""
+    from peft_advisor.core import bench
+
+    assert bench.parse_methods("") == bench.parse_methods(None) == list(rc.methods())
+    with pytest.raises(UserError):  # a list of nothing but separators is still a typo, as in recommend
+        bench.parse_methods(" , ")
