@@ -132,7 +132,8 @@ def run_export(args) -> int:
 
 
 def run_validate(args) -> int:
-    """Each file: `ok: FILE (method, model)` on stdout, or its one-line error on stderr."""
+    """Each file: `ok: FILE (method, model)` on stdout, or its one-line error on stderr; a valid
+    recipe that turns trust_remote_code on also gets a warning line on stderr (still exit 0)."""
     failed = 0
     for name in args.files:
         if len(args.files) == 1:
@@ -144,5 +145,8 @@ def run_validate(args) -> int:
                 print(f"peft-advisor: {err}", file=sys.stderr)
                 failed += 1
                 continue
+        warning = rc.remote_code_warning(recipe, name)
+        if warning:
+            print(f"peft-advisor: warning: {warning}", file=sys.stderr)
         print(f"ok: {name} ({recipe.method.name}, {recipe.model.id})")
     return int(ExitCode.BAD_RECIPE if failed else ExitCode.OK)

@@ -519,6 +519,24 @@ def load(path) -> Recipe:
     return loads(text, source=str(path), allow_empty=False)
 
 
+def remote_code_warning(recipe: Recipe, source) -> str | None:
+    """What `validate` says of a recipe that turns `trust_remote_code` on: the file is valid, but
+    whoever shared it decides what Python code a `train` of it runs, so the reader is told."""
+    if not recipe.model.trust_remote_code:
+        return None
+    return (f"{source}: model.trust_remote_code = true runs Python code shipped with the model "
+            f"({recipe.model.id}); train needs --trust-remote-code to run it")
+
+
+def check_remote_code(recipe: Recipe, source, allowed: bool) -> None:
+    """Refuse (BAD_RECIPE) to start a recipe that turns `trust_remote_code` on unless the person at
+    the keyboard said so (`--trust-remote-code`): a recipe may come from anyone, and a recipe
+    never runs code by itself. The flag only consents; it turns nothing on."""
+    if recipe.model.trust_remote_code and not allowed:
+        raise UserError(f"{source}: model.trust_remote_code = true would run Python code shipped with the model "
+                        f"({recipe.model.id}); pass --trust-remote-code if you trust it", ExitCode.BAD_RECIPE)
+
+
 def validate(recipe: Recipe) -> list[str]:
     """Problems of a recipe built in code (TUI edits, flags): field checks, then cross-field rules."""
     return [str(p) for p in _build(recipe.to_dict(), {})[1]]

@@ -256,3 +256,65 @@ def test_empty_methods_means_all_in_bench_as_in_recommend():
     assert bench.parse_methods("") == bench.parse_methods(None) == list(rc.methods())
     with pytest.raises(UserError):  # a list of nothing but separators is still a typo, as in recommend
         bench.parse_methods(" , ")
+
+
+# ---------------------------------------------------------------- trust_remote_code from a shared recipe
+
+
+def remote_code_recipe(tmp_path: Path) -> Path:
+    return rc.save(rc.updated(rc.Recipe(), {"model.trust_remote_code": True, "train.max_steps": 1,
+                                            "output.dir": str(tmp_path / "run")}), tmp_path / "shared.toml")
+
+
+STAND_IN = "stand-in launcher: a trainer would start here"
+
+
+@pytest.fixture
+def no_launch(monkeypatch):
+    """launch.start fails as a real one can (a UserError): the command got as far as starting a trainer."""
+    from peft_advisor import launch
+
+    def start(*args, **kwargs):
+        raise UserError(STAND_IN, ExitCode.TRAIN_FAILED)
+
+    monkeypatch.setattr(launch, "start", start)
+
+
+def test_validate_warns_about_remote_code(tmp_path, capsys):
+    path = remote_code_recipe(tmp_path)
+    assert main(["validate", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"ok: {path} (lora, demo)\n"
+    assert captured.err == (f"peft-advisor: warning: {path}: model.trust_remote_code = true runs Python code shipped "
+                            f"with the model (demo); train needs --trust-remote-code to run it\n")
+
+
+def test_train_refuses_remote_code_from_the_recipe_alone(tmp_path, capsys, no_launch):
+    path = remote_code_recipe(tmp_path)
+    assert main(["train", str(path)]) == ExitCode.BAD_RECIPE
+    assert one_error_line(capsys) == (f"peft-advisor: {path}: model.trust_remote_code = true would run Python code "
+                                      f"shipped with the model (demo); pass --trust-remote-code if you trust it")
+    assert main(["train", str(path), "--node-rank", "0"]) == ExitCode.BAD_RECIPE
+    capsys.readouterr()
+    assert main(["train", str(path), "--trust-remote-code"]) == ExitCode.TRAIN_FAILED
+    assert one_error_line(capsys) == f"peft-advisor: {STAND_IN}"
+
+
+def test_the_flag_alone_turns_nothing_on(tmp_path, capsys, no_launch):
+    """--trust-remote-code only consents: a recipe that says false is started as it is."""
+    path = rc.save(rc.updated(rc.Recipe(), {"output.dir": str(tmp_path / "run")}), tmp_path / "plain.toml")
+    before = path.read_bytes()
+    assert main(["train", str(path), "--trust-remote-code"]) == ExitCode.TRAIN_FAILED
+    assert one_error_line(capsys) == f"peft-advisor: {STAND_IN}"
+    assert path.read_bytes() == before
+
+
+def test_bench_refuses_remote_code_from_the_recipe_alone(tmp_path, capsys, no_launch):
+    path, out = remote_code_recipe(tmp_path), tmp_path / "bench"
+    args = ["bench", str(path), "--methods", "lora", "--steps", "1", "--out", str(out)]
+    assert main(args) == ExitCode.BAD_RECIPE
+    assert "pass --trust-remote-code if you trust it" in one_error_line(capsys)
+    assert not out.exists()
+    assert main([*args, "--trust-remote-code"]) == ExitCode.TRAIN_FAILED  # the candidate's row, not a refusal
+    row = json.loads((out / "bench.json").read_text(encoding="utf-8"))["rows"][0]
+    assert (row["name"], row["reason"]) == ("lora", STAND_IN)
