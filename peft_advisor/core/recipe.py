@@ -606,8 +606,39 @@ def dumps(recipe: Recipe, header: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
+MAX_RECIPE_BYTES = 1 << 20
+"""A recipe is a few KB: a larger file is not read to decide whether `--force` may replace it."""
+
+
+def _not_a_recipe(path: Path) -> str | None:
+    """Why the file at `path` is not a recipe, or None when `--force` may replace it: an empty file,
+    or TOML with a `version` key or at least one recipe table (even with bad values or a typo'd
+    table: it is still the user's recipe). `export --force -o model.gguf` once replaced a model's
+    weights; the name is not trusted either way, only the content."""
+    try:
+        if not path.is_file():
+            return "not a regular file"
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            return f"larger than {MAX_RECIPE_BYTES >> 20} MiB"
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        return f"cannot read it: {err.strerror}"
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    if not text.strip():
+        return None
+    try:
+        doc = toml_loads(text)
+    except ValueError:
+        return "not valid TOML"
+    if "version" in doc or any(key in _section_types() for key in doc):
+        return None
+    return "no recipe table such as [model] or [method]"
+
+
 def save(recipe: Recipe, path, force: bool = False, header: str = "") -> Path:
-    """Write atomically (temp file in the same folder, then os.replace); never clobber unasked."""
+    """Write atomically (temp file in the same folder, then os.replace); never clobber unasked, and
+    even with `force` replace only a recipe (see `_not_a_recipe`)."""
     import tempfile
 
     if not str(path).strip():
@@ -617,6 +648,10 @@ def save(recipe: Recipe, path, force: bool = False, header: str = "") -> Path:
         raise UserError(f"{path}: is a folder; give a file name for the recipe", ExitCode.USAGE)
     if path.exists() and not force:
         raise UserError(f"{path}: already exists (use --force to overwrite)", ExitCode.EXISTS)
+    why = _not_a_recipe(path) if path.exists() else None
+    if why:
+        raise UserError(f"{path}: exists and is not a recipe ({why}); --force replaces only recipes: "
+                        "remove it or choose another file", ExitCode.EXISTS)
     text = dumps(recipe, header=header)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

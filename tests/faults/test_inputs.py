@@ -318,3 +318,34 @@ def test_bench_refuses_remote_code_from_the_recipe_alone(tmp_path, capsys, no_la
     assert main([*args, "--trust-remote-code"]) == ExitCode.TRAIN_FAILED  # the candidate's row, not a refusal
     row = json.loads((out / "bench.json").read_text(encoding="utf-8"))["rows"][0]
     assert (row["name"], row["reason"]) == ("lora", STAND_IN)
+
+
+# ---------------------------------------------------------------- --force replaces recipes only
+
+
+@pytest.mark.parametrize("name, content", [
+    ("model.gguf", b"GGUF\x03\x00\x00\x00" + bytes(range(256)) * 4),
+    ("pyproject.toml", b'[project]\nname = "mine"\n[tool.ruff]\nline-length = 120\n'),
+    ("notes.toml", b"# my notes, all comments\n"),
+    ("broken.toml", b"[model\nid = 'x'\n"),
+    ("huge.toml", b"version = 1\n" + b"#" * (2 << 20)),
+], ids=["binary", "other TOML", "comments only", "not TOML", "too big"])
+def test_export_force_refuses_to_replace_what_is_not_a_recipe(tmp_path, capsys, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["export", "--no-estimate", "--force", "-o", str(path)]) == ExitCode.EXISTS
+    line = one_error_line(capsys)
+    assert line.startswith(f"peft-advisor: {path}: exists and is not a recipe (")
+    assert line.endswith("); --force replaces only recipes: remove it or choose another file")
+    assert path.read_bytes() == content
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+@pytest.mark.parametrize("content", [
+    "", "version = 1\n", '[model]\nid = "mine"\n', '[train]\nlr = "fast"\n', "[trian]\nlr = 1\n[model]\n",
+], ids=["empty", "version only", "a recipe", "an invalid recipe", "a recipe with a typo"])
+def test_export_force_replaces_a_recipe_even_a_broken_one(tmp_path, content):
+    path = tmp_path / "r.toml"
+    path.write_text(content, encoding="utf-8")
+    assert main(["export", "--no-estimate", "--force", "-o", str(path)]) == 0
+    assert rc.load(path) == rc.updated(rc.Recipe(), {"output.dir": "runs/demo-lora"})
