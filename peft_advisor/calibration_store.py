@@ -57,7 +57,7 @@ def load(path: Path | None = None) -> list[CalibrationRecord]:
     for line in raw.splitlines():
         try:
             data = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a line nested past Python's stack
             continue
         record = CalibrationRecord.from_dict(data)
         if record is not None:

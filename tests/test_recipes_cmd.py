@@ -10,6 +10,7 @@ from peft_advisor.core import recipe as rc
 from peft_advisor.core.errors import ExitCode
 
 DEMO_LORA = Path(__file__).resolve().parent.parent / "recipes" / "demo" / "lora.toml"
+MINE = '[model]\nid = "mine"  # a recipe someone wrote (--force replaces only recipes)\n'
 
 
 def test_export_from_flags(tmp_path, capsys):
@@ -32,9 +33,9 @@ def test_export_from_flags(tmp_path, capsys):
 
 def test_export_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "r.toml"
-    out.write_text("mine", encoding="utf-8")
+    out.write_text(MINE, encoding="utf-8")
     assert main(["export", "--no-estimate", "-o", str(out)]) == ExitCode.EXISTS
-    assert out.read_text(encoding="utf-8") == "mine"
+    assert out.read_text(encoding="utf-8") == MINE
     assert "already exists" in capsys.readouterr().err
     assert main(["export", "--no-estimate", "--force", "-o", str(out)]) == 0
     assert rc.load(out).method.name == "lora"

@@ -39,12 +39,14 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="run several methods on a recipe's model and data for an equal budget")
     p.add_argument("recipe", metavar="RECIPE", help="recipe TOML file (its model, data and shapes are kept); "
                                                    "with --tui, a bench folder to view instead")
-    p.add_argument("--methods", help=f"comma list (default: all: {', '.join(bench.known_candidates()[:8])}; "
+    p.add_argument("--methods", help=f"comma list (default, or empty: all: {', '.join(bench.known_candidates()[:8])}; "
                                      "also galore-8bit, galore-layerwise)")
     p.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps per method (default: the recipe's, at most {bench.DEFAULT_STEPS})")
     p.add_argument("--time-budget", type=float, metavar="MIN", help="minutes of training in all, split evenly over the methods")
     p.add_argument("--out", metavar="DIR", help="bench folder, new or empty (default: runs/bench-<timestamp>)")
     p.add_argument("--force", action="store_true", help="reuse an existing bench folder, replacing its runs")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a recipe with model.trust_remote_code = true to run the model's own Python code")
     p.add_argument("--tui", action="store_true", help="show the table and every loss curve in the terminal UI "
                                                       "when done (RECIPE a bench folder: show it, run nothing)")
     p.set_defaults(func=run_bench)
@@ -57,6 +59,7 @@ def run_bench(args) -> int:
         return _view(Path(args.recipe))
 
     recipe = _absolute_paths(rc.load(args.recipe), Path(args.recipe).parent)
+    rc.check_remote_code(recipe, args.recipe, getattr(args, "trust_remote_code", False))  # as train does
     names = bench.parse_methods(args.methods)
     out = Path(args.out or f"runs/bench-{time.strftime('%Y%m%d-%H%M%S')}").absolute()
     gpu = _gpu_name()

@@ -1,8 +1,9 @@
 """`peft-advisor export` (a recipe from explicit flags) and `peft-advisor validate FILE...`.
 
-`export` writes commented TOML atomically and refuses to overwrite without `--force`; with
-`-o -` (the default) the recipe goes to stdout. When the model is a preset, a local folder or a
-Hub id that resolves to a preset, the recipe carries the estimate at export time.
+`export` writes commented TOML atomically and refuses to overwrite without `--force` (which replaces
+only a recipe, never a model file or other TOML); with `-o -` (the default) the recipe goes to
+stdout. When the model is a preset, a local folder or a Hub id that resolves to a preset, the
+recipe carries the estimate at export time.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from peft_advisor.core.errors import ExitCode, UserError
 def register(sub) -> None:
     p = sub.add_parser("export", help="write a recipe (TOML) from explicit settings")
     p.add_argument("-o", "--output", default="-", metavar="FILE", help="recipe file to write; - for stdout")
-    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it is a recipe (nothing else is replaced)")
     p.add_argument("--model", default="demo", help='"demo", a preset id, a local folder or a Hub id')
     p.add_argument("--method", default="lora", help=" | ".join(rc.methods()))
     p.add_argument("--rank", type=int, help="LoRA-family rank (default 16)")
@@ -132,7 +133,8 @@ def run_export(args) -> int:
 
 
 def run_validate(args) -> int:
-    """Each file: `ok: FILE (method, model)` on stdout, or its one-line error on stderr."""
+    """Each file: `ok: FILE (method, model)` on stdout, or its one-line error on stderr; a valid
+    recipe that turns trust_remote_code on also gets a warning line on stderr (still exit 0)."""
     failed = 0
     for name in args.files:
         if len(args.files) == 1:
@@ -144,5 +146,8 @@ def run_validate(args) -> int:
                 print(f"peft-advisor: {err}", file=sys.stderr)
                 failed += 1
                 continue
+        warning = rc.remote_code_warning(recipe, name)
+        if warning:
+            print(f"peft-advisor: warning: {warning}", file=sys.stderr)
         print(f"ok: {name} ({recipe.method.name}, {recipe.model.id})")
     return int(ExitCode.BAD_RECIPE if failed else ExitCode.OK)

@@ -31,6 +31,9 @@ def register(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run folder from its last checkpoint")
     t.add_argument("--detach", action="store_true", help="return once training has started; follow with monitor")
     t.add_argument("--node-rank", type=int, help="this machine's rank in a multi-node run (overrides distributed.node_rank)")
+    t.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a recipe with model.trust_remote_code = true to run the model's own Python code "
+                        "(consent only: it turns nothing on)")
     t.set_defaults(func=run_train)
 
     m = sub.add_parser("monitor", help="follow a run folder (live or finished): a line per step")
@@ -50,6 +53,7 @@ def run_train(args) -> int:
     from peft_advisor.core import recipe as rc
 
     recipe = rc.load(args.recipe)  # a bad recipe is one line here, before any process or folder
+    rc.check_remote_code(recipe, args.recipe, getattr(args, "trust_remote_code", False))  # no model code unasked
     if args.run_dir is not None and not args.run_dir.strip():
         raise UserError("train: --run-dir is empty; name a folder or leave it out to use output.dir", ExitCode.USAGE)
     run_dir = Path(args.run_dir or recipe.output.dir)

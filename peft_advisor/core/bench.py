@@ -23,6 +23,7 @@ from pathlib import PurePath
 from peft_advisor.core import recipe as rc
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.events import summarize
+from peft_advisor.core.limits import MAX_STEPS
 from peft_advisor.core.units import fmt_bytes, fmt_file_bytes
 
 VARIANTS = {
@@ -42,8 +43,10 @@ def known_candidates() -> tuple[str, ...]:
 
 
 def parse_methods(text: str | None) -> list[str]:
-    """`lora,dora, vera` -> ["lora", "dora", "vera"]: known names, in order, each once."""
-    if text is None:
+    """`lora,dora, vera` -> ["lora", "dora", "vera"]: known names, in order, each once. None or ""
+    is every method, as `recommend --methods ""` has always been: `--methods "$LIST"` with LIST
+    unset means the default; a list of only separators (" , ") is refused, as recommend does."""
+    if not text:
         return list(rc.methods())
     names = list(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
     if not names:
@@ -83,6 +86,8 @@ def make_budget(recipe: rc.Recipe, steps: int | None, time_budget_min: float | N
     if steps is not None:
         if steps < 1:
             raise UserError(f"--steps must be >= 1, got {steps}", ExitCode.USAGE)
+        if steps > MAX_STEPS:  # refused before the bench folder exists, not a folder of error rows
+            raise UserError(f"--steps must be <= {MAX_STEPS}, got {steps}", ExitCode.USAGE)
         return Budget(steps=steps)
     if time_budget_min is not None:
         if not (time_budget_min > 0 and math.isfinite(time_budget_min)):

@@ -170,7 +170,7 @@ def parse_line(line: str | bytes) -> Event | None:
             return None
     try:
         event = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # a line nested past Python's stack is malformed too
         return None
     if not isinstance(event, dict) or not isinstance(event.get("kind"), str):
         return None

@@ -21,3 +21,28 @@ MAX_DATA_FILE_BYTES = 4 * 1024**3
 # text, some 24 MiB if every character is \u-escaped; a longer line is not a row (a file of NUL bytes,
 # a binary file renamed), and it is refused after reading this much, not the whole file.
 MAX_LINE_BYTES = 64 * 1024**2
+
+# A model config.json's shapes (core.model_spec). The largest real models are far below these
+# (Llama 3.1 405B: 126 layers, hidden 16384, MLP 53248, 128 heads; Gemma 3: a 262,144-token
+# vocabulary); a value past one is a corrupt or hostile config, and refusing it keeps the
+# estimator's arithmetic inside float range (num_hidden_layers = 10**400 raised OverflowError).
+MODEL_DIM_CEILINGS = {
+    "num_hidden_layers": 10_000,
+    "hidden_size": 1_048_576,
+    "intermediate_size": 4_194_304,
+    "num_attention_heads": 65_536,
+    "num_key_value_heads": 65_536,
+    "head_dim": 65_536,
+    "vocab_size": 16_777_216,
+    "max_position_embeddings": 1 << 34,  # 17 G tokens; the longest context today is 10 M
+}
+
+# A run's size ([distributed] in a recipe). A node holds 8 or 16 GPUs today, and a CPU run (gloo)
+# one process per core, a few hundred at most; the largest clusters built have ~25,000 nodes of 8
+# GPUs. `gpus = 100000` is a typo that torchrun would try to honour (100000 processes on one machine).
+MAX_GPUS_PER_NODE = 1024
+MAX_NODES = 65_536
+
+# Optimizer steps (train.max_steps, bench --steps). At 10 steps a second 10 M steps take 11 days;
+# pretraining the largest models takes ~1 M. `--steps 10**20` filled a bench folder with error rows.
+MAX_STEPS = 10_000_000

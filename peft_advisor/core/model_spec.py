@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
+from peft_advisor.core.limits import MODEL_DIM_CEILINGS
 from peft_advisor.core.sources import expand_home
 
 
@@ -153,17 +154,33 @@ def _text_config(config: dict) -> dict:
 
 
 def _positive(c: dict, key: str) -> int:
+    """A shape: a positive integer under its ceiling (core.limits). An absurd one is refused here
+    rather than overflowing a float in the estimator."""
     value = c[key]
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{key!r} = {value!r} (want a positive integer)")
+        raise ValueError(f"{key!r} = {_short(value)} (want a positive integer)")
+    ceiling = MODEL_DIM_CEILINGS.get(key)
+    if ceiling is not None and value > ceiling:
+        raise ValueError(f"{key!r} = {_short(value)} is over the ceiling of {ceiling:,} (no real model comes close)")
     return value
+
+
+def _optional(c: dict, key: str, default: int) -> int:
+    """A shape the config may leave out or null (`default` then), checked like `_positive`."""
+    return _positive(c, key) if c.get(key) is not None else default
+
+
+def _short(value) -> str:
+    """A value for a one-line message: a 400-digit number is not shown in full."""
+    text = repr(value)
+    return f"{text[:10]}...({len(text)} digits)" if isinstance(value, int) and len(text) > 20 else text[:40]
 
 
 def _build(c: dict, model_type: str, source: str) -> ModelSpec:
     h = _positive(c, "hidden_size")
     heads = _positive(c, "num_attention_heads")
-    kv = int(c.get("num_key_value_heads") or heads)
-    head_dim = int(c.get("head_dim") or h // heads)
+    kv = _optional(c, "num_key_value_heads", heads)
+    head_dim = _optional(c, "head_dim", h // heads)
     inter = _positive(c, "intermediate_size")
     q_out, kv_out = heads * head_dim, kv * head_dim
     # Where transformers hard-codes biases, the config's flags are ignored, as the model does:
@@ -211,7 +228,7 @@ def _build(c: dict, model_type: str, source: str) -> ModelSpec:
         linears=linears,
         norm_params_per_layer=norms,
         final_norm_params=h,
-        max_position_embeddings=int(c.get("max_position_embeddings") or 0),
+        max_position_embeddings=_optional(c, "max_position_embeddings", 0),
         hf_id=c.get("_name_or_path") or None,
     )
 
@@ -278,7 +295,9 @@ def load_model_spec(model: str) -> ModelSpec:
 def _load_config_file(path: Path) -> ModelSpec:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except RecursionError:  # json parses nesting recursively: a hostile file is not a traceback
+        raise UserError(f"{path}: cannot read config: nested too deeply", ExitCode.UNKNOWN_MODEL) from None
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, bad UTF-8, an int of > 4300 digits
         raise UserError(f"{path}: cannot read config: {err}", ExitCode.UNKNOWN_MODEL) from None
     if not isinstance(config, dict):
         raise UserError(f"{path}: not a JSON object", ExitCode.UNKNOWN_MODEL)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
 from peft_advisor.core.files import check_regular
-from peft_advisor.core.limits import MAX_BATCH, MAX_RANK, MAX_RECIPE_BYTES, MAX_SEQ_LEN
+from peft_advisor.core.limits import MAX_BATCH, MAX_GPUS_PER_NODE, MAX_NODES, MAX_RANK, MAX_RECIPE_BYTES, MAX_SEQ_LEN, MAX_STEPS
 from peft_advisor.core.recipe_fields import (  # noqa: F401 (did_you_mean is re-exported)
     TARGET_PRESETS,
     _Bad,
@@ -148,7 +148,7 @@ class DataSection:
 class TrainSection:
     """[train] the optimisation loop"""
 
-    max_steps: int = _f(200, ge=0)
+    max_steps: int = _f(200, ge=0, le=MAX_STEPS)
     """optimizer steps; 0 = run train.epochs instead"""
     epochs: float = _f(1.0, ge=0)
     """passes over the data, used when max_steps = 0"""
@@ -218,7 +218,7 @@ class EstimateSection:
 class DistributedSection:
     """[distributed] several GPUs; only this table changes between a 1-GPU and a many-GPU run"""
 
-    gpus: int = _f(1, ge=1)
+    gpus: int = _f(1, ge=1, le=MAX_GPUS_PER_NODE)
     """GPUs (processes) per node; 1 = a plain single-process run"""
     gpu_ids: tuple[int, ...] = _f((), parse=_as_gpu_ids)
     """which GPUs of this node, e.g. [0, 1] (sets CUDA_VISIBLE_DEVICES); [] = the first `gpus`"""
@@ -230,7 +230,7 @@ class DistributedSection:
     """torchrun | accelerate: the engine that starts one process per GPU"""
     backend: str = _f("auto", choices=BACKENDS)
     """auto (nccl on CUDA, gloo on CPU) | nccl | gloo"""
-    nnodes: int = _f(1, ge=1)
+    nnodes: int = _f(1, ge=1, le=MAX_NODES)
     """machines; each runs the same command with its own node_rank"""
     node_rank: int = _f(0, ge=0)
     """this machine's rank, 0 to nnodes - 1; node 0 holds the run folder"""
@@ -468,11 +468,17 @@ def _syntax_problem(err) -> Problem:
 
 
 def toml_loads(text: str) -> dict:
+    """tomllib.loads, where nesting too deep for Python's stack is one more ValueError: tomllib
+    parses arrays and inline tables recursively, so `x = [[[[...` 100,000 deep raised
+    RecursionError past every caller's `except ValueError` (validate showed a traceback)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
-    return tomllib.loads(text)
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def problems(text: str) -> list[Problem]:
@@ -515,6 +521,24 @@ def load(path) -> Recipe:
     except OSError as err:
         raise UserError(f"{path}: cannot read: {err.strerror}", ExitCode.BAD_RECIPE) from None
     return loads(text, source=str(path), allow_empty=False)
+
+
+def remote_code_warning(recipe: Recipe, source) -> str | None:
+    """What `validate` says of a recipe that turns `trust_remote_code` on: the file is valid, but
+    whoever shared it decides what Python code a `train` of it runs, so the reader is told."""
+    if not recipe.model.trust_remote_code:
+        return None
+    return (f"{source}: model.trust_remote_code = true runs Python code shipped with the model "
+            f"({recipe.model.id}); train needs --trust-remote-code to run it")
+
+
+def check_remote_code(recipe: Recipe, source, allowed: bool) -> None:
+    """Refuse (BAD_RECIPE) to start a recipe that turns `trust_remote_code` on unless the person at
+    the keyboard said so (`--trust-remote-code`): a recipe may come from anyone, and a recipe
+    never runs code by itself. The flag only consents; it turns nothing on."""
+    if recipe.model.trust_remote_code and not allowed:
+        raise UserError(f"{source}: model.trust_remote_code = true would run Python code shipped with the model "
+                        f"({recipe.model.id}); pass --trust-remote-code if you trust it", ExitCode.BAD_RECIPE)
 
 
 def validate(recipe: Recipe) -> list[str]:
@@ -586,8 +610,39 @@ def dumps(recipe: Recipe, header: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
+MAX_RECIPE_BYTES = 1 << 20
+"""A recipe is a few KB: a larger file is not read to decide whether `--force` may replace it."""
+
+
+def _not_a_recipe(path: Path) -> str | None:
+    """Why the file at `path` is not a recipe, or None when `--force` may replace it: an empty file,
+    or TOML with a `version` key or at least one recipe table (even with bad values or a typo'd
+    table: it is still the user's recipe). `export --force -o model.gguf` once replaced a model's
+    weights; the name is not trusted either way, only the content."""
+    try:
+        if not path.is_file():
+            return "not a regular file"
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            return f"larger than {MAX_RECIPE_BYTES >> 20} MiB"
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        return f"cannot read it: {err.strerror}"
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    if not text.strip():
+        return None
+    try:
+        doc = toml_loads(text)
+    except ValueError:
+        return "not valid TOML"
+    if "version" in doc or any(key in _section_types() for key in doc):
+        return None
+    return "no recipe table such as [model] or [method]"
+
+
 def save(recipe: Recipe, path, force: bool = False, header: str = "") -> Path:
-    """Write atomically (temp file in the same folder, then os.replace); never clobber unasked."""
+    """Write atomically (temp file in the same folder, then os.replace); never clobber unasked, and
+    even with `force` replace only a recipe (see `_not_a_recipe`)."""
     import tempfile
 
     if not str(path).strip():
@@ -597,6 +652,10 @@ def save(recipe: Recipe, path, force: bool = False, header: str = "") -> Path:
         raise UserError(f"{path}: is a folder; give a file name for the recipe", ExitCode.USAGE)
     if path.exists() and not force:
         raise UserError(f"{path}: already exists (use --force to overwrite)", ExitCode.EXISTS)
+    why = _not_a_recipe(path) if path.exists() else None
+    if why:
+        raise UserError(f"{path}: exists and is not a recipe ({why}); --force replaces only recipes: "
+                        "remove it or choose another file", ExitCode.EXISTS)
     text = dumps(recipe, header=header)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import math
 from dataclasses import field
 
 from peft_advisor.core.errors import closest
+from peft_advisor.core.limits import MAX_GPUS_PER_NODE
 from peft_advisor.core.toml_text import fmt_float, toml_str
 
 TARGET_PRESETS = ("all-linear", "attention", "mlp")
@@ -112,8 +113,15 @@ def _as_gpu_ids(value):
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise _Bad(f"expected a list of GPU indices like [0, 1], got {_show(value)}")
     if any(v < 0 for v in value) or len(set(value)) != len(value):
-        raise _Bad(f"GPU indices must be distinct and >= 0, got {list(value)}")
+        raise _Bad(f"GPU indices must be distinct and >= 0, got {_show_ids(value)}")
+    if any(v >= MAX_GPUS_PER_NODE for v in value):
+        raise _Bad(f"GPU indices must be below {MAX_GPUS_PER_NODE}, got {max(value)}")
     return tuple(value)
+
+
+def _show_ids(value) -> str:
+    """A list of ids for a one-line message: the first few of a long one."""
+    return str(list(value)) if len(value) <= 8 else f"[{', '.join(map(str, value[:8]))}, ...] ({len(value)} ids)"
 
 
 _PARSERS = {int: _as_int, float: _as_float, bool: _as_bool, str: _as_str}

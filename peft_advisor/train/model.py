@@ -33,8 +33,24 @@ def resolve_model(model_id: str) -> str:
     return model_id
 
 
-def _load_error(path: str, err: Exception) -> UserError:
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What a missing, damaged or hostile model folder raises while loading, beyond transformers'
+    own (OSError, ValueError, KeyError): safetensors' SafetensorError (a truncated or garbage
+    header), torch.load's UnpicklingError and EOFError (a garbage or empty .bin), and
+    RecursionError (a JSON file nested past Python's stack). Anything else stays a bug's traceback."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    return OSError, ValueError, KeyError, RecursionError, SafetensorError, pickle.UnpicklingError, EOFError
+
+
+def _load_error(path: str, err: BaseException) -> UserError:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, RecursionError):
+        first = "a JSON file in it is nested too deeply"
+    elif not isinstance(err, (OSError, ValueError, KeyError)):  # the weights themselves
+        first = f"its weights file is damaged or truncated ({first})"
     return UserError(f"model.id: cannot load {path}: {first[:300]}", ExitCode.UNKNOWN_MODEL)
 
 
@@ -43,7 +59,7 @@ def load_tokenizer(path: str, trust_remote_code: bool):
 
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError) as err:
+    except _load_errors() as err:
         raise _load_error(path, err) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
@@ -68,7 +84,7 @@ def load_model(path: str, r, cuda: bool, ranks=None):
         kwargs.update(quantization_config=quant, device_map={"": ranks.local_rank if ranks is not None else 0})
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, KeyError) as err:
+    except _load_errors() as err:
         raise _load_error(path, err) from None
 
 

@@ -70,12 +70,10 @@ def read_run(path: Path) -> RunInfo:
 
 def _recipe_method(path: Path) -> str | None:
     """The method named in a recipe, read loosely: a broken recipe still lists its run."""
+    from peft_advisor.core.recipe import toml_loads  # deep nesting is a ValueError there
+
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        name = tomllib.loads(path.read_text(encoding="utf-8")).get("method", {}).get("name")
+        name = toml_loads(path.read_text(encoding="utf-8")).get("method", {}).get("name")
     except (OSError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) else None
@@ -105,7 +103,10 @@ class BenchInfo:
 
 def load_bench(path: Path) -> BenchResult:
     """bench.json in `path`, read back; OSError, ValueError, KeyError or TypeError when it is not one."""
-    data = json.loads((Path(path) / BENCH_FILE).read_text(encoding="utf-8"))
+    try:
+        data = json.loads((Path(path) / BENCH_FILE).read_text(encoding="utf-8"))
+    except RecursionError:  # nested past Python's stack: as unreadable as any other bad JSON
+        raise ValueError("nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("not a bench result")
     return BenchResult.from_dict(data)

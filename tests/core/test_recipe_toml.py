@@ -12,6 +12,8 @@ import pytest
 from peft_advisor.core import recipe as rc
 from peft_advisor.core.errors import ExitCode, UserError
 
+MINE = '[model]\nid = "mine"  # a recipe someone wrote (--force replaces only recipes)\n'
+
 
 def _error(text: str) -> UserError:
     with pytest.raises(UserError) as info:
@@ -278,11 +280,11 @@ def test_save_and_load(tmp_path):
 
 def test_save_refuses_to_overwrite(tmp_path):
     path = tmp_path / "r.toml"
-    path.write_text("mine", encoding="utf-8")
+    path.write_text(MINE, encoding="utf-8")
     with pytest.raises(UserError) as info:
         rc.save(rc.Recipe(), path)
     assert info.value.code == ExitCode.EXISTS
-    assert path.read_text(encoding="utf-8") == "mine"
+    assert path.read_text(encoding="utf-8") == MINE
     rc.save(rc.Recipe(), path, force=True)
     assert rc.load(path) == rc.Recipe()
 
@@ -324,7 +326,7 @@ def test_shapes_have_sanity_ceilings():
 
 def test_save_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "r.toml"
-    path.write_text("mine", encoding="utf-8")
+    path.write_text(MINE, encoding="utf-8")
 
     def crash(src, dst):
         raise OSError(28, "No space left on device")
@@ -332,7 +334,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(UserError, match="No space left on device"):
         rc.save(rc.Recipe(), path, force=True)
-    assert path.read_text(encoding="utf-8") == "mine"
+    assert path.read_text(encoding="utf-8") == MINE
     assert [p.name for p in tmp_path.iterdir()] == ["r.toml"]
 
 

@@ -86,8 +86,11 @@ async def test_a_bad_recipe_shows_every_error_in_place_and_changes_nothing(workd
         assert Path("bad.toml").read_text().count("rnak") == 1  # the file is untouched
 
 
+MINE = '# mine\n[model]\nid = "mine"\n'
+
+
 async def test_export_asks_before_overwriting(workdir):
-    Path("keep.toml").write_text("# mine\n")
+    Path("keep.toml").write_text(MINE)  # a recipe: the only kind of file an overwrite replaces
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("f3")
@@ -96,7 +99,7 @@ async def test_export_asks_before_overwriting(workdir):
         await pilot.pause(0.1)
         await pilot.press("n")
         await pilot.pause(0.1)
-        assert Path("keep.toml").read_text() == "# mine\n"
+        assert Path("keep.toml").read_text() == MINE
         await pilot.press("ctrl+s")
         await pilot.pause(0.1)
         await pilot.press("y")
