@@ -23,7 +23,15 @@ from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
 from peft_advisor.core.files import check_regular
-from peft_advisor.core.limits import MAX_BATCH, MAX_GPUS_PER_NODE, MAX_NODES, MAX_RANK, MAX_RECIPE_BYTES, MAX_SEQ_LEN, MAX_STEPS
+from peft_advisor.core.limits import (
+    MAX_BATCH,
+    MAX_GPUS_PER_NODE,
+    MAX_NODES,
+    MAX_RANK,
+    MAX_RECIPE_BYTES,
+    MAX_SEQ_LEN,
+    MAX_STEPS,
+)
 from peft_advisor.core.recipe_fields import (  # noqa: F401 (did_you_mean is re-exported)
     TARGET_PRESETS,
     _Bad,
