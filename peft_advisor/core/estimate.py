@@ -288,9 +288,18 @@ def _input_of(lin) -> str:
     return lin.group
 
 
+LOGIT_BYTES = 12
+"""Per token and vocabulary entry at the loss's peak: log-softmax output (fp32), its incoming and
+outgoing gradients."""
+SOFTCAP_BYTES = 2
+"""Soft-capped logits (Gemma 2: logits / cap, tanh, * cap, in the model's dtype before the fp32
+upcast) add the tanh output autograd saves and the gradient through it: two bf16 tensors."""
+
+
 def _logits_bytes(spec: ModelSpec, s: Settings) -> int:
-    """Peak of the loss: log-softmax output (fp32), its incoming and outgoing gradients."""
-    return 12 * s.tokens * spec.vocab_size
+    """Peak of the loss over the whole vocabulary."""
+    per_entry = LOGIT_BYTES + (SOFTCAP_BYTES if spec.logit_softcap else 0)
+    return per_entry * s.tokens * spec.vocab_size
 
 
 def _activation_bytes(spec: ModelSpec, s: Settings) -> int:

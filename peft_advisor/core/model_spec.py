@@ -63,6 +63,8 @@ class ModelSpec:
     max_position_embeddings: int
     hf_id: str | None = None
     """Hugging Face Hub id of the real model, for recipes (presets only)."""
+    logit_softcap: bool = False
+    """Gemma 2's tanh soft-capping of the logits: two more vocabulary-wide tensors in the loss."""
 
     @property
     def embedding_params(self) -> int:
@@ -230,6 +232,7 @@ def _build(c: dict, model_type: str, source: str) -> ModelSpec:
         final_norm_params=h,
         max_position_embeddings=_optional(c, "max_position_embeddings", 0),
         hf_id=c.get("_name_or_path") or None,
+        logit_softcap=bool(c.get("final_logit_softcapping")),
     )
 
 
