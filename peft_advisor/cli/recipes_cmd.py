@@ -78,9 +78,11 @@ def changes_from_args(args) -> dict:
     changes = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items() if getattr(args, flag) is not None}
     if args.targets is not None:
         changes["method.targets"] = _targets(args.targets)
-    if args.alpha is None and args.rank is not None:
-        changes["method.alpha"] = 2 * args.rank
-    changes.setdefault("train.lr", rc.DEFAULT_LR.get(args.method, 2e-4))
+    if args.alpha is None and args.method in rc.methods():  # the catalog's one alpha rule
+        from peft_advisor.core.catalog import alpha_for
+
+        changes["method.alpha"] = alpha_for(args.method, args.rank or rc.MethodSection.rank)
+    changes.setdefault("train.lr", rc.default_lr(args.method))
     changes.setdefault("output.dir", rc.default_output_dir(args.model, args.method))
     for item in args.set:
         key, sep, value = item.partition("=")
