@@ -93,23 +93,14 @@ def changes_from_args(args) -> dict:
 
 
 def with_estimate(recipe: rc.Recipe) -> rc.Recipe:
-    """The recipe with its estimate filled in, when the model's shapes are known offline."""
-    try:
-        from peft_advisor.core.estimate import estimate
-        from peft_advisor.core.model_spec import load_model_spec
+    """The recipe with its estimate filled in (per GPU, by its [distributed] table), when the
+    model's shapes are known offline: the advice core's `with_estimate`, as the app's."""
+    from peft_advisor.core.advise import with_estimate as estimated
 
-        spec = load_model_spec(recipe.model.id)
-        est = estimate(spec, rc.settings_from_recipe(recipe))
-    except ImportError:
-        return recipe
-    except UserError as err:
-        print(f"peft-advisor: note: no estimate in the recipe ({err})", file=sys.stderr)
-        return recipe
-    return rc.updated(recipe, {
-        "estimate.peak_bytes": int(est.peak_bytes),
-        "estimate.adapter_bytes": int(est.adapter_bytes),
-        "estimate.trainable_params": int(est.trainable_params),
-    })
+    recipe, note = estimated(recipe)
+    if note:
+        print(f"peft-advisor: note: {note} in the recipe", file=sys.stderr)
+    return recipe
 
 
 def write_recipe(recipe: rc.Recipe, path, force: bool = False, header: str = ""):

@@ -248,3 +248,50 @@ def needs(req: AdviceRequest) -> dict:
                   key=lambda e: e.total_bytes)
         out[method] = (card_needed_bytes(est), est)
     return out
+
+
+# ---------------------------------------------------------------- recipes
+
+
+DEMO_FAST = {"data.max_seq_len": 128, "data.eval_split": 32, "train.max_steps": 40, "train.warmup_ratio": 0.05,
+             "train.eval_every": 20, "train.save_every": 20}
+"""The shipped demo recipes' fast settings (recipes/demo/*.toml; a test keeps them equal): a
+recipe made for the demo model trains in minutes on a CPU."""
+
+
+def with_estimate(recipe):
+    """The recipe with its [estimate] recomputed for its settings and [distributed] table (per
+    GPU); unchanged, with the reason, when the model's shapes are not known offline.
+    Returns (recipe, note)."""
+    from peft_advisor.core import recipe as rc
+    from peft_advisor.core.distributed import Parallel, per_gpu_estimate
+    from peft_advisor.core.model_spec import load_model_spec
+
+    try:
+        spec = load_model_spec(recipe.model.id)
+        d = recipe.distributed
+        par = Parallel(rc.world_size(d), d.strategy)
+        est = per_gpu_estimate(spec, rc.settings_from_recipe(recipe), par)
+    except UserError as err:
+        return recipe, f"no estimate ({err})"
+    return rc.updated(recipe, {"estimate.peak_bytes": int(est.peak_bytes), "estimate.adapter_bytes": int(est.adapter_bytes),
+                               "estimate.trainable_params": int(est.trainable_params)}), ""
+
+
+def recipe_fit(recipe) -> tuple[str | None, str]:
+    """How the recipe's estimate fits the card it was advised for ([budget] vram_gib, taken as
+    the card's size): ("ok" | "tight" | None, words); ("", "") when it names no budget or has no
+    estimate. The launch guard asks first unless "ok"."""
+    from peft_advisor.core.estimate import BAND, context_bytes
+
+    budget_gib, peak = recipe.budget.vram_gib, recipe.estimate.peak_bytes
+    if not budget_gib or not peak:
+        return "", ""
+    from peft_advisor.core.recommend import fit_for, tight_words
+    from peft_advisor.core.units import fmt_bytes
+
+    budget, context, high = int(budget_gib * GIB), context_bytes(int(budget_gib * GIB)), int(peak * BAND[1])
+    fit = fit_for(peak, high, context, budget)
+    if fit is None:
+        return None, f"its estimate {fmt_bytes(peak + context)} is over the {fmt_bytes(budget)} budget"
+    return fit, tight_words(high + context, budget) if fit == "tight" else ""

@@ -35,10 +35,15 @@ FITS = ("ok", "tight")
 
 def fit_of(est: Estimate, budget_bytes: int) -> str | None:
     """"ok" when the whole band (high end plus context) fits the budget less FIT_MARGIN; "tight"
-    when only the expected peak does (a run may die at the band's high end); None: does not fit."""
-    if est.total_bytes > budget_bytes:
+    when only the expected peak does (a run may die at the band's high end); None: does not fit.
+    The one fit rule: recommendations, `estimate` and the app's launch guard use it."""
+    return fit_for(est.peak_bytes, est.high_bytes, est.context_bytes, budget_bytes)
+
+
+def fit_for(peak_bytes: int, high_bytes: int, context_bytes: int, budget_bytes: int) -> str | None:
+    if peak_bytes + context_bytes > budget_bytes:
         return None
-    return "ok" if est.high_bytes + est.context_bytes <= budget_bytes * (1 - FIT_MARGIN) else "tight"
+    return "ok" if high_bytes + context_bytes <= budget_bytes * (1 - FIT_MARGIN) else "tight"
 
 
 def card_needed_bytes(est: Estimate) -> int:
@@ -49,7 +54,10 @@ def card_needed_bytes(est: Estimate) -> int:
 
 def tight_risk(est: Estimate, budget_bytes: int) -> str:
     """What "tight" risks, in words (both front ends show it)."""
-    top = est.high_bytes + est.context_bytes
+    return tight_words(est.high_bytes + est.context_bytes, budget_bytes)
+
+
+def tight_words(top: int, budget_bytes: int) -> str:
     return (f"tight: the estimate's high end with context, {fmt_bytes(top)}, reaches past the "
             f"{fmt_bytes(budget_bytes)} budget; a run at that end runs out of memory")
 
