@@ -254,7 +254,7 @@ def needs(req: AdviceRequest) -> dict:
 
 
 DEMO_FAST = {"data.max_seq_len": 128, "data.eval_split": 32, "train.max_steps": 40, "train.warmup_ratio": 0.05,
-             "train.eval_every": 20, "train.save_every": 20}
+             "train.eval_every": 20}
 """The shipped demo recipes' fast settings (recipes/demo/*.toml; a test keeps them equal): a
 recipe made for the demo model trains in minutes on a CPU."""
 
