@@ -131,6 +131,7 @@ def speed_table(cases: list[dict]) -> dict:
             ratios.setdefault(r["method"], []).append(lora[key(r)] / r["tokens_per_s"])
     return {
         "source": "bench/results/h200_*.jsonl (NVIDIA H200, bf16, fused AdamW); regenerate: python bench/calibrate.py",
+        "shapes": "an H200, LoRA r16 on all linear layers as the reference, 0.5B-8B models, 2k-8k tokens a step",
         "methods": {m: {"median": round(statistics.median(v), 2), "min": round(min(v), 2),
                         "max": round(max(v), 2), "cases": len(v)} for m, v in sorted(ratios.items())},
     }

@@ -26,9 +26,9 @@ from peft_advisor.core.hardware import (
     found_message,
 )
 
-DRIVER_NOT_LOADED_MESSAGE = "NVIDIA driver installed but not loaded: give --vram"
-NO_PERMISSION_MESSAGE = "no permission to query the NVIDIA GPU (NVML): give --vram"
-NO_BINDINGS_MESSAGE = "nvidia-ml-py is not installed, cannot probe GPUs: give --vram"
+DRIVER_NOT_LOADED_MESSAGE = "NVIDIA driver installed but not loaded"
+NO_PERMISSION_MESSAGE = "no permission to query the NVIDIA GPU (NVML)"
+NO_BINDINGS_MESSAGE = "nvidia-ml-py is not installed, cannot probe GPUs"
 
 
 class Prober(Protocol):
@@ -65,7 +65,7 @@ def _init_failure_message(nv: Any, err: Exception) -> str:
         return DRIVER_NOT_LOADED_MESSAGE
     if isinstance(err, nv.NVMLError_NoPermission):
         return NO_PERMISSION_MESSAGE
-    return f"NVML unavailable ({err}): give --vram"
+    return f"NVML unavailable ({err})"
 
 
 def _cuda_version(raw: int | None) -> str | None:
@@ -185,7 +185,7 @@ class Nvml:
             try:
                 count = nv.nvmlDeviceGetCount()
             except nv.NVMLError as err:
-                return ProbeResult((), f"NVML cannot count GPUs ({err}): give --vram", False)
+                return ProbeResult((), f"NVML cannot count GPUs ({err})", False)
             gpus, skipped = [], []
             for i in range(count):
                 try:

@@ -72,13 +72,13 @@ def test_budget_steps_time_split_and_default():
 
 
 def test_lr_follows_each_methods_default_scaled_like_the_recipe():
-    tuned = base_recipe()  # lora at 1e-3, five times DEFAULT_LR["lora"]
+    tuned = base_recipe()  # lora at 1e-3, five times the catalog's default_lr("lora")
     assert bench.candidate_lr(tuned, "lora") == 1e-3
-    assert bench.candidate_lr(tuned, "dora") == pytest.approx(5 * rc.DEFAULT_LR["dora"])
-    assert bench.candidate_lr(tuned, "vera") == pytest.approx(5 * rc.DEFAULT_LR["vera"])
-    assert bench.candidate_lr(tuned, "full") == pytest.approx(5 * rc.DEFAULT_LR["full"])
-    plain = rc.updated(tuned, {"train.lr": rc.DEFAULT_LR["lora"]})
-    assert {m: bench.candidate_lr(plain, m) for m in rc.DEFAULT_LR} == pytest.approx(rc.DEFAULT_LR)
+    assert bench.candidate_lr(tuned, "dora") == pytest.approx(5 * rc.default_lr("dora"))
+    assert bench.candidate_lr(tuned, "vera") == pytest.approx(5 * rc.default_lr("vera"))
+    assert bench.candidate_lr(tuned, "full") == pytest.approx(5 * rc.default_lr("full"))
+    plain = rc.updated(tuned, {"train.lr": rc.default_lr("lora")})
+    assert {m: bench.candidate_lr(plain, m) for m in rc.methods()} == pytest.approx({m: rc.default_lr(m) for m in rc.methods()})
 
 
 def test_plan_swaps_only_the_method_and_knows_what_needs_cuda(tmp_path):

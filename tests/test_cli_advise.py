@@ -55,8 +55,10 @@ def test_recommend_table_for_a_12_gib_card():
         (["estimate", "--method", "lora", "--rank", "999999999"], ExitCode.USAGE, "--rank 999999999 is absurd"),
         (["recommend", "--vram", "12", "--batch", "10000000"], ExitCode.USAGE, "--batch 10000000 is absurd"),
         (["recommend", "--vram", "12", "--adapter-mb", "inf"], ExitCode.USAGE, "--adapter-mb inf is absurd"),
-        (["recommend", "--vram", "12", "--adapter-mb", "nan"], ExitCode.USAGE, "--adapter-mb must be positive"),
+        (["recommend", "--vram", "12", "--adapter-mb", "nan"], ExitCode.USAGE, "--adapter-mb must be a positive number"),
         (["estimate"], ExitCode.USAGE, "peft-advisor: estimate: the following arguments are required: --method"),
+        (["recommend", "--vram", "24", "--gpus", "1000000000000000000000"], ExitCode.USAGE, "--gpus 1000000000000000000000 is absurd"),
+        (["estimate", "--method", "lora", "--vram", "0"], ExitCode.USAGE, "--vram must be a positive number of GiB"),
     ],
 )
 def test_bad_input_is_one_line_and_a_distinct_exit_code(args, code, words, capsys):

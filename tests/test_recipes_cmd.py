@@ -26,7 +26,7 @@ def test_export_from_flags(tmp_path, capsys):
     assert (r.model.id, r.method.name, r.method.rank, r.method.alpha) == ("Qwen/Qwen2.5-7B-Instruct", "dora", 8, 16)
     assert r.method.targets == ("q_proj", "v_proj")
     assert (r.train.micro_batch, r.data.max_seq_len, r.train.grad_ckpt, r.train.max_steps) == (2, 1024, True, 300)
-    assert (r.train.lr, r.train.lr_scheduler, r.data.eval_split) == (rc.DEFAULT_LR["dora"], "linear", 20)
+    assert (r.train.lr, r.train.lr_scheduler, r.data.eval_split) == (rc.default_lr("dora"), "linear", 20)
     assert r.output.dir == "runs/qwen2.5-7b-instruct-dora"
     assert capsys.readouterr().out == ""  # stdout is data only; the note went to stderr
 

@@ -57,3 +57,16 @@ def test_popular_recipes_fit_their_budget(path):
     assert r.budget.vram_gib > 0 and r.budget.gpu
     est = estimate.estimate(load_model_spec(r.model.id), rc.settings_from_recipe(r))
     assert est.total_bytes <= r.budget.vram_gib * GIB
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes" / "demo").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_the_apps_demo_settings_are_the_shipped_demo_recipes(path):
+    """A recipe the app makes for the demo model uses these (core.advise.DEMO_FAST)."""
+    from peft_advisor.core import recipe as rc
+    from peft_advisor.core.advise import DEMO_FAST
+
+    shipped = rc.load(path)
+    for key, value in DEMO_FAST.items():
+        section, _, name = key.partition(".")
+        assert getattr(getattr(shipped, section), name) == value, (path.name, key)

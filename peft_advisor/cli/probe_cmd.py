@@ -30,9 +30,8 @@ def run(args, prober=None) -> int:
         print(json.dumps(result.to_dict(), indent=2))
     elif result.ok:
         print(format_table(result))
-    if not result.ok:  # the message's hint is for `recommend`; here, say where the budget goes
-        reason = result.message.removesuffix(": give --vram")
-        raise UserError(f"{reason} (give recommend --vram GIB instead)", ExitCode.NO_GPU)
+    if not result.ok:  # probe has no --vram: say where the budget goes
+        raise UserError(f"{result.message} (give recommend --vram GIB instead)", ExitCode.NO_GPU)
     return int(ExitCode.OK)
 
 

@@ -79,9 +79,11 @@ def changes_from_args(args) -> dict:
     changes = {key: getattr(args, flag) for flag, key in _FLAG_KEYS.items() if getattr(args, flag) is not None}
     if args.targets is not None:
         changes["method.targets"] = _targets(args.targets)
-    if args.alpha is None and args.rank is not None:
-        changes["method.alpha"] = 2 * args.rank
-    changes.setdefault("train.lr", rc.DEFAULT_LR.get(args.method, 2e-4))
+    if args.alpha is None and args.method in rc.methods():  # the catalog's one alpha rule
+        from peft_advisor.core.catalog import alpha_for
+
+        changes["method.alpha"] = alpha_for(args.method, args.rank or rc.MethodSection.rank)
+    changes.setdefault("train.lr", rc.default_lr(args.method))
     changes.setdefault("output.dir", rc.default_output_dir(args.model, args.method))
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -92,23 +94,14 @@ def changes_from_args(args) -> dict:
 
 
 def with_estimate(recipe: rc.Recipe) -> rc.Recipe:
-    """The recipe with its estimate filled in, when the model's shapes are known offline."""
-    try:
-        from peft_advisor.core.estimate import estimate
-        from peft_advisor.core.model_spec import load_model_spec
+    """The recipe with its estimate filled in (per GPU, by its [distributed] table), when the
+    model's shapes are known offline: the advice core's `with_estimate`, as the app's."""
+    from peft_advisor.core.advise import with_estimate as estimated
 
-        spec = load_model_spec(recipe.model.id)
-        est = estimate(spec, rc.settings_from_recipe(recipe))
-    except ImportError:
-        return recipe
-    except UserError as err:
-        print(f"peft-advisor: note: no estimate in the recipe ({err})", file=sys.stderr)
-        return recipe
-    return rc.updated(recipe, {
-        "estimate.peak_bytes": int(est.peak_bytes),
-        "estimate.adapter_bytes": int(est.adapter_bytes),
-        "estimate.trainable_params": int(est.trainable_params),
-    })
+    recipe, note = estimated(recipe)
+    if note:
+        print(f"peft-advisor: note: {note} in the recipe", file=sys.stderr)
+    return recipe
 
 
 def write_recipe(recipe: rc.Recipe, path, force: bool = False, header: str = ""):

@@ -5,7 +5,7 @@ The study's advice is to compare methods on your own model and data rather than 
 default. A fair comparison changes one thing: each candidate is the user's recipe with only the
 method swapped (same model, data, seed, shapes and step or time budget). The learning rate is the
 one knob that must move with the method (VeRA trains a few scaling vectors and needs ~5x LoRA's,
-full fine-tuning ~1/20th), so it follows `recipe.DEFAULT_LR`, scaled by how far the recipe's own
+full fine-tuning ~1/20th), so it follows the catalog's `default_lr`, scaled by how far the recipe's own
 lr is from its method's default: a recipe tuned to twice LoRA's default gives every candidate
 twice its default.
 
@@ -102,8 +102,8 @@ def make_budget(recipe: rc.Recipe, steps: int | None, time_budget_min: float | N
 
 def candidate_lr(recipe: rc.Recipe, method: str) -> float:
     """The method's default lr, times the recipe's lr over its own method's default."""
-    base = rc.DEFAULT_LR.get(recipe.method.name)
-    target = rc.DEFAULT_LR.get(method)
+    base = rc.default_lr(recipe.method.name)
+    target = rc.default_lr(method)
     if not base or not target:
         return recipe.train.lr
     if method == recipe.method.name:
@@ -113,12 +113,10 @@ def candidate_lr(recipe: rc.Recipe, method: str) -> float:
 
 def needs_cuda(recipe: rc.Recipe) -> str | None:
     """Why this recipe cannot run without CUDA, or None."""
+    from peft_advisor.core.catalog import cuda_reason
+
     m = recipe.method
-    if m.name == "qlora":
-        return "qlora needs an NVIDIA GPU with CUDA (4-bit NF4 base weights)"
-    if m.name == "galore" and m.galore_8bit:
-        return "galore with 8-bit optimizer states needs an NVIDIA GPU with CUDA"
-    return None
+    return cuda_reason(m.name, {f: getattr(m, f) for f in ("galore_8bit", "galore_layerwise")})
 
 
 @dataclass(frozen=True)

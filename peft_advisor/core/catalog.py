@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import types
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from importlib import resources
 
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
@@ -24,6 +24,9 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 # The method ids, in the order every front end lists them. Must equal core.estimate.METHODS
 # (a test checks it); kept here too so the catalog does not depend on the estimator.
 METHOD_IDS = ("full", "lora", "rslora", "dora", "loraplus", "vera", "galore", "qlora")
+
+FAMILIES = ("lora", "vera", "full")
+"""Adapter kinds: rank-r LoRA matrices, VeRA's scaling vectors, none (every weight trains)."""
 
 TIE_PP = 2.0
 """Accuracy gaps of at most this many points count as ties: the same experiment's GSM8K accuracy
@@ -61,6 +64,19 @@ class Method:
     """Known problems, each with its source in parentheses."""
     sources: tuple[str, ...]
     """Citations: result files `… @ 5d602fd`, papers as arXiv ids, issues and PRs."""
+    family: str
+    """lora | vera | full: the kind of adapter (rank-r LoRA matrices, VeRA vectors, or none: every
+    weight trains). The estimator's terms and the trainer's builders branch on it."""
+    trains_all_weights: bool
+    """Every weight gets a gradient (full, GaLore): full-size checkpoints, no adapter."""
+    default_lr: float
+    """Starting learning rate (peft's method_comparison defaults, STUDY.md)."""
+    needs_cuda: bool
+    """Runs only on an NVIDIA GPU with CUDA, whatever its switches."""
+    fsdp: bool
+    """Runs under FSDP on several GPUs; when false, `fsdp_refusal` says why."""
+    fsdp_version: int
+    """0 = any FSDP version (FSDP2 where installed), 1 = FSDP1 only."""
     in_study: bool
     """True when the huggingface/peft method-comparison study measured it; False means every
     figure here is from the method's paper or third parties."""
@@ -74,6 +90,16 @@ class Method:
     """MetaMathQA result file stem at 5d602fd the figures come from, e.g. "lora--llama-3.2-3B-rank32"."""
     study_baseline: str | None = None
     """The LoRA result file stem it is compared with (same rank where the study has one)."""
+    fsdp_refusal: str | None = None
+    """Why it cannot run under FSDP (needed when `fsdp` is false), e.g. "needs whole weight matrices"."""
+    cuda_switches: tuple[str, ...] = ()
+    """Method switches (recipe `method.<switch>` / Settings fields) that need CUDA when on."""
+    single_gpu_switches: tuple[str, ...] = ()
+    """Method switches that run on one GPU only (not under DDP or FSDP)."""
+    evidence_rank: int | None = None
+    """The rank its quality figure was measured at; below it the claim is not carried over."""
+    alpha_per_rank: float | None = None
+    """The recipe's alpha = alpha_per_rank × rank (LoRA family); None for methods without alpha."""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -149,7 +175,7 @@ def _parse_method(method_id: str, table, source: str) -> Method:
     for name in _SCHEMA:
         hint = _HINTS[name]
         if name not in table:
-            if not _optional(hint)[1]:
+            if _SCHEMA[name].default is MISSING:
                 raise CatalogError(f"{where} missing key '{name}'")
             continue
         values[name] = _coerce(where, name, table[name], hint)
@@ -165,6 +191,18 @@ def _check_values(where: str, m: Method) -> None:
             raise CatalogError(f"{where} {key}: must be 1–5, got {getattr(m, key)}")
     if not m.sources:
         raise CatalogError(f"{where} sources: needs at least one citation")
+    if m.family not in FAMILIES:
+        raise CatalogError(f"{where} family: expected one of {', '.join(FAMILIES)}, got {m.family!r}")
+    if m.trains_all_weights != (m.family == "full"):
+        raise CatalogError(f"{where} trains_all_weights: must be true exactly for family \"full\"")
+    if not m.default_lr > 0:
+        raise CatalogError(f"{where} default_lr: must be > 0, got {m.default_lr}")
+    if m.fsdp_version not in (0, 1, 2):
+        raise CatalogError(f"{where} fsdp_version: must be 0, 1 or 2, got {m.fsdp_version}")
+    if not m.fsdp and not m.fsdp_refusal:
+        raise CatalogError(f"{where}: fsdp = false needs fsdp_refusal (why)")
+    if (m.alpha_per_rank is not None) != (m.family == "lora"):
+        raise CatalogError(f"{where} alpha_per_rank: needed exactly for family \"lora\"")
     measured = (m.study_run, m.study_baseline, m.quality_delta_pp)
     if m.in_study and None in measured:
         raise CatalogError(f"{where}: in_study = true needs study_run, study_baseline and quality_delta_pp")
@@ -192,13 +230,89 @@ def parse_catalog(text: str, source: str = "methods.toml") -> dict[str, Method]:
     return {m: _parse_method(m, tables[m], source) for m in METHOD_IDS}
 
 
+def check_speed(catalog: dict[str, Method], source: str = "methods.toml") -> None:
+    """Each measured method's `speed` must be what its measured step time maps to: the advice,
+    the table and the matrix then show one speed figure, not two that disagree."""
+    from peft_advisor.core.speed import measured_step_time
+
+    for m in catalog.values():
+        ratio = measured_step_time(m.id)
+        if ratio is not None and m.speed != speed_from_time_ratio(ratio):
+            raise CatalogError(f"{source}: [methods.{m.id}] speed: {m.speed} disagrees with the measured step "
+                               f"time {ratio:.2f}× LoRA's (speed.json), which maps to {speed_from_time_ratio(ratio)}")
+
+
 @functools.lru_cache(maxsize=1)
 def _packaged() -> tuple[tuple[str, Method], ...]:
     text = resources.files("peft_advisor.data").joinpath("methods.toml").read_text(encoding="utf-8")
-    return tuple(parse_catalog(text).items())
+    catalog = parse_catalog(text)
+    check_speed(catalog)
+    return tuple(catalog.items())
 
 
 def load_catalog() -> dict[str, Method]:
     """The shipped catalog, ordered as METHOD_IDS. Parsed once per process; each call returns a
     fresh dict so callers cannot change what others see."""
     return dict(_packaged())
+
+
+# ---- per-method facts, read by the estimator, recommender, recipes, trainer and bench ---------
+
+
+def method_info(method_id: str) -> Method:
+    """One method's row of the shipped catalog (no copy: `Method` is frozen)."""
+    for key, m in _packaged():
+        if key == method_id:
+            return m
+    raise CatalogError(f"unknown method id {method_id!r}{did_you_mean(method_id, METHOD_IDS)}")
+
+
+def ids_of_family(family: str) -> tuple[str, ...]:
+    return tuple(key for key, m in _packaged() if m.family == family)
+
+
+def trains_all_weights(method_id: str) -> bool:
+    return method_info(method_id).trains_all_weights
+
+
+def default_lr(method_id: str) -> float:
+    return method_info(method_id).default_lr
+
+
+def alpha_for(method_id: str, rank: int) -> int:
+    """The one alpha rule: alpha = alpha_per_rank × rank (2 × rank for LoRA; rank for rsLoRA, as
+    the study's r64 run, since rsLoRA scales by alpha/√rank). Methods without alpha: 2 × rank,
+    which they ignore."""
+    per_rank = method_info(method_id).alpha_per_rank or 2
+    return max(1, round(per_rank * rank))
+
+
+def alpha_rule(method_id: str) -> str:
+    """The rule in words, for recipes and screens: "alpha = 2 × rank"."""
+    per_rank = method_info(method_id).alpha_per_rank or 2
+    return "alpha = rank" if per_rank == 1 else f"alpha = {per_rank:g} × rank"
+
+
+def cuda_reason(method_id: str, switches: dict | None = None) -> str | None:
+    """Why this method (with these switches on) needs CUDA, or None: "method qlora needs an
+    NVIDIA GPU with CUDA". Front ends add their own ending ("; none found", a hint)."""
+    m = method_info(method_id)
+    if m.needs_cuda:
+        return f"method {method_id} needs an NVIDIA GPU with CUDA ({', '.join(r for r in m.requires if r != 'cuda')})"
+    on = [name for name in m.cuda_switches if (switches or {}).get(name)]
+    if on:
+        return f"method {method_id} with {on[0]} = true needs an NVIDIA GPU with CUDA"
+    return None
+
+
+def multi_gpu_refusal(method_id: str, gpus: int, strategy: str, switches: dict | None = None) -> str | None:
+    """Why this method cannot run on `gpus` GPUs with `strategy`, or None (one GPU: always None)."""
+    if gpus <= 1:
+        return None
+    m = method_info(method_id)
+    on = [name for name in m.single_gpu_switches if (switches or {}).get(name)]
+    if on:
+        return f"{method_id} with {on[0]} runs on one GPU only (transformers supports it with neither DDP nor FSDP)"
+    if strategy == "fsdp" and not m.fsdp:
+        return f"{method_id} is not supported with FSDP (it {m.fsdp_refusal}); use DDP"
+    return None

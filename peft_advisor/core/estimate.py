@@ -27,12 +27,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
+from peft_advisor.core.catalog import METHOD_IDS, trains_all_weights
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.model_spec import ModelSpec
 from peft_advisor.core.units import GIB
 
-METHODS = ("full", "lora", "rslora", "dora", "loraplus", "vera", "galore", "qlora")
-LORA_FAMILY = ("lora", "rslora", "dora", "loraplus", "qlora")
+METHODS = METHOD_IDS
+"""The catalog's method ids (data/methods.toml), re-exported for the estimator's callers."""
 TARGET_PRESETS = ("all-linear", "attention", "mlp")
 
 FP32, BF16 = 4, 2
@@ -172,7 +173,7 @@ def _targets(spec: ModelSpec, s: Settings):
 
 def trainable_params(spec: ModelSpec, s: Settings) -> int:
     """Parameters the optimizer updates (peft's `print_trainable_parameters` count)."""
-    if s.method in ("full", "galore"):
+    if trains_all_weights(s.method):
         return spec.total_params
     L, targets = spec.num_layers, _targets(spec, s)
     if s.method == "vera":  # lambda_d (rank) and lambda_b (d_out) per adapted layer
@@ -195,7 +196,7 @@ def adapter_bytes(spec: ModelSpec, s: Settings) -> int:
     peft saves adapters in the dtype they train in (fp32); `full` and `galore` save the whole
     model in bf16. VeRA also saves its shared projections unless `save_projection=False`.
     """
-    if s.method in ("full", "galore"):
+    if trains_all_weights(s.method):
         return spec.total_params * BF16
     n = trainable_params(spec, s)
     if s.method == "vera" and s.vera_save_projection:
@@ -243,7 +244,7 @@ def _gradient_bytes(spec: ModelSpec, s: Settings, n_trainable: int) -> int:
     backward and frees its gradient, so only the largest single gradient is ever held."""
     if s.method == "galore" and s.galore_layerwise:
         return max(spec.embedding_params, max(lin.d_in * lin.d_out for lin in spec.linears)) * BF16
-    return n_trainable * (BF16 if s.method in ("full", "galore") else FP32)
+    return n_trainable * (BF16 if trains_all_weights(s.method) else FP32)
 
 
 # ---------------------------------------------------------------- activations
@@ -264,7 +265,7 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     else:  # flash / memory-efficient: q, k, v, output and the log-sum-exp
         total += a * (2 * q + 2 * kv) + FP32 * heads
     total += 3 * a * i  # gate output (SiLU), SiLU output and up output (their product)
-    if s.method in ("full", "galore"):
+    if trains_all_weights(s.method):
         # trainable weights also need every linear input and the norms' bf16 outputs
         total += norms * BF16 * h + BF16 * (2 * h + q + i) + BF16 * i
         return total
@@ -306,7 +307,7 @@ def _activation_bytes(spec: ModelSpec, s: Settings) -> int:
     """Saved activations at the start of backward (logits excluded)."""
     per_layer = _act_bytes_per_token_layer(spec, s)
     h, a = spec.hidden_size, FP32 if s.method == "qlora" else BF16
-    final = 4 * h + (BF16 * h if s.method in ("full", "galore") else 0)
+    final = 4 * h + (BF16 * h if trains_all_weights(s.method) else 0)
     if s.grad_ckpt:  # each block keeps its input; one block is recomputed at a time
         return s.tokens * (spec.num_layers * a * h + final)
     return s.tokens * (spec.num_layers * per_layer + final)
@@ -340,7 +341,7 @@ def _components(spec: ModelSpec, s: Settings) -> tuple:
     return tuple({
         "trainable_params": n_trainable,
         "weights": _weight_bytes(spec, s),
-        "trainable": 0 if s.method in ("full", "galore") else n_trainable * FP32,
+        "trainable": 0 if trains_all_weights(s.method) else n_trainable * FP32,
         "optimizer": _optimizer_bytes(spec, s, n_trainable),
         "grads_total": _gradient_bytes(spec, s, n_trainable),
         "acts": _activation_bytes(spec, s),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-NO_GPU_MESSAGE = "no NVIDIA GPU or driver found: give --vram"
+NO_GPU_MESSAGE = "no NVIDIA GPU or driver found"
 """Shown when there is no NVIDIA driver or no GPU; the advisor then needs a budget from the user."""
 
 BF16_MIN_CAPABILITY = (8, 0)
@@ -87,7 +87,7 @@ class ProbeResult:
 
     gpus: tuple[GpuInfo, ...] = ()
     message: str = NO_GPU_MESSAGE
-    """One line for people: "2 NVIDIA GPUs found", or why none were found (ends in "give --vram")."""
+    """One line for people: "2 NVIDIA GPUs found", or why none were found (no hint: each front end adds its own, e.g. the CLI's ": give --vram")."""
     ok: bool = False
     """True when at least one GPU was read."""
 

@@ -23,7 +23,8 @@ END = "<!-- matrix:end -->"
 WRITE_README = "python -m peft_advisor.core.matrix --write-readme"
 
 # (header, max width) of the plain table; wider cells wrap. Sum + gaps stays within 100 columns.
-_TABLE_COLUMNS = (("Method", 8), ("Quality", 12), ("Memory", 6), ("Time", 6), ("Adapter size", 36), ("Needs", 18))
+_TABLE_COLUMNS = (("Method", 8), ("Quality", 12), ("Memory", 6), ("Time", 6), ("Speed", 8), ("Adapter size", 30),
+                  ("Needs", 18))
 _GAP = "  "
 
 
@@ -40,12 +41,34 @@ def _quality(m: Method) -> str:
     return f"{m.quality}*"
 
 
+def _speed(m: Method) -> str:
+    """The one speed figure the advice uses: '4 (×0.69)', the ordinal and the measured step time."""
+    from peft_advisor.core.speed import measured_step_time
+
+    ratio = measured_step_time(m.id)
+    return f"{m.speed}" if ratio is None else f"{m.speed} (×{ratio:.2f})"
+
+
+def _step_words(m: Method) -> str:
+    from peft_advisor.core.speed import measured_step_time
+
+    ratio = measured_step_time(m.id)
+    return "" if ratio is None else f", step time ×{ratio:.2f} LoRA's on an H200"
+
+
+def _speed_legend() -> str:
+    from peft_advisor.core.speed import measured_shapes
+
+    return (f"Speed: 1–5 (LoRA = 3) from the step time vs LoRA (×) that peft-advisor's trainer measured on "
+            f"{measured_shapes()} (median); the same figure the advice quotes.")
+
+
 def _needs(m: Method) -> str:
     return ", ".join(m.requires) or "—"
 
 
 def _table_cells(m: Method) -> list[str]:
-    return [m.name, _quality(m), _ratio(m.memory_vs_lora), _ratio(m.time_vs_lora), m.adapter_size, _needs(m)]
+    return [m.name, _quality(m), _ratio(m.memory_vs_lora), _ratio(m.time_vs_lora), _speed(m), m.adapter_size, _needs(m)]
 
 
 def render_table(catalog: dict[str, Method]) -> str:
@@ -64,7 +87,8 @@ def render_table(catalog: dict[str, Method]) -> str:
     lines += [
         "",
         f"Quality: 1–5 relative to LoRA = 3; (Δ) = GSM8K accuracy vs LoRA, gaps ≤ {TIE_PP:g} pp are ties.",
-        "Memory, Time: peak reserved memory and train time as a multiple of LoRA's, measured.",
+        "Memory, Time: peak reserved memory and train time as a multiple of LoRA's in the study (L40S).",
+        *textwrap.wrap(_speed_legend(), 100),
         "* not in the study: paper or third-party figures.  — not measured.",
         "Sources and caveats: peft-advisor matrix --markdown",
     ]
@@ -83,14 +107,14 @@ def _md_row(cells) -> str:
 
 
 def _md_table(catalog: dict[str, Method]) -> list[str]:
-    header = ("Method", "Quality", "Memory × LoRA", "Time × LoRA", "Speed", "Adapter size", "High rank", "Needs")
+    header = ("Method", "Quality", "Memory × LoRA", "Time × LoRA", "Speed (step time)", "Adapter size", "High rank", "Needs")
     rows = [
         (
             f"[{m.name}](#{m.id}-evidence)",
             _quality(m),
             _ratio(m.memory_vs_lora),
             _ratio(m.time_vs_lora),
-            m.speed,
+            _speed(m),
             m.adapter_size,
             m.high_rank_stability,
             _needs(m),
@@ -107,7 +131,7 @@ def _md_method(m: Method) -> list[str]:
         f"**{m.name}** (`{m.id}`, {study}). {m.summary}",
         "",
         f"- Quality {m.quality}/5: {m.quality_evidence}",
-        f"- Cost (speed {m.speed}/5): {m.cost_evidence}",
+        f"- Cost (speed {m.speed}/5{_step_words(m)}): {m.cost_evidence}",
         f"- Enable: `{m.enable}`",
     ]
     lines += [f"- Caveat: {c}" for c in m.caveats]
@@ -123,8 +147,8 @@ def render_markdown(catalog: dict[str, Method]) -> str:
         "Quality and speed: 1–5 relative to LoRA = 3. (Δ) is the GSM8K accuracy gap to LoRA after "
         "MetaMathQA training of Llama-3.2-3B in the huggingface/peft method-comparison study "
         f"(results @ 5d602fd); gaps ≤ {TIE_PP:g} pp are ties (run-to-run spread). Memory and time: "
-        "peak reserved memory and train time as a multiple of LoRA's in that study. "
-        "\\* = not in the study; — = not measured.",
+        "peak reserved memory and train time as a multiple of LoRA's in that study (L40S). "
+        f"{_speed_legend()} \\* = not in the study; — = not measured.",
         "",
         *_md_table(catalog),
         "",

@@ -49,7 +49,6 @@ from peft_advisor.core.recipe_fields import (  # noqa: F401 (did_you_mean is re-
 from peft_advisor.core.toml_text import fmt_float, toml_str, toml_value  # noqa: F401 (re-exported)
 
 VERSION = 1
-FALLBACK_METHODS = ("full", "lora", "rslora", "dora", "loraplus", "vera", "galore", "qlora")
 DTYPES = ("bfloat16", "float16", "float32")
 DATA_FORMATS = ("auto", "instruction", "chat", "prompt_completion", "text")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -60,27 +59,20 @@ LAUNCHERS = ("torchrun", "accelerate")
 BACKENDS = ("auto", "nccl", "gloo")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-# Starting learning rates per method (peft's method_comparison defaults, STUDY.md): VeRA trains
-# few scaling vectors and needs a larger lr; full and GaLore update every weight and need a small one.
-DEFAULT_LR = {
-    "full": 1e-5,
-    "lora": 2e-4,
-    "rslora": 1e-4,
-    "dora": 1e-4,
-    "loraplus": 1e-4,
-    "vera": 1e-3,
-    "galore": 1e-5,
-    "qlora": 2e-4,
-}
 
 
 def methods() -> tuple[str, ...]:
-    """The method ids the estimator knows (the core's single list), else the schema's list."""
-    try:
-        from peft_advisor.core.estimate import METHODS
-    except ImportError:
-        return FALLBACK_METHODS
-    return tuple(METHODS)
+    """The method ids: the catalog's single list (data/methods.toml)."""
+    from peft_advisor.core.catalog import METHOD_IDS
+
+    return METHOD_IDS
+
+
+def default_lr(method: str) -> float:
+    """The method's starting learning rate, from the catalog (peft's method_comparison defaults)."""
+    from peft_advisor.core.catalog import default_lr as catalog_lr
+
+    return catalog_lr(method)
 
 
 # ---------------------------------------------------------------- the schema
@@ -454,19 +446,20 @@ def _distributed_checks(recipe: Recipe) -> list[tuple[str, str]]:
         out.append(("distributed.master_addr", f"must be node 0's address, reachable from all {d.nnodes} nodes"))
     if d.nnodes > 1 and d.master_port == 0:
         out.append(("distributed.master_port", "must be a fixed port when nnodes > 1 (every node must use the same)"))
-    if world_size(d) == 1:
+    if world_size(d) == 1 or m.name not in methods():
         return out
-    if m.name == "galore" and m.galore_layerwise:
-        out.append(("method.galore_layerwise", "layer-wise GaLore runs on one GPU only (transformers does not support "
-                    "it with DDP or FSDP); set it to false or distributed.gpus = 1"))
-    if d.strategy == "fsdp" and m.name == "galore":
-        out.append(("distributed.strategy", 'method "galore" needs whole weight matrices, which FSDP shards; use "ddp"'))
-    if d.strategy == "fsdp" and m.name == "qlora" and d.fsdp_version == 2:
-        out.append(("distributed.fsdp_version", "QLoRA with FSDP runs on FSDP1 (FSDP2 drops bitsandbytes' 4-bit "
-                    "metadata when it gathers the weights); set it to 0 (auto) or 1"))
-    if d.strategy == "fsdp" and m.name == "loraplus":
-        out.append(("distributed.strategy", 'method "loraplus" builds its own optimizer, which the Trainer refuses '
-                    'under FSDP; use "ddp"'))
+    from peft_advisor.core.catalog import method_info  # the per-method facts: data/methods.toml
+
+    info = method_info(m.name)
+    for switch in (s for s in info.single_gpu_switches if getattr(m, s, False)):
+        out.append((f"method.{switch}", f"{m.name} with {switch} = true runs on one GPU only (transformers "
+                    "supports it with neither DDP nor FSDP); set it to false or distributed.gpus = 1"))
+    if d.strategy == "fsdp" and not info.fsdp:
+        out.append(("distributed.strategy", f'method "{m.name}" {info.fsdp_refusal}; use "ddp"'))
+    if d.strategy == "fsdp" and info.fsdp_version and d.fsdp_version not in (0, info.fsdp_version):
+        out.append(("distributed.fsdp_version", f"{info.name} with FSDP runs on FSDP{info.fsdp_version} only (FSDP2 "
+                    f"drops bitsandbytes' 4-bit metadata when it gathers the weights); set it to 0 (auto) or "
+                    f"{info.fsdp_version}"))
     return out
 
 
@@ -711,9 +704,13 @@ def recipe_from_recommendation(
     strategy: str = "ddp",
 ) -> Recipe:
     """A recipe for an `estimate.Settings` (and its `Estimate`), duck-typed so this module does
-    not depend on the estimator. Alpha follows the common alpha = 2 * rank. `gpus` > 1 fills the
-    [distributed] table, the only thing that differs between a 1-GPU and a many-GPU recipe."""
+    not depend on the estimator. Alpha follows the catalog's one rule (`catalog.alpha_for`: 2 ×
+    rank, rank for rsLoRA). `gpus` > 1 fills the [distributed] table, the only thing that differs
+    between a 1-GPU and a many-GPU recipe."""
+    from peft_advisor.core.catalog import alpha_for
+
     name = settings.method
+    known = name in methods()  # an unknown one is named by `validate` below, as a recipe problem
     targets = settings.targets
     if isinstance(targets, str) and targets not in TARGET_PRESETS:
         targets = (targets,)
@@ -722,7 +719,7 @@ def recipe_from_recommendation(
         method=MethodSection(
             name=name,
             rank=settings.rank,
-            alpha=2 * settings.rank,
+            alpha=alpha_for(name, settings.rank) if known else 2 * settings.rank,
             targets=tuple(targets) if not isinstance(targets, str) else targets,
             vera_rank=settings.vera_rank,
             vera_save_projection=settings.vera_save_projection,
@@ -736,7 +733,7 @@ def recipe_from_recommendation(
             micro_batch=settings.batch_size,
             grad_accum=settings.grad_accum,
             grad_ckpt=settings.grad_ckpt,
-            lr=lr if lr is not None else DEFAULT_LR.get(name, 2e-4),
+            lr=lr if lr is not None else default_lr(name) if known else 2e-4,
         ),
         output=OutputSection(dir=output_dir or default_output_dir(model_id, name)),
         budget=BudgetSection(vram_gib=float(vram_gib), adapter_mb=float(adapter_mb), priority=priority, gpu=gpu),

@@ -21,6 +21,17 @@ def speed_table() -> dict:
     return json.loads(text)
 
 
+def measured_shapes() -> str:
+    """The shapes the figures were measured at, in words (every speed claim says it)."""
+    return str(speed_table().get("shapes", "an H200"))
+
+
+def measured_step_time(method: str) -> float | None:
+    """Median step time of `method` ÷ LoRA's, or None when not measured."""
+    entry = speed_table()["methods"].get(method)
+    return float(entry["median"]) if entry else None
+
+
 def step_time_vs_lora(method: str) -> float:
     """Median step time of `method` ÷ LoRA's on the same shapes (1.0 when not measured)."""
     entry = speed_table()["methods"].get(method)

@@ -24,18 +24,16 @@ class Built:
 
 
 def check_device(recipe, cuda: bool) -> None:
-    """QLoRA (bitsandbytes NF4) and GaLore 8-bit run only on CUDA: say so before loading anything."""
+    """What needs CUDA (the catalog's `needs_cuda` and `cuda_switches`: QLoRA, GaLore 8-bit) is
+    refused before loading anything."""
+    from peft_advisor.core.catalog import cuda_reason, method_info
+
     m = recipe.method
-    if cuda:
-        return
-    if m.name == "qlora":
-        raise UserError("method qlora needs an NVIDIA GPU with CUDA (4-bit NF4 weights); none found", ExitCode.NO_GPU)
-    if m.name == "galore" and m.galore_8bit:
-        raise UserError(
-            "method galore with galore_8bit = true needs an NVIDIA GPU with CUDA; none found "
-            "(set method.galore_8bit = false to run GaLore on the CPU)",
-            ExitCode.NO_GPU,
-        )
+    reason = None if cuda else cuda_reason(m.name, {f: getattr(m, f, False) for f in method_info(m.name).cuda_switches})
+    if reason:
+        switch = next((f for f in method_info(m.name).cuda_switches if getattr(m, f, False)), None)
+        hint = f" (set method.{switch} = false to run it on the CPU)" if switch else ""
+        raise UserError(f"{reason}; none found{hint}", ExitCode.NO_GPU)
 
 
 def sharded_qlora(recipe, world: int) -> bool:
@@ -223,7 +221,7 @@ def build_qlora(model, recipe, world: int = 1) -> Built:
     return Built(_peft(model, _lora_config(model, recipe)))
 
 
-BUILDERS = {
+BUILDERS = {  # one per catalog id (tests/core/test_catalog.py checks the two name the same methods)
     "full": build_full,
     "lora": build_lora,
     "rslora": build_rslora,

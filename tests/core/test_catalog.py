@@ -92,11 +92,52 @@ def test_the_data_says_what_was_measured():
 
 
 def test_ordinals_follow_the_rules_where_measured():
+    from peft_advisor.core.speed import measured_step_time
+
     for m in load_catalog().values():
         if m.quality_delta_pp is not None:
             assert m.quality == quality_from_delta(m.quality_delta_pp), m.id
-        if m.time_vs_lora is not None:
-            assert m.speed == speed_from_time_ratio(m.time_vs_lora), m.id
+        if measured_step_time(m.id) is not None:  # the one speed figure: this stack's H200 step time
+            assert m.speed == speed_from_time_ratio(measured_step_time(m.id)), m.id
+
+
+def test_catalog_builders_and_speed_data_name_the_same_methods():
+    from peft_advisor.core.recipe import methods
+    from peft_advisor.core.speed import speed_table
+    from peft_advisor.train.methods import BUILDERS
+
+    assert tuple(BUILDERS) == METHOD_IDS == methods()
+    assert set(speed_table()["methods"]) == set(METHOD_IDS)
+
+
+def test_per_method_facts():
+    from dataclasses import fields as dc_fields
+
+    from peft_advisor.core.catalog import alpha_for, cuda_reason, ids_of_family, multi_gpu_refusal
+    from peft_advisor.core.estimate import Settings
+
+    assert ids_of_family("lora") == ("lora", "rslora", "dora", "loraplus", "qlora")
+    assert ids_of_family("full") == ("full", "galore")
+    switches = {f.name for f in dc_fields(Settings)}
+    for m in load_catalog().values():
+        assert set(m.cuda_switches) | set(m.single_gpu_switches) <= switches, m.id
+    assert (alpha_for("lora", 16), alpha_for("rslora", 64)) == (32, 64)
+    assert "bitsandbytes" in cuda_reason("qlora") and cuda_reason("lora") is None
+    assert "galore_8bit" in cuda_reason("galore", {"galore_8bit": True}) and cuda_reason("galore") is None
+    assert "not supported with FSDP" in multi_gpu_refusal("loraplus", 2, "fsdp")
+    assert multi_gpu_refusal("loraplus", 2, "ddp") is None and multi_gpu_refusal("galore", 1, "fsdp") is None
+    assert "one GPU only" in multi_gpu_refusal("galore", 2, "ddp", {"galore_layerwise": True})
+
+
+def test_a_speed_that_disagrees_with_the_measurements_is_refused():
+    from peft_advisor.core.catalog import check_speed
+
+    catalog = load_catalog()
+    doc = _raw()
+    doc["methods"]["galore"]["speed"] = 1
+    with pytest.raises(CatalogError, match="galore.*speed: 1 disagrees"):
+        check_speed(_parse(doc))
+    check_speed(catalog)
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def test_layerwise_galore_is_refused_on_several_gpus_only():
     layerwise = {"method.name": "galore", "method.galore_layerwise": True, "train.grad_accum": 1}
     assert rc.updated(rc.Recipe(), layerwise).distributed.gpus == 1  # one GPU: fine
     for many in ({"distributed.gpus": 2}, {"distributed.gpu_ids": [0, 1]}, {"distributed.gpus": 2, "distributed.strategy": "fsdp"}):
-        assert "method.galore_layerwise: layer-wise GaLore runs on one GPU only" in problem({**layerwise, **many})
+        assert "method.galore_layerwise: galore with galore_layerwise = true runs on one GPU only" in problem({**layerwise, **many})
 
 
 @pytest.mark.parametrize("method", ["galore", "loraplus"])

@@ -148,3 +148,72 @@ async def test_odd_file_names_are_one_message_each(workdir):
         await pilot.press("n")
         await pilot.pause(0.05)
         assert app.is_running and Path("[/x]").read_text() == "mine"
+
+
+async def _recipe_for(pilot, app, model: str, method: str, vram: str = "24"):
+    from tui_support import wait_until as wait
+    from textual.widgets import Input as In
+
+    from peft_advisor.tui.widgets.tradeoff_table import TradeoffTable
+
+    await wait(pilot, lambda: bool(app.screen.query(TradeoffTable)))  # mounted just after the first paint
+    for selector, text in (("#in-model", model), ("#in-vram", vram)):
+        field = app.screen.query_one(selector, In)
+        field.focus()
+        field.value = text
+    table = app.screen.query_one(TradeoffTable)
+    await wait(pilot, lambda: app.screen.inputs is not None and app.screen.inputs.model == model
+               and app.screen.inputs.vram_bytes == int(float(vram) * 1024**3) and method in table.rows_by_method)
+    table.focus()
+    table.move_cursor(row=table.get_row_index(method))
+    await pilot.press("enter")
+    await wait(pilot, lambda: app.current_mode == "recipe")
+    return app.screen
+
+
+async def test_every_edit_re_estimates_the_recipe(workdir):
+    from peft_advisor.core.estimate import estimate
+    from peft_advisor.core.model_spec import load_model_spec
+
+    app = make_app(gpu=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _recipe_for(pilot, app, "qwen2.5-0.5b", "lora")
+        before = screen.recipe.estimate.trainable_params
+        await type_into(pilot, "#f-method-rank", "64")
+        r = screen.recipe
+        expected = estimate(load_model_spec("qwen2.5-0.5b"), rc.settings_from_recipe(r))
+        assert r.method.rank == 64 and r.method.alpha == 128  # alpha follows the rule, said in the title
+        assert r.estimate.trainable_params == expected.trainable_params == 4 * before
+        assert r.estimate.peak_bytes == expected.peak_bytes
+        title = screen.query_one("#recipe-title", Static)
+        await wait_until(pilot, lambda: "alpha 128 (alpha = 2 × rank)" in str(title.content))  # redrawn after a pause
+        await type_into(pilot, "#file-path", "r64.toml")
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.1)
+        assert rc.load("r64.toml").estimate.trainable_params == expected.trainable_params
+
+
+async def test_launching_a_tight_recipe_asks_first(workdir, launcher):
+    from peft_advisor.tui.screens.confirm import ConfirmScreen
+
+    app = make_app(launcher, gpu=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _recipe_for(pilot, app, "llama-3.1-8b", "qlora", vram="12")
+        assert "tight" in str(screen.query_one("#recipe-title", Static).content)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await wait_until(pilot, lambda: app.current_mode == "recipe" and not isinstance(app.screen, ConfirmScreen))
+        assert not Path(screen.recipe.output.dir).exists()
+
+
+async def test_a_demo_recipe_from_the_app_uses_the_demo_recipes_fast_settings(workdir):
+    app = make_app(gpu=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await _recipe_for(pilot, app, "demo", "lora", vram="8")
+        shipped = rc.load(Path(__file__).resolve().parents[2] / "recipes" / "demo" / "lora.toml")
+        r = screen.recipe
+        for key in ("data.max_seq_len", "data.eval_split", "train.max_steps", "train.eval_every"):
+            section, _, name = key.partition(".")
+            assert getattr(getattr(r, section), name) == getattr(getattr(shipped, section), name), key
+        assert r.estimate.peak_bytes and r.data.max_seq_len == 128

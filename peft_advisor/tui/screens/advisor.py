@@ -2,8 +2,10 @@
 
 The GPU cards refresh once a second from a thread worker (NVML calls block). Every change to an
 input schedules one recomputation in an exclusive thread worker, so typing never waits for the
-estimator and a stale result can never overwrite a newer one. All numbers and reasons come from
-`core.recommend` and `core.estimate`, the same calls the CLI's `recommend` makes.
+estimator and a stale result can never overwrite a newer one. The screen builds an
+`AdviceRequest` and renders what `core.advise` returns: the same call, defaults and checks as the
+CLI's `recommend`. Before a budget is known (no GPU, nothing typed) it shows what each method
+needs (`core.advise.needs`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 from textual.worker import WorkerState, get_current_worker
 
+from peft_advisor.core.advise import AdviceRequest
 from peft_advisor.core.errors import UserError
-from peft_advisor.core.limits import MAX_ADAPTER_MB, MAX_BATCH, MAX_SEQ_LEN, MAX_VRAM_GIB
-from peft_advisor.core.units import GIB, MB, bytes_to_gib, fmt_bytes
+from peft_advisor.core.units import MB, bytes_to_gib, fmt_bytes
 from peft_advisor.tui.messages import GpusProbed, RecipeRequested
 from peft_advisor.tui.widgets.choice import Choice
 from peft_advisor.tui.widgets.gpu_card import GpuCard
@@ -30,7 +32,12 @@ from peft_advisor.tui.widgets.nav_bar import NavBar
 # (see `_start_background_work`): the first frame shows the navigation and the inputs at once.
 
 PRIORITIES = ("quality", "speed", "memory", "size")
-DEFAULT_MODEL = "llama-3.1-8b"
+DEFAULTS = AdviceRequest()
+"""The advice core's defaults, the CLI's too."""
+DEFAULT_MODEL = DEFAULTS.model
+LABELS = {"vram_gib": "VRAM GiB", "adapter_mb": "adapter MB", "seq_len": "seq len", "batch_size": "batch"}
+"""Fields named as this screen labels them, in the core's messages."""
+NO_GPU_HINT = ": type the GPU's VRAM budget in GiB"
 DEBOUNCE_S = 0.15
 
 
@@ -46,8 +53,8 @@ class AdviceInputs:
     """Where the budget came from (the chosen GPU's free memory, or typed)."""
     total_vram_bytes: int | None
     """The card's size, which sizes the CUDA context estimate."""
-    gpu_name: str | None = None
-    """The probed GPU the budget came from: local calibration runs on it adjust the estimates."""
+    gpus: int = 1
+    """GPUs the advice is for (the probed GPUs of the chosen model, as the CLI's default)."""
 
 
 class AdvisorScreen(Screen):
@@ -86,9 +93,9 @@ class AdvisorScreen(Screen):
             yield Label("priority", classes="in-label")
             yield Choice(PRIORITIES, "quality", id="in-priority")
             yield Label("seq len", classes="in-label")
-            yield Input("1024", id="in-seq", compact=True, classes="num")
+            yield Input(str(DEFAULTS.seq_len), id="in-seq", compact=True, classes="num")
             yield Label("batch", classes="in-label")
-            yield Input("1", id="in-batch", compact=True, classes="num")
+            yield Input(str(DEFAULTS.batch_size), id="in-batch", compact=True, classes="num")
         yield Static("", id="input-error", classes="error", markup=False)
 
     def on_mount(self) -> None:
@@ -135,7 +142,11 @@ class AdvisorScreen(Screen):
         box.display = bool(result.gpus)
         notice.display = not result.gpus
         if not result.gpus:
-            notice.update(f"{result.message.removesuffix(': give --vram')}: type the GPU's VRAM budget in GiB")
+            notice.update(f"{result.message}{NO_GPU_HINT}")
+            model = self.query_one("#in-model", Input)
+            if model.has_focus and model.value == DEFAULT_MODEL:  # the notice asks for a budget: start there
+                self.query_one("#in-vram", Input).focus()
+            self._schedule()
             return
         if self.chosen_gpu is None or result.gpu(self.chosen_gpu) is None:
             self._choose_gpu(result.gpus[0].index)
@@ -182,8 +193,10 @@ class AdvisorScreen(Screen):
             self._timer.stop()
         self._timer = self.set_timer(DEBOUNCE_S, self._recompute)
 
-    def _read_inputs(self) -> AdviceInputs | str:
-        """The inputs, or the first problem with them as one line."""
+    def _read_inputs(self) -> AdviceRequest | str:
+        """The typed text as the core's request (the core checks the values), or why the text is
+        not numbers, as one line. With no budget and no GPU the request still goes: the table then
+        shows what each method needs."""
         def value(id_: str) -> str:
             return self.query_one(id_, Input).value.strip()
 
@@ -196,22 +209,14 @@ class AdvisorScreen(Screen):
             seq, batch = int(value("#in-seq")), int(value("#in-batch"))
         except ValueError as err:
             return f"not a number: {str(err).split(': ', 1)[-1]}"
-        if vram is None:  # with no GPU the notice above already asks for it
-            return "" if self.probe_result is not None and not self.probe_result.gpus else "VRAM GiB: type a budget"
-        if not (vram > 0) or seq < 1 or batch < 1 or (adapter is not None and not adapter >= 0):
-            return "budgets, sequence length and batch must be positive"
-        if vram > MAX_VRAM_GIB or (adapter is not None and adapter > MAX_ADAPTER_MB):  # also inf
-            return f"VRAM GiB at most {MAX_VRAM_GIB:g}, adapter MB at most {MAX_ADAPTER_MB:g}"
-        if seq > MAX_SEQ_LEN or batch > MAX_BATCH:
-            return f"seq len at most {MAX_SEQ_LEN:,}, batch at most {MAX_BATCH:,}"
-        priority = self.query_one("#in-priority", Choice).value
         gpu = self._gpu()
         if gpu is not None and not self.budget_typed:
-            source, total, name = f"GPU {gpu.index} {gpu.name}: free memory", gpu.total_bytes, gpu.name
-        else:  # a typed figure is taken as the card's size, as the CLI's --vram is
-            source, total, name = f"typed {vram:g} GiB", int(vram * GIB), None
-        return AdviceInputs(model, int(vram * GIB), int(adapter * MB) if adapter else None, seq, batch,
-                            str(priority), source, total, name)
+            vram = None  # the chosen GPU's free memory, as the CLI's default (the core reads the probe)
+        elif vram is None and self.probe_result is None:
+            return "VRAM GiB: type a budget"
+        return AdviceRequest(model=model, vram_gib=vram, adapter_mb=adapter, seq_len=seq, batch_size=batch,
+                             priority=str(self.query_one("#in-priority", Choice).value),
+                             gpu_index=gpu.index if gpu is not None else 0)
 
     def _gpu(self):
         if self.probe_result is None or self.chosen_gpu is None:
@@ -221,6 +226,13 @@ class AdvisorScreen(Screen):
     def _recompute(self) -> None:
         inputs = self._read_inputs()
         error = self.query_one("#input-error", Static)
+        if not isinstance(inputs, str):
+            try:
+                from peft_advisor.core.advise import check
+
+                check(inputs, LABELS)
+            except UserError as err:
+                inputs = str(err)
         if isinstance(inputs, str):
             error.update(inputs)
             error.display = bool(inputs)
@@ -228,25 +240,27 @@ class AdvisorScreen(Screen):
         self._advise(inputs)
 
     @work(thread=True, exclusive=True, group="advice", exit_on_error=False, description="recommend")
-    def _advise(self, inputs: AdviceInputs) -> tuple[AdviceInputs, list] | None:
-        """The same call as `peft-advisor recommend`, off the UI thread."""
+    def _advise(self, req: AdviceRequest) -> tuple[AdviceInputs, list] | None:
+        """The same call as `peft-advisor recommend`, off the UI thread; with no budget at all,
+        what each method needs."""
+        from peft_advisor.calibration_store import calibrator
+        from peft_advisor.core.advise import advise, needs
         from peft_advisor.core.catalog import load_catalog
-        from peft_advisor.tui.widgets.tradeoff_table import rows_from_advice
-        from peft_advisor.core.model_spec import load_model_spec
-        from peft_advisor.core.recommend import Budget, recommend
+        from peft_advisor.tui.widgets.tradeoff_table import rows_from_advice, rows_from_needs
 
-        spec = load_model_spec(inputs.model)
-        budget = Budget(inputs.vram_bytes, inputs.adapter_budget_bytes, inputs.source, inputs.total_vram_bytes)
-        extra = {}
-        if inputs.gpu_name:  # as the CLI does for a probed GPU: local measurements adjust estimates
-            from peft_advisor.calibration_store import calibrator
-
-            extra["calibrate"] = calibrator(inputs.gpu_name, spec.id)
-        advice = recommend(spec, budget, seq_len=inputs.seq_len, batch_size=inputs.batch_size,
-                           priority=inputs.priority, **extra)
+        probe_result = self.probe_result
+        if req.vram_gib is None and (probe_result is None or not probe_result.gpus):
+            rows = rows_from_needs(needs(req), load_catalog())
+            inputs = AdviceInputs(req.model, 0, None, req.seq_len, req.batch_size, req.priority, "", None)
+        else:
+            advice = advise(req, lambda: probe_result, calibrator, LABELS)
+            b = advice.budget
+            inputs = AdviceInputs(req.model, b.vram_bytes, b.adapter_bytes, req.seq_len, req.batch_size, req.priority,
+                                  b.source, b.total_vram_bytes, advice.parallel.gpus)
+            rows = rows_from_advice(advice, load_catalog())
         if get_current_worker().is_cancelled:
             return None
-        return inputs, rows_from_advice(advice, load_catalog())
+        return inputs, rows
 
     def on_worker_state_changed(self, event) -> None:
         worker = event.worker
@@ -272,17 +286,22 @@ class AdvisorScreen(Screen):
         verdict = "[b yellow]★ recommended[/]" if row.rank == 1 else (f"#{row.rank}" if row.rank else "[b red]✗ ruled out[/]")
         head = [f"[b]{row.name}[/b] {verdict} · {_esc(getattr(info, 'summary', ''))}"]
         if s is not None:
-            head.append("[dim]settings:[/] " + _settings_text(s))
+            from peft_advisor.core.recommend import settings_words
+
+            words = settings_words(s, self.inputs.batch_size if self.inputs else None)
+            head.append("[dim]settings:[/] " + _esc(" · ".join(words + [f"seq {s.seq_len}"])))
         self.query_one("#detail-head", Static).update("\n".join(head))
         parts = dict(getattr(est, "breakdown", {}) or {})
         if est is not None:
             parts["CUDA context"] = est.context_bytes
-        budget = self.inputs.vram_bytes if self.inputs else None
+        budget = (self.inputs.vram_bytes or None) if self.inputs else None
         band = (f" (range {fmt_bytes(est.low_bytes + est.context_bytes)}–{fmt_bytes(est.high_bytes + est.context_bytes)})"
                 if est is not None else "")
-        caption = f"on card {fmt_bytes(row.peak_bytes)}{band} vs budget {fmt_bytes(budget)}"
+        caption = (f"on card {fmt_bytes(row.peak_bytes)}{band} vs budget {fmt_bytes(budget)}" if budget
+                   else f"needs a {fmt_bytes(row.need_bytes)} card{band}")
         self.query_one("#breakdown").show(list(parts.items()), budget, caption)
-        lines = [f"[b]{'Why' if row.fits else 'Ruled out'}:[/b] " + "; ".join(_esc(r.rstrip(".")) for r in row.reasons)]
+        title = "Why" if row.fits else "Needs" if row.fit == "?" else "Ruled out"
+        lines = [f"[b]{title}:[/b] " + "; ".join(_esc(r.rstrip(".")) for r in row.reasons)]
         if info is not None:
             lines += [f"[b]Quality:[/b] {_esc(info.quality_evidence)}", f"[b]Cost:[/b] {_esc(info.cost_evidence)}"]
             lines += [f"[b]Caveat:[/b] {_esc(c)}" for c in info.caveats]
@@ -301,20 +320,25 @@ class AdvisorScreen(Screen):
     def _make_recipe(self, row) -> None:
         from peft_advisor.core.recipe import recipe_from_recommendation
 
-        if self.inputs is None or row.settings is None:
+        if self.inputs is None or row.settings is None or not self.inputs.vram_bytes:
+            if row.fit == "?":
+                self.notify("type a VRAM budget first: the recipe is made for a card", severity="warning")
             return
         try:
             recipe = recipe_from_recommendation(
                 self.inputs.model, row.settings, row.estimate,
                 vram_gib=round(bytes_to_gib(self.inputs.vram_bytes), 2),
                 adapter_mb=(self.inputs.adapter_budget_bytes or 0) / MB,
-                priority=self.inputs.priority, gpu=self.inputs.source,
+                priority=self.inputs.priority, gpu=self.inputs.source, gpus=self.inputs.gpus,
+                strategy=DEFAULTS.strategy,
             )
+            recipe = _demo_settings(recipe)
         except UserError as err:
             self.notify(str(err), severity="error")
             return
-        if not row.fits:
-            self.notify(f"{row.name} does not fit: {row.why}", severity="warning")
+        if row.fit != "ok":
+            self.notify(f"{row.name} {'is tight' if row.fit == 'tight' else 'does not fit'}: {row.why}",
+                        severity="warning")
         self.post_message(RecipeRequested(recipe))
 
     def action_pick_model(self) -> None:
@@ -331,18 +355,15 @@ class AdvisorScreen(Screen):
         self.query_one("#table").focus()
 
 
-def _settings_text(s) -> str:
-    targets = s.targets if isinstance(s.targets, str) else ",".join(s.targets)
-    parts = []
-    if s.method in ("lora", "rslora", "dora", "loraplus", "qlora"):
-        parts.append(f"rank {s.rank} · {targets}")
-    elif s.method == "vera":
-        parts.append(f"vera rank {s.vera_rank} · {targets}")
-    elif s.method == "galore":
-        parts.append(f"galore rank {s.galore_rank}" + (" layer-wise" if s.galore_layerwise else ""))
-    parts.append(f"batch {s.batch_size}×{s.grad_accum}" + (" · grad ckpt" if s.grad_ckpt else ""))
-    parts.append(f"seq {s.seq_len}")
-    return " · ".join(parts)
+def _demo_settings(recipe):
+    """The demo model trains in minutes on a CPU with the shipped demo recipes' settings (and
+    the estimate follows them)."""
+    if recipe.model.id != "demo":
+        return recipe
+    from peft_advisor.core import recipe as rc
+    from peft_advisor.core.advise import DEMO_FAST, with_estimate
+
+    return with_estimate(rc.updated(recipe, DEMO_FAST))[0]
 
 
 def _esc(text: str) -> str:

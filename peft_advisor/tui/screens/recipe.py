@@ -3,7 +3,10 @@
 Every check is `core.recipe`'s (`updated`, `problems`), so the messages are the CLI's messages.
 A field that does not pass keeps its text and shows why under it; the recipe keeps its last good
 value, so nothing typed is lost and nothing invalid is exported or launched. An import that
-fails lists every problem of the file and changes nothing.
+fails lists every problem of the file and changes nothing. Every accepted edit re-estimates the
+recipe (`core.advise.with_estimate`), so what is exported carries the estimate of what is shown;
+alpha follows the catalog's one rule while it still equals it, and the title says the rule.
+Launching a recipe whose estimate is tight or over its budget asks first.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ class RecipeScreen(Screen):
         """Recipe key -> the problem with what is typed there now."""
         self._loading = False
         self._preview_timer = None
+        self.estimate_note = ""
+        """Why the recipe has no estimate (a model whose shapes are not known offline), or ""."""
 
     def compose(self) -> ComposeResult:
         yield NavBar("recipe")
@@ -130,9 +135,11 @@ class RecipeScreen(Screen):
         how = next(h for k, _, h in FIELDS if k == key)
         changes = {key: parse_typed(event.value, how)}
         if key == "method.rank" and isinstance(changes[key], int) and not isinstance(changes[key], bool):
-            changes["method.alpha"] = 2 * changes[key]  # the common alpha = 2 * rank, as the CLI does
+            changes.update(_alpha_change(self.recipe, changes[key]))
         try:
-            self.recipe = rc.updated(self.recipe, changes)
+            from peft_advisor.core.advise import with_estimate
+
+            self.recipe, self.estimate_note = with_estimate(rc.updated(self.recipe, changes))
         except UserError as err:
             self.bad[key] = str(err)
             self._show_error(key, str(err))
@@ -158,6 +165,12 @@ class RecipeScreen(Screen):
             facts.append(f"adapter {fmt_file_bytes(est.adapter_bytes)}")
         if est.trainable_params:
             facts.append(f"{fmt_count(est.trainable_params)} trainable")
+        facts.append(_alpha_words(r))
+        from peft_advisor.core.advise import recipe_fit
+
+        fit, words = recipe_fit(r)
+        if fit != "ok" and (fit or words):
+            facts.append(f"[yellow]{_markup_escape(words)}[/]")
         self.query_one("#recipe-title", Static).update(" · ".join(facts))
         self.query_one("#preview", Static).update(rc.dumps(r))
 
@@ -237,6 +250,18 @@ class RecipeScreen(Screen):
     def action_launch(self) -> None:
         if not self._check_fields():
             return
+        from peft_advisor.core.advise import recipe_fit
+
+        fit, words = recipe_fit(self.recipe)
+        if fit != "ok" and (fit or words):  # tight, or over its budget: ask first
+            from peft_advisor.tui.screens.confirm import ConfirmScreen
+
+            question = f"{self.recipe.method.name}: {words}. Launch anyway?"
+            self.app.push_screen(ConfirmScreen(question), lambda yes: yes and self._launch())
+            return
+        self._launch()
+
+    def _launch(self) -> None:
         from peft_advisor.tui.launching import launch_recipe
 
         try:
@@ -248,3 +273,28 @@ class RecipeScreen(Screen):
         from peft_advisor.tui.messages import MonitorRequested
 
         self.post_message(MonitorRequested(run_dir, launched))
+
+
+def _alpha_change(recipe: rc.Recipe, rank: int) -> dict:
+    """Alpha follows the catalog's rule (`catalog.alpha_for`) while it still equals the rule's
+    value for the old rank; an alpha set otherwise is kept (the title says so)."""
+    from peft_advisor.core.catalog import METHOD_IDS, alpha_for
+
+    m = recipe.method
+    if m.name not in METHOD_IDS or m.alpha != alpha_for(m.name, m.rank):
+        return {}
+    return {"method.alpha": alpha_for(m.name, rank)}
+
+
+def _alpha_words(recipe: rc.Recipe) -> str:
+    from peft_advisor.core.catalog import METHOD_IDS, alpha_for, alpha_rule
+
+    m = recipe.method
+    if m.name not in METHOD_IDS:
+        return f"alpha {m.alpha}"
+    rule = alpha_rule(m.name)
+    return f"alpha {m.alpha} ({rule})" if m.alpha == alpha_for(m.name, m.rank) else f"alpha {m.alpha} (kept; the rule is {rule})"
+
+
+def _markup_escape(text: str) -> str:
+    return str(text).replace("[", r"\[")

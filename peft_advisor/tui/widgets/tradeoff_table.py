@@ -1,6 +1,7 @@
 """All eight methods side by side: fits or not, peak against the budget, adapter size, trainable
-parameters, quality evidence and speed from the matrix. The recommended row is starred; each
-ruled-out row says why.
+parameters, quality evidence and the one speed figure (step time × LoRA's, as the CLI and the
+matrix give it). The recommended row is starred; a tight fit says so; each ruled-out row says
+why. Before a budget is known, each row says what the method needs.
 
 `rows_from_advice` turns the core's `Advice` (plus the catalog) into plain rows, so the table
 itself only draws. "On card" is what the budget is checked against: peak plus CUDA context.
@@ -8,7 +9,7 @@ itself only draws. "On card" is what the budget is checked against: peak plus CU
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rich.text import Text
 from textual.message import Message
@@ -38,6 +39,12 @@ class MethodRow:
     time_vs_lora: float | None
     why: str
     """The first reason it ranks where it does, or why it is ruled out."""
+    fit: str = "no"
+    """"ok", "tight", "no" (ruled out) or "?" (no budget yet: `need_bytes` says what it needs)."""
+    step_time: float | None = None
+    """Step time × LoRA's at these settings (`recommend.speed_figure`)."""
+    need_bytes: int | None = None
+    """The smallest card on which it fits with room (no budget yet)."""
     reasons: list[str] = field(default_factory=list)
     settings: object = None
     """The `estimate.Settings` that fit (or the plain ones, when ruled out)."""
@@ -56,11 +63,26 @@ def rows_from_advice(advice, catalog: dict) -> list[MethodRow]:
     rows = []
     for rank, rec in enumerate(advice.recommendations, start=1):
         why = rec.reasons[0] if rank == 1 else ("to fit: " + "; ".join(rec.adjustments) if rec.adjustments else "fits as asked")
-        rows.append(_row(rec.method, rec.name, catalog, rank, rec.estimate, budget, why, list(rec.reasons), rec.settings))
+        if rec.fit == "tight":
+            why = next(r for r in rec.reasons if r.startswith("tight"))
+        row = _row(rec.method, rec.name, catalog, rank, rec.estimate, budget, why, list(rec.reasons), rec.settings)
+        rows.append(replace(row, fit=rec.fit))
     for out in advice.ruled_out:
         est = out.closest
         rows.append(_row(out.method, out.name, catalog, None, est, budget, out.reason, [out.reason],
                          getattr(est, "settings", None)))
+    return rows
+
+
+def rows_from_needs(needs: dict, catalog: dict) -> list[MethodRow]:
+    """No budget yet: every method with what it needs at least (`core.advise.needs`), least first."""
+    rows = []
+    for method, (need, est) in sorted(needs.items(), key=lambda item: item[1][0]):
+        why = f"needs {fmt_bytes(need)}"
+        reasons = [f"needs a card of {fmt_bytes(need)} at least, with checkpointing and the smallest micro-batch "
+                   "if that is what it takes; type the budget to rank the methods"]
+        row = _row(method, catalog[method].name, catalog, None, est, None, why, reasons, est.settings)
+        rows.append(replace(row, fit="?", need_bytes=need))
     return rows
 
 
@@ -77,6 +99,7 @@ def _row(method, name, catalog, rank, est, budget_bytes, why, reasons, settings)
         quality=getattr(info, "quality", None),
         speed=getattr(info, "speed", None),
         time_vs_lora=getattr(info, "time_vs_lora", None),
+        step_time=_step_time(method, settings),
         why=why,
         reasons=reasons,
         settings=settings,
@@ -85,22 +108,31 @@ def _row(method, name, catalog, rank, est, budget_bytes, why, reasons, settings)
     )
 
 
+def _step_time(method: str, settings) -> float | None:
+    from peft_advisor.core.recommend import speed_figure
+
+    return None if settings is None else speed_figure(method, settings)
+
+
 def dots(score: int | None) -> str:
     return "?" if score is None else "●" * score + "○" * (5 - score)
 
 
 def cells(row: MethodRow) -> tuple:
     mark = Text("★", "bold yellow") if row.rank == 1 else Text(str(row.rank)) if row.rank else Text("✗", "red")
-    fits = Text("yes", "green") if row.fits else Text("no", "red")
+    fits = {"ok": Text("ok", "green"), "tight": Text("tight", "yellow"), "?": Text("?", "dim")}.get(row.fit, Text("no", "red"))
     if row.peak_bytes is not None and row.budget_bytes:
         share = row.peak_bytes / row.budget_bytes
         peak = Text(f"{fmt_bytes(row.peak_bytes)} {share:4.0%}", "red" if share > 1 else "")
     else:
         peak = Text(fmt_bytes(row.peak_bytes))
     name = Text(row.name, "bold" if row.rank == 1 else "")
-    why = Text(row.why, "red" if not row.fits else "dim")
+    why = Text(row.why, "red" if row.fit == "no" else "yellow" if row.fit == "tight" else "dim")
+    speed = "?" if row.step_time is None else f"{row.step_time:.2f}×"
+    if row.fit == "?":
+        mark, peak = Text("·", "dim"), Text(fmt_bytes(row.need_bytes))
     return (mark, name, fits, peak, fmt_file_bytes(row.adapter_bytes), fmt_count(row.trainable_params),
-            dots(row.quality), dots(row.speed), why)
+            dots(row.quality), speed, why)
 
 
 class TradeoffTable(DataTable):
