@@ -1,7 +1,7 @@
 """Does the advice fit the card it was given for? Train the top recommendations on a capped GPU.
 
 Usage (on a machine with an NVIDIA GPU):
-    python bench/fits.py --out bench/results/h100_fits.jsonl [--cases 0-4] [--parallel-gib 70]
+    python bench/fits.py --round 2 --out bench/results/h100_fits.jsonl [--cases 0-4] [--parallel-gib 70]
     python bench/fits.py --table bench/results/h100_fits.jsonl > bench/results/h100_fits.md   # no GPU
 
 For each case (architecture, budget, sequence length) it asks `peft-advisor recommend --json` as a
@@ -37,8 +37,9 @@ GIB = 2**30
 STEPS = 3
 # Architectures the estimator's constants were fitted on (bench/measure_memory.py cases_calib).
 TUNED = {"qwen2.5-0.5b", "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b"}
-# (preset, budget GiB, sequence length): six architectures, 4-48 GiB, 512-4096 tokens.
-CASES = [
+# (preset, budget GiB, sequence length): six architectures, 4-48 GiB, 512-4096 tokens. Round 1's
+# results set the estimate's band (core/estimate.py BAND); round 2, other cases, checks it.
+ROUND_1 = [
     ("gemma-3-1b", 4, 512),
     ("qwen2.5-1.5b", 6, 512),
     ("gemma-3-1b", 8, 2048),
@@ -50,6 +51,19 @@ CASES = [
     ("qwen3-1.7b", 24, 4096),
     ("phi-3.5-mini", 48, 4096),
 ]
+ROUND_2 = [
+    ("qwen2.5-0.5b", 4, 1024),
+    ("gemma-3-1b", 6, 1024),
+    ("llama-3.2-1b", 6, 1024),
+    ("gemma-2-2b", 8, 512),
+    ("qwen3-1.7b", 12, 2048),
+    ("qwen2.5-3b", 16, 2048),
+    ("qwen2.5-1.5b", 16, 4096),
+    ("phi-3-mini", 24, 2048),
+    ("mistral-7b", 24, 1024),
+    ("gemma-2-2b", 32, 4096),
+]
+ROUNDS = {"1": ROUND_1, "2": ROUND_2}
 
 
 def cli(*args, env=None, timeout=900) -> subprocess.CompletedProcess:
@@ -151,9 +165,9 @@ def append(out: Path, lock: threading.Lock, row: dict) -> None:
                                               "estimate_error")}), flush=True)
 
 
-def pick(spec: str) -> list[int]:
+def pick(spec: str, count: int) -> list[int]:
     if spec == "all":
-        return list(range(len(CASES)))
+        return list(range(count))
     lo, _, hi = spec.partition("-")
     return list(range(int(lo), int(hi or lo) + 1))
 
@@ -191,7 +205,8 @@ def summary(runs: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, help="JSON lines to append to")
-    ap.add_argument("--cases", default="all", help="all, N or N-M (indices into CASES)")
+    ap.add_argument("--round", default="2", choices=sorted(ROUNDS), help="which case list (default 2)")
+    ap.add_argument("--cases", default="all", help="all, N or N-M (indices into the round's cases)")
     ap.add_argument("--case", action="append", help="MODEL:GIB:SEQ instead of CASES (MODEL a preset or a model folder)")
     ap.add_argument("--parallel-gib", type=float, default=70.0, help="budgets that may run at once, together")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fits"))
@@ -207,7 +222,8 @@ def main() -> int:
     if args.case:
         chosen = [(i, m, float(g), int(s)) for i, (m, g, s) in enumerate(c.rsplit(":", 2) for c in args.case)]
     else:
-        chosen = [(i, *CASES[i]) for i in pick(args.cases)]
+        cases = ROUNDS[args.round]
+        chosen = [(i, *cases[i]) for i in pick(args.cases, len(cases))]
     started = time.time()
     models = {p: Path(p) if Path(p).is_dir() else make_model_folder(p, args.work / "models" / p)
               for p in dict.fromkeys(c[1] for c in chosen)}

@@ -43,8 +43,11 @@ NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit codes + 8-bit absma
 ALLOC_OVERHEAD = {"activations": 0.06, "logits": 0.15, "gradients": 0.15}
 """Reserved-minus-allocated bytes per byte of short-lived tensors (activations, logits) and of
 gradients, which are allocated piecemeal while activations are freed and so fragment the cache."""
-BAND = (0.90, 1.12)
-"""Low/high factors around the expected peak: the spread of the residuals on measured cases."""
+BAND = (0.90, 1.16)
+"""Low/high factors around the expected peak. The tuning set's residuals span -10 % to +7 %, but
+`peft-advisor train` on architectures and shapes outside it (bench/results/h100_fits_*.jsonl, ten
+runs that ended ok and one out of memory) measured up to 14 % above the estimate: the high end
+covers that, so advice marked "ok" (the whole band fits) holds there too."""
 CONTEXT_BASE_BYTES = int(0.45 * GIB)
 CONTEXT_PER_TOTAL = 0.0065
 """CUDA context + libraries + driver reservation: NVML used minus torch reserved measured 1.35 GiB
