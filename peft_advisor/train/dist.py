@@ -155,10 +155,12 @@ def fsdp2_available() -> bool:
 def fsdp_version(recipe) -> int:
     """The recipe's, else FSDP2 where installed; QLoRA always FSDP1, the path peft and bitsandbytes
     document (FSDP2 gathers Params4bit into plain tensors and loses their quantization state)."""
-    wanted = recipe.distributed.fsdp_version
+    from peft_advisor.core.catalog import method_info
+
+    wanted = recipe.distributed.fsdp_version or method_info(recipe.method.name).fsdp_version
     if wanted:
         return wanted
-    return 1 if recipe.method.name == "qlora" else (2 if fsdp2_available() else 1)
+    return 2 if fsdp2_available() else 1
 
 
 def wrap_classes(model) -> list[str]:
