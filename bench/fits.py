@@ -191,11 +191,12 @@ def table(rows: list[dict]) -> str:
 
 def summary(runs: list[dict]) -> str:
     ok_oom = [r for r in runs if r.get("fit", "ok") == "ok" and r["status"] == "oom"]
-    used = [r["budget_used"] for r in runs if r.get("budget_used")]
-    errors = [abs(r["estimate_error"]) for r in runs if r.get("estimate_error") is not None and r["held_out"]]
-    parts = [f"{len(runs)} runs; out of memory while marked ok: {len(ok_oom)}"]
+    finished = [r for r in runs if r["status"] == "ok"]  # an out-of-memory run's peak is where it died
+    used = [r["budget_used"] for r in finished if r.get("budget_used")]
+    errors = [abs(r["estimate_error"]) for r in finished if r.get("estimate_error") is not None and r["held_out"]]
+    parts = [f"{len(runs)} runs, {len(finished)} ended ok; out of memory while marked ok: {len(ok_oom)}"]
     if used:
-        parts.append(f"median budget used {statistics.median(used) * 100:.0f} %")
+        parts.append(f"median budget used {statistics.median(used) * 100:.0f} % (runs that ended ok)")
     if errors:
         parts.append(f"held-out estimate |error| median {statistics.median(errors) * 100:.1f} %, "
                      f"worst {max(errors) * 100:.1f} % ({len(errors)} runs)")
