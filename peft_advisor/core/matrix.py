@@ -10,9 +10,7 @@ tests/test_readme_matrix.py; regenerate it with
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -182,19 +180,10 @@ def replace_block(text: str, markdown: str) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same folder, then os.replace: the README is never half-written."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The README is never half-written (core.run_folder's one atomic write)."""
+    from peft_advisor.core.run_folder import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def write_readme(path: Path) -> bool:

@@ -15,7 +15,6 @@ docstrings, and add it as a field of `Recipe`. Parsing, validation and writing f
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from functools import cache
@@ -611,10 +610,6 @@ def dumps(recipe: Recipe, header: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
-MAX_RECIPE_BYTES = 1 << 20
-"""A recipe is a few KB: a larger file is not read to decide whether `--force` may replace it."""
-
-
 def _not_a_recipe(path: Path) -> str | None:
     """Why the file at `path` is not a recipe, or None when `--force` may replace it: an empty file,
     or TOML with a `version` key or at least one recipe table (even with bad values or a typo'd
@@ -644,8 +639,6 @@ def _not_a_recipe(path: Path) -> str | None:
 def save(recipe: Recipe, path, force: bool = False, header: str = "") -> Path:
     """Write atomically (temp file in the same folder, then os.replace); never clobber unasked, and
     even with `force` replace only a recipe (see `_not_a_recipe`)."""
-    import tempfile
-
     if not str(path).strip():
         raise UserError("no recipe file name given", ExitCode.USAGE)
     path = Path(path)
@@ -657,24 +650,14 @@ def save(recipe: Recipe, path, force: bool = False, header: str = "") -> Path:
     if why:
         raise UserError(f"{path}: exists and is not a recipe ({why}); --force replaces only recipes: "
                         "remove it or choose another file", ExitCode.EXISTS)
+    from peft_advisor.core.run_folder import atomic_write_text
+
     text = dumps(recipe, header=header)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write_text(path, text)
     except OSError as err:
-        raise UserError(f"{path}: cannot write: {err.strerror}", ExitCode.USAGE) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise UserError(f"{path}: cannot write: {err.strerror}", ExitCode.USAGE) from None
-        raise
+        raise UserError(f"{path}: cannot write: {err.strerror or err}", ExitCode.USAGE) from None
     return path
 
 

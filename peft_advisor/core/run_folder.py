@@ -50,19 +50,25 @@ def is_run_folder(path) -> bool:
 # ---------------------------------------------------------------- atomic files
 
 
-def atomic_write_text(path, text: str) -> None:
+def atomic_write_text(path, text: str, mode: int | None = None) -> None:
     """A temp file in the same folder, flushed to disk, then renamed over `path`: a reader sees the
-    old file or the new one, and a full disk leaves the old one (the temp file is removed)."""
+    old file or the new one, and a full disk or a kill leaves the old one (the temp file is removed).
+    The new file keeps the old one's permissions (else `mode`, else 0o644). The one atomic write of
+    the project: run folders, recipes, the README's matrix, bench tables."""
+    import tempfile
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        keep = path.stat().st_mode & 0o7777 if path.exists() else None
+        os.chmod(tmp, keep if keep is not None else (mode if mode is not None else 0o644))
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 
