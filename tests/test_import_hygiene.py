@@ -26,13 +26,19 @@ def leaked(statement: str) -> list[str]:
 
 def test_core_modules_are_pure():
     mods = ["estimate", "recommend", "model_spec", "catalog", "matrix", "recipe", "recipe_fields", "toml_text", "events",
-            "hardware", "speed", "units", "distributed", "bench", "calibration"]
+            "hardware", "speed", "units", "distributed", "bench", "calibration", "study", "pareto", "study_view"]
     assert leaked("; ".join(f"import peft_advisor.core.{m}" for m in mods)) == []
 
 
 def test_recommend_path_imports_nothing_heavy():
     stmt = ("from peft_advisor.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()): main(['recommend', '--vram', '12'])")
+    assert leaked(stmt) == []
+
+
+def test_matrix_front_imports_nothing_heavy():
+    stmt = ("from peft_advisor.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()): main(['matrix', '--front'])")
     assert leaked(stmt) == []
 
 

@@ -23,10 +23,15 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 # The method ids, in the order every front end lists them. Must equal core.estimate.METHODS
 # (a test checks it); kept here too so the catalog does not depend on the estimator.
-METHOD_IDS = ("full", "lora", "rslora", "dora", "loraplus", "vera", "galore", "qlora")
+METHOD_IDS = ("full", "lora", "rslora", "dora", "loraplus", "vera", "galore", "qlora",
+              "oft", "lokr", "loha", "ia3", "miss", "c3a", "shira", "lorafa", "pissa", "olora")
 
-FAMILIES = ("lora", "vera", "full")
-"""Adapter kinds: rank-r LoRA matrices, VeRA's scaling vectors, none (every weight trains)."""
+FAMILIES = ("lora", "vera", "full", "oft", "lokr", "loha", "ia3", "miss", "c3a", "shira")
+"""Adapter kinds: rank-r LoRA matrices (LoRA-FA, PiSSA and OLoRA too: same matrices, other
+optimizer or start), VeRA's scaling vectors, none (every weight trains), and one per other peft
+adapter type, whose parameter counts differ (core.adapters)."""
+ALPHA_FAMILIES = ("lora", "lokr", "loha")
+"""Adapters with a scale alpha / rank: `alpha_per_rank` is required for "lora", allowed for these."""
 
 TIE_PP = 2.0
 """Accuracy gaps of at most this many points count as ties: the same experiment's GSM8K accuracy
@@ -201,8 +206,9 @@ def _check_values(where: str, m: Method) -> None:
         raise CatalogError(f"{where} fsdp_version: must be 0, 1 or 2, got {m.fsdp_version}")
     if not m.fsdp and not m.fsdp_refusal:
         raise CatalogError(f"{where}: fsdp = false needs fsdp_refusal (why)")
-    if (m.alpha_per_rank is not None) != (m.family == "lora"):
-        raise CatalogError(f"{where} alpha_per_rank: needed exactly for family \"lora\"")
+    if (m.family == "lora" and m.alpha_per_rank is None) or (
+            m.family not in ALPHA_FAMILIES and m.alpha_per_rank is not None):
+        raise CatalogError(f"{where} alpha_per_rank: needed for family \"lora\", allowed for lokr and loha only")
     measured = (m.study_run, m.study_baseline, m.quality_delta_pp)
     if m.in_study and None in measured:
         raise CatalogError(f"{where}: in_study = true needs study_run, study_baseline and quality_delta_pp")

@@ -27,7 +27,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
-from peft_advisor.core.catalog import METHOD_IDS, trains_all_weights
+from peft_advisor.core import adapters
+from peft_advisor.core.catalog import METHOD_IDS, method_info, trains_all_weights
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.model_spec import ModelSpec
 from peft_advisor.core.units import GIB
@@ -74,6 +75,10 @@ class Settings:
     galore_8bit: bool = False
     vera_rank: int = 256
     vera_save_projection: bool = True
+    oft_block_size: int = 32
+    lokr_factor: int = -1
+    """LoKr decompose_factor; -1 = near the square root of each dimension (peft's default)."""
+    c3a_block_size: int = 64
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -81,7 +86,8 @@ class Settings:
                 f"unknown method {self.method!r}{did_you_mean(self.method, METHODS)} (choose from {', '.join(METHODS)})",
                 ExitCode.UNKNOWN_METHOD,
             )
-        for name in ("rank", "batch_size", "seq_len", "grad_accum", "galore_rank", "vera_rank"):
+        for name in ("rank", "batch_size", "seq_len", "grad_accum", "galore_rank", "vera_rank", "oft_block_size",
+                     "c3a_block_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"{name} must be a whole number >= 1, got {value!r}", ExitCode.USAGE)
@@ -181,6 +187,12 @@ def trainable_params(spec: ModelSpec, s: Settings) -> int:
     L, targets = spec.num_layers, _targets(spec, s)
     if s.method == "vera":  # lambda_d (rank) and lambda_b (d_out) per adapted layer
         return L * sum(s.vera_rank + lin.d_out for lin in targets)
+    family = method_info(s.method).family
+    if family not in ("lora", "vera"):  # OFT, LoKr, LoHa, IA3, MiSS, C3A, SHiRA: core.adapters
+        k = adapters.Knobs(s.rank, s.oft_block_size, s.lokr_factor, s.c3a_block_size)
+        return L * sum(adapters.layer_params(family, t.d_in, t.d_out, t.group == "mlp", k) for t in targets)
+    if s.method == "lorafa":  # A stays frozen at its initialisation: only B trains
+        return L * sum(s.rank * lin.d_out for lin in targets)
     lora = L * sum(s.rank * (lin.d_in + lin.d_out) for lin in targets)
     if s.method == "dora":  # one magnitude per output feature
         lora += L * sum(lin.d_out for lin in targets)
@@ -204,7 +216,9 @@ def adapter_bytes(spec: ModelSpec, s: Settings) -> int:
     n = trainable_params(spec, s)
     if s.method == "vera" and s.vera_save_projection:
         n += _vera_projection_params(spec, s)
-    return n * FP32
+    if s.method == "lorafa":  # the frozen A is saved with B
+        n = spec.num_layers * sum(s.rank * (t.d_in + t.d_out) for t in _targets(spec, s))
+    return n * adapters.saved_bytes_per_param(method_info(s.method).family)
 
 
 # ---------------------------------------------------------------- static memory

@@ -96,7 +96,7 @@ class MethodSection:
     """[method] the fine-tuning method; each method reads only its own keys"""
 
     name: str = _f("lora", choices=methods)
-    """full | lora | rslora | dora | loraplus | vera | galore | qlora"""
+    """a method id: full, lora, rslora, dora, loraplus, vera, galore, qlora, oft, lokr, loha, ia3, miss, c3a, shira, lorafa, pissa, olora"""
     rank: int = _f(16, ge=1, le=MAX_RANK)
     """LoRA-family rank; higher: better fit, more memory, larger adapter"""
     alpha: int = _f(32, ge=1)
@@ -123,6 +123,12 @@ class MethodSection:
     """galore: update each layer during backward; less memory, needs train.grad_accum = 1"""
     galore_8bit: bool = _f(False)
     """galore: 8-bit optimizer states; less memory, needs CUDA"""
+    oft_block_size: int = _f(32, ge=1, le=MAX_RANK)
+    """oft: size of each orthogonal block (peft picks the nearest divisor of the layer's width)"""
+    lokr_factor: int = _f(-1, ge=-1)
+    """lokr: Kronecker decompose_factor; -1 = near the square root of each dimension"""
+    c3a_block_size: int = _f(64, ge=1, le=MAX_RANK)
+    """c3a: circulant block size; must divide every target's input and output width"""
 
 
 @dataclass(frozen=True)
@@ -752,4 +758,7 @@ def settings_from_recipe(recipe: Recipe):
         galore_8bit=m.galore_8bit,
         vera_rank=m.vera_rank,
         vera_save_projection=m.vera_save_projection,
+        oft_block_size=m.oft_block_size,
+        lokr_factor=m.lokr_factor,
+        c3a_block_size=m.c3a_block_size,
     )

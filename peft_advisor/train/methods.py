@@ -221,6 +221,100 @@ def build_qlora(model, recipe, world: int = 1) -> Built:
     return Built(_peft(model, _lora_config(model, recipe)))
 
 
+# ---------------------------------------------------------------- the other peft adapters (issue 17)
+# Each is one peft config with the recipe's keys; they train with the Trainer's own AdamW. The
+# keys mirror the study's configs (STUDY.md §1.3) so a recipe can reproduce its run.
+
+
+def _targets(model, recipe) -> list[str]:
+    return target_modules(model, recipe.method.targets)
+
+
+def build_oft(model, recipe) -> Built:
+    from peft import OFTConfig
+
+    m = recipe.method
+    config = OFTConfig(r=0, oft_block_size=m.oft_block_size, use_cayley_neumann=True, module_dropout=m.dropout,
+                       target_modules=_targets(model, recipe), task_type="CAUSAL_LM")
+    return Built(_peft(model, config))
+
+
+def build_lokr(model, recipe) -> Built:
+    from peft import LoKrConfig
+
+    m = recipe.method
+    config = LoKrConfig(r=m.rank, alpha=m.alpha, decompose_factor=m.lokr_factor, module_dropout=m.dropout,
+                        target_modules=_targets(model, recipe), task_type="CAUSAL_LM")
+    return Built(_peft(model, config))
+
+
+def build_loha(model, recipe) -> Built:
+    from peft import LoHaConfig
+
+    m = recipe.method
+    config = LoHaConfig(r=m.rank, alpha=m.alpha, module_dropout=m.dropout, target_modules=_targets(model, recipe),
+                        task_type="CAUSAL_LM")
+    return Built(_peft(model, config))
+
+
+def build_ia3(model, recipe) -> Built:
+    """IA3 scales the input of feed-forward layers and the output of the others; the MLP group is
+    the feed-forward one (as the study's all-layer run and the estimator count it)."""
+    from peft import IA3Config
+
+    chosen = _targets(model, recipe)
+    groups = {name.rsplit(".", 1)[-1]: _group(name) for name, _ in model.named_modules() if name}
+    mlp = [leaf for leaf in chosen if groups.get(leaf) == "mlp"]
+    config = IA3Config(target_modules=chosen, feedforward_modules=mlp, task_type="CAUSAL_LM")
+    return Built(_peft(model, config))
+
+
+def build_miss(model, recipe) -> Built:
+    from peft import MissConfig
+
+    m = recipe.method
+    config = MissConfig(r=m.rank, miss_dropout=m.dropout, target_modules=_targets(model, recipe), task_type="CAUSAL_LM")
+    return Built(_peft(model, config))
+
+
+def build_c3a(model, recipe) -> Built:
+    from peft import C3AConfig
+
+    m = recipe.method
+    config = C3AConfig(block_size=m.c3a_block_size, target_modules=_targets(model, recipe), task_type="CAUSAL_LM")
+    return Built(_peft(model, config))
+
+
+def build_shira(model, recipe) -> Built:
+    from peft import ShiraConfig
+
+    m = recipe.method
+    config = ShiraConfig(r=m.rank, mask_type="random", random_seed=recipe.train.seed,
+                         target_modules=_targets(model, recipe), task_type="CAUSAL_LM")
+    return Built(_peft(model, config))
+
+
+def build_lorafa(model, recipe) -> Built:
+    """LoRA whose A stays frozen; peft's LoRA-FA optimizer projects B's gradient (as LoRA+, an
+    optimizer handed to the Trainer)."""
+    from peft.optimizers import create_lorafa_optimizer
+
+    m, t = recipe.method, recipe.train
+    peft_model = _peft(model, _lora_config(model, recipe))
+    optimizer = create_lorafa_optimizer(peft_model, r=m.rank, lora_alpha=m.alpha, lr=t.lr, weight_decay=t.weight_decay)
+    return Built(peft_model, optimizers=(optimizer, None))
+
+
+def build_pissa(model, recipe) -> Built:
+    """LoRA started from the principal singular vectors (not in the study)."""
+    return Built(_peft(model, _lora_config(model, recipe, init_lora_weights="pissa")))
+
+
+def build_olora(model, recipe) -> Built:
+    """LoRA started from a QR decomposition (not in the study)."""
+    return Built(_peft(model, _lora_config(model, recipe, init_lora_weights="olora")))
+
+
 BUILDERS = {  # one per catalog id (tests/core/test_catalog.py checks the two name the same methods)
     "full": build_full,
     "lora": build_lora,
@@ -230,6 +324,16 @@ BUILDERS = {  # one per catalog id (tests/core/test_catalog.py checks the two na
     "vera": build_vera,
     "galore": build_galore,
     "qlora": build_qlora,
+    "oft": build_oft,
+    "lokr": build_lokr,
+    "loha": build_loha,
+    "ia3": build_ia3,
+    "miss": build_miss,
+    "c3a": build_c3a,
+    "shira": build_shira,
+    "lorafa": build_lorafa,
+    "pissa": build_pissa,
+    "olora": build_olora,
 }
 
 

@@ -107,7 +107,10 @@ def test_catalog_builders_and_speed_data_name_the_same_methods():
     from peft_advisor.train.methods import BUILDERS
 
     assert tuple(BUILDERS) == METHOD_IDS == methods()
-    assert set(speed_table()["methods"]) == set(METHOD_IDS)
+    measured = set(speed_table()["methods"])
+    assert measured <= set(METHOD_IDS)
+    for m in load_catalog().values():  # the H200 runs are owed for the methods added in issue 17
+        assert (m.id in measured) != any(c.startswith("Memory not yet measured on a GPU") for c in m.caveats), m.id
 
 
 def test_per_method_facts():
@@ -116,7 +119,7 @@ def test_per_method_facts():
     from peft_advisor.core.catalog import alpha_for, cuda_reason, ids_of_family, multi_gpu_refusal
     from peft_advisor.core.estimate import Settings
 
-    assert ids_of_family("lora") == ("lora", "rslora", "dora", "loraplus", "qlora")
+    assert ids_of_family("lora") == ("lora", "rslora", "dora", "loraplus", "qlora", "lorafa", "pissa", "olora")
     assert ids_of_family("full") == ("full", "galore")
     switches = {f.name for f in dc_fields(Settings)}
     for m in load_catalog().values():

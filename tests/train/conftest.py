@@ -41,6 +41,8 @@ def make_recipe(tiny_model, sums_file, tmp_path):
             "method.alpha": 8,
             "method.vera_rank": 16,
             "method.galore_rank": 8,
+            "method.oft_block_size": 8,
+            "method.c3a_block_size": 16,
             "data.path": str(sums_file),
             "data.eval_split": 8,
             "data.max_seq_len": 32,

@@ -14,7 +14,8 @@ import pytest
 from peft_advisor.core.errors import ExitCode
 from peft_advisor.core.events import KINDS, read_events
 
-CPU_METHODS = ["full", "lora", "rslora", "dora", "loraplus", "vera", "galore", "galore_layerwise"]
+STUDY_METHODS = ["oft", "lokr", "loha", "ia3", "miss", "c3a", "shira", "lorafa", "pissa", "olora"]  # issue 17
+CPU_METHODS = ["full", "lora", "rslora", "dora", "loraplus", "vera", "galore", "galore_layerwise", *STUDY_METHODS]
 FULL_MODEL = {"full", "galore", "galore_layerwise"}
 _RUNS: dict[str, tuple[Path, int]] = {}
 

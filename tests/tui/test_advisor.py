@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from peft_advisor.core.catalog import METHOD_IDS
+
 import pytest
 from textual.widgets import Input, Static
 from tui_support import make_app, wait_until
@@ -38,7 +40,7 @@ async def test_gpu_cards_and_default_budget_from_free_memory(workdir):
         await wait_until(pilot, lambda: len(app.screen.query(GpuCard)) == 2)
         assert app.screen.query_one("#in-vram", Input).value == "22.0"  # the 4090's free memory
         await settle(pilot, app, lambda i: i.vram_bytes == 22 * 1024**3)
-        assert len(rows(app)) == 8 and table_of(app).row_count == 8
+        assert len(rows(app)) == len(METHOD_IDS) and table_of(app).row_count == len(METHOD_IDS)
         await pilot.click(list(app.screen.query(GpuCard))[1])  # the H200: the budget follows its free memory
         await settle(pilot, app, lambda i: i.vram_bytes == 140 * 1024**3)
         assert app.screen.query_one("#in-vram", Input).value == "140.0"
@@ -110,7 +112,7 @@ async def test_no_gpu_first_screen_shows_every_need_and_focus_waits_in_the_budge
     goes into the budget, not over the model."""
     app = make_app(gpu=False)
     async with app.run_test(size=(100, 32)) as pilot:
-        await wait_until(pilot, lambda: len(rows(app)) == 8)
+        await wait_until(pilot, lambda: len(rows(app)) == len(METHOD_IDS))
         needs = rows(app)
         assert all(r.fit == "?" and r.why.startswith("needs ") and r.need_bytes for r in needs.values())
         assert needs["qlora"].need_bytes < needs["lora"].need_bytes < needs["full"].need_bytes
@@ -144,7 +146,7 @@ async def test_bad_input_says_why_and_keeps_the_last_table(workdir):
         await set_input(pilot, "#in-model", "llama-9")
         error = app.screen.query_one("#input-error", Static)
         await wait_until(pilot, lambda: error.display and "unknown model" in str(error.content))
-        assert len(rows(app)) == 8  # the previous advice stays until the input is good again
+        assert len(rows(app)) == len(METHOD_IDS)  # the previous advice stays until the input is good again
 
 
 @pytest.mark.parametrize("field, text, words", [  # the advice core's one validation, in this screen's labels
@@ -159,7 +161,7 @@ async def test_numbers_that_are_not_budgets_say_so(field, text, words, workdir):
         await set_input(pilot, field, text)
         error = app.screen.query_one("#input-error", Static)
         await wait_until(pilot, lambda: error.display and words in str(error.content))
-        assert app.is_running and len(rows(app)) == 8
+        assert app.is_running and len(rows(app)) == len(METHOD_IDS)
 
 
 async def test_enter_on_a_row_opens_its_recipe(workdir):
