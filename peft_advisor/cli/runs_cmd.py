@@ -119,7 +119,7 @@ def run_monitor(args) -> int:
     """On a terminal the monitor screen opens; piped, or with --headless, a line per step."""
     run_dir = Path(args.run_dir)
     if not (args.poll > 0 and args.poll <= 3600):  # also NaN
-        raise UserError(f"--poll must be between 0 and 3600 seconds, got {args.poll:g}", ExitCode.USAGE)
+        raise UserError(f"--poll must be more than 0 and at most 3600 seconds, got {args.poll:g}", ExitCode.USAGE)
     if args.tui or (not args.headless and sys.stdout.isatty() and sys.stdin.isatty()):
         if not run_dir.is_dir():
             raise UserError(f"{run_dir}: no such run folder", ExitCode.USAGE)
@@ -236,7 +236,8 @@ def _show(events, summary: RunSummary, out) -> None:
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
+    """A negative time (clocks that moved back, a hand-edited file) is unknown, not `-1h59m`."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "?"
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
