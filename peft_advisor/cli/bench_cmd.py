@@ -14,7 +14,6 @@ every candidate that ran on a GPU is kept there as local calibration (`calibrati
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sys
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 from peft_advisor.core import bench
+from peft_advisor.core import run_folder as rf
 from peft_advisor.core.errors import ExitCode, UserError
 from peft_advisor.core.units import fmt_bytes
 from peft_advisor.core.watch import Batch, RunWatcher, overlong_note
@@ -33,7 +33,6 @@ GRACE_S = 60.0
 """How long past its limit a child that honours the limit may take (its last step and final eval)
 before the bench stops it anyway."""
 POLL_S = 0.25
-RUN_MARKERS = ("run.json", "events.jsonl", "train.log")
 
 
 def register(sub) -> None:
@@ -333,15 +332,12 @@ def _prepare_out(out: Path, names: list[str], force: bool) -> None:
 
 
 def _is_run(path: Path) -> bool:
-    return path.is_dir() and any((path / m).exists() for m in RUN_MARKERS)
+    """A folder a trainer made (`run_folder.is_run_folder`), the only kind --force may remove. A
+    train.log alone no longer counts: the launcher keeps a failed setup's log in a hidden staging
+    folder, so such a folder is someone else's, and is left alone."""
+    return rf.is_run_folder(path)
 
 
 def _write(out: Path, result: bench.BenchResult) -> None:
-    _atomic(out / "bench.json", json.dumps(result.to_dict(), indent=2, allow_nan=True) + "\n")
-    _atomic(out / "bench.md", bench.render_markdown(result))
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    rf.atomic_write_text(out / "bench.json", json.dumps(result.to_dict(), indent=2, allow_nan=True) + "\n")
+    rf.atomic_write_text(out / "bench.md", bench.render_markdown(result))

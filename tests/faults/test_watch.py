@@ -173,6 +173,45 @@ def test_poll_zero_says_what_is_allowed(tmp_path, capsys):
         "peft-advisor: --poll must be more than 0 and at most 3600 seconds, got 0\n")
 
 
+# ---------------------------------------------------------------- one idea of a run folder
+
+
+def test_the_runs_list_and_monitor_agree_on_what_a_run_folder_is(tmp_path, capsys):
+    """The runs list took a folder holding only recipe.toml for a run; `monitor` refuses it."""
+    from peft_advisor.tui.run_index import scan_runs
+
+    (tmp_path / "recipes-only").mkdir()
+    (tmp_path / "recipes-only" / "recipe.toml").write_text("version = 1\n")
+    dead_run(tmp_path / "real", start(1))
+    assert [r.path.name for r in scan_runs(tmp_path)] == ["real"]
+    assert main(["monitor", str(tmp_path / "recipes-only")]) == ExitCode.USAGE
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_bench_force_removes_run_folders_only(tmp_path, monkeypatch, capsys):
+    """bench counted a folder holding only train.log as a run, and --force deleted it."""
+    from peft_advisor import launch
+
+    def fake_argv(recipe_path, run_dir, resume=False, dist=None, port=None):
+        return [sys.executable, str(TESTS / "fixtures" / "fake_trainer.py"), str(recipe_path), "--run-dir",
+                str(run_dir), "--label", "peft_advisor.train", "--steps", "2", "--interval", "0.01", "--eval-every", "0"]
+
+    monkeypatch.setattr(launch, "build_argv", fake_argv)
+    monkeypatch.setenv("PEFT_ADVISOR_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "bench"
+    (out / "lora").mkdir(parents=True)
+    (out / "lora" / "train.log").write_text("mine\n")
+    (out / "bench.json").write_text("{}")
+    recipe = TESTS.parent / "recipes" / "demo" / "lora.toml"
+    argv = ["bench", str(recipe), "--methods", "lora", "--steps", "2", "--out", str(out), "--force"]
+    assert main(argv) == ExitCode.EXISTS
+    assert (out / "lora" / "train.log").read_text() == "mine\n"
+    assert "is not a run folder; not removing it" in capsys.readouterr().err
+    (out / "lora" / "train.log").unlink()
+    (out / "lora" / "run.json").write_text("{}")  # a run folder: replaced
+    assert main(argv) == 0 and (out / "lora" / "events.jsonl").is_file()
+
+
 # ---------------------------------------------------------------- the app's monitor
 
 
