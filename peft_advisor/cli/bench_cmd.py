@@ -7,13 +7,13 @@ what it measured. A candidate that fails (out of memory, a library error, no CUD
 row with its reason, never the end of the bench. Ctrl-C stops the running child the way `train`
 does (it checkpoints and ends `cancelled`), skips the rest and writes the files.
 
-Every candidate that ran on a GPU is kept as local calibration (`calibration_store`).
+Each child is followed by the run watcher (`core.watch`), as `train` and the app follow theirs;
+every candidate that ran on a GPU is kept there as local calibration (`calibration_store`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sys
@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 from peft_advisor.core import bench
+from peft_advisor.core import run_folder as rf
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.events import EventTail
 from peft_advisor.core.units import fmt_bytes
+from peft_advisor.core.watch import Batch, RunWatcher, overlong_note
 
 TIME_LIMIT_ENV = "PEFT_ADVISOR_TIME_LIMIT_S"
 """Seconds of training the child may spend; a trainer that honours it says `time_limit_s` in its
@@ -32,7 +33,6 @@ GRACE_S = 60.0
 """How long past its limit a child that honours the limit may take (its last step and final eval)
 before the bench stops it anyway."""
 POLL_S = 0.25
-RUN_MARKERS = ("run.json", "events.jsonl", "train.log")
 
 
 def register(sub) -> None:
@@ -172,61 +172,70 @@ class Runner:
             self.current = None
 
     def _follow(self, tag: str, cand) -> bench.Row:
+        """Follow the child through the run watcher (as `train` and the app do) until the run is
+        over, stopping it once its time budget is spent."""
         from peft_advisor import launch
 
         child, run_dir = self.current, Path(cand.recipe.output.dir)
-        tail, events, progress = EventTail(run_dir / "events.jsonl"), [], Progress(tag)
-        deadline, stopped_at_budget = None, False
-        while True:
+        watcher = RunWatcher(run_dir, child, calibrate="bench" if self.gpu else None, gpu_name=self.gpu)
+        events, progress, clock = [], Progress(tag), BudgetClock(self.budget.time_s)
+        started, outcome = False, None
+        while outcome is None:
             try:
-                started = launch.check_started(child)
+                started = started or launch.check_started(child)
             except UserError as err:
                 return bench.skipped_row(cand, _setup_status(err), str(err))
-            if started:
-                new = tail.poll()
-                events += new
-                progress.show(new)
-                if deadline is None and self.budget.time_s is not None:
-                    deadline = self._deadline(events)
-                if deadline is not None and not stopped_at_budget and time.time() > deadline:
-                    stopped_at_budget = True
-                    print(f"{tag}: time budget reached; stopping it", file=sys.stderr, flush=True)
-                    child.stop()
-                if any(e.get("kind") == "end" for e in new) or not child.running():
-                    break
-            time.sleep(POLL_S)
-        _reap(child)
-        last = tail.poll(final=True)
-        progress.show(last)
-        events += last
-        row = bench.fold(cand.name, cand.method, events, lr=cand.recipe.train.lr, adapter_bytes=saved_bytes(run_dir),
-                         stopped_at_budget=stopped_at_budget, run_dir=str(run_dir))
-        if row.reason == "the trainer exited without an end event":
-            row.reason += f" (exit code {child.process.returncode})" + _last_log_line(run_dir, child)
-        print(f"{tag}: {bench.STATUS_TEXT.get(row.status, row.status)}" + (f": {row.reason}" if row.reason else ""),
-              file=sys.stderr, flush=True)
-        self._calibrate(tag, row, run_dir)
+            batch = watcher.poll() if started else Batch([], [], None, False)
+            events += batch.events
+            progress.show(batch.events)
+            if clock.expired(events):
+                print(f"{tag}: time budget reached; stopping it", file=sys.stderr, flush=True)
+                child.stop()
+            outcome = batch.outcome
+            if outcome is None and not batch.more:
+                time.sleep(POLL_S)
+        return self._row(tag, cand, watcher, events, outcome, clock.stopped)
+
+    def _row(self, tag: str, cand, watcher: RunWatcher, events, outcome, stopped_at_budget: bool) -> bench.Row:
+        """The candidate's row, and its lines on stderr: status, notes, calibration kept."""
+        row = bench.fold(cand.name, cand.method, events, lr=cand.recipe.train.lr, adapter_bytes=saved_bytes(watcher.run_dir),
+                         stopped_at_budget=stopped_at_budget, run_dir=str(watcher.run_dir))
+        if outcome.died:  # the watcher's words, and the last line the child printed (it names the error)
+            row.reason = outcome.message + (f": {outcome.log_lines[-1].strip()[:300]}" if outcome.log_lines else "")
+        notes = [*outcome.notes, overlong_note(watcher.overlong)]
+        status = f"{tag}: {bench.STATUS_TEXT.get(row.status, row.status)}" + (f": {row.reason}" if row.reason else "")
+        record = outcome.calibration
+        if record is not None:
+            notes.append(f"kept as calibration for {record.gpu}, {record.model} (measured/estimated {record.ratio:.3f})")
+        for line in [status, *(f"{tag}: {note}" for note in notes if note)]:
+            print(line, file=sys.stderr, flush=True)
         return row
 
+
+class BudgetClock:
+    """When a candidate's time budget runs out (once): it counts from the end of setup and of the
+    baseline eval (known once the first step is reported), plus grace when the child enforces
+    the limit itself (its start event says `time_limit_s`)."""
+
+    def __init__(self, time_s: float | None):
+        self.time_s, self.deadline, self.stopped = time_s, None, False
+
+    def expired(self, events) -> bool:
+        if self.time_s is None or self.stopped:
+            return False
+        if self.deadline is None:
+            self.deadline = self._deadline(events)
+        self.stopped = self.deadline is not None and time.time() > self.deadline
+        return self.stopped
+
     def _deadline(self, events) -> float | None:
-        """Unix time to stop at: the budget counts from the end of setup and of the baseline eval
-        (known once the first step is reported), plus grace when the child enforces the limit itself."""
+        """Unix time to stop at, once the first step is reported."""
         if not any(e.get("kind") == "step" for e in events):
             return None
         before = [e for e in events if e.get("kind") == "start" or (e.get("kind") == "eval" and not e.get("step"))]
         begun = max((e.get("t") or 0.0 for e in before), default=0.0) or time.time()
         honoured = any(e.get("time_limit_s") for e in events if e.get("kind") == "start")
-        return begun + self.budget.time_s + (GRACE_S if honoured else 0.0)
-
-    def _calibrate(self, tag: str, row: bench.Row, run_dir: Path) -> None:
-        if not self.gpu or row.status != "ok":
-            return
-        from peft_advisor import calibration_store
-
-        record = calibration_store.record_from_run_dir(run_dir, self.gpu, source="bench")
-        if record is not None:
-            print(f"{tag}: kept as calibration for {record.gpu}, {record.model} "
-                  f"(measured/estimated {record.ratio:.3f})", file=sys.stderr, flush=True)
+        return begun + self.time_s + (GRACE_S if honoured else 0.0)
 
 
 def _setup_status(err: UserError) -> str:
@@ -235,26 +244,6 @@ def _setup_status(err: UserError) -> str:
     if err.code == ExitCode.INTERRUPTED:
         return "cancelled"
     return "oom" if err.code == ExitCode.OOM else "error"
-
-
-def _reap(child, timeout_s: float = 60) -> None:
-    import subprocess
-
-    try:
-        child.process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        print(f"peft-advisor: trainer pid {child.pid} still running after its end event", file=sys.stderr)
-
-
-def _last_log_line(run_dir: Path, child) -> str:
-    """`: <the last line the child printed>` (a traceback's last line names the error), or ""."""
-    for log in (run_dir / "train.log", child.log_path):
-        try:
-            lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-        except OSError:
-            continue
-        return f": {lines[-1][:300]}" if lines else ""
-    return ""
 
 
 class Progress:
@@ -346,15 +335,12 @@ def _prepare_out(out: Path, names: list[str], force: bool) -> None:
 
 
 def _is_run(path: Path) -> bool:
-    return path.is_dir() and any((path / m).exists() for m in RUN_MARKERS)
+    """A folder a trainer made (`run_folder.is_run_folder`), the only kind --force may remove. A
+    train.log alone no longer counts: the launcher keeps a failed setup's log in a hidden staging
+    folder, so such a folder is someone else's, and is left alone."""
+    return rf.is_run_folder(path)
 
 
 def _write(out: Path, result: bench.BenchResult) -> None:
-    _atomic(out / "bench.json", json.dumps(result.to_dict(), indent=2, allow_nan=True) + "\n")
-    _atomic(out / "bench.md", bench.render_markdown(result))
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    rf.atomic_write_text(out / "bench.json", json.dumps(result.to_dict(), indent=2, allow_nan=True) + "\n")
+    rf.atomic_write_text(out / "bench.md", bench.render_markdown(result))

@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.events import EventTail, RunSummary, truncation_note
-from peft_advisor.core.run_folder import RunComplete, exit_code, fault_point
+from peft_advisor.core.events import RunSummary, truncation_note
+from peft_advisor.core.run_folder import RunComplete, fault_point
 from peft_advisor.core.units import fmt_bytes, fmt_count, fmt_file_bytes
+from peft_advisor.core.watch import RunWatcher, check_folder, overlong_note
 
 BAR_WIDTH = 20
 SETUP_POLL_S = 0.1
@@ -124,17 +125,16 @@ def run_monitor(args) -> int:
     """On a terminal the monitor screen opens; piped, or with --headless, a line per step."""
     run_dir = Path(args.run_dir)
     if not (args.poll > 0 and args.poll <= 3600):  # also NaN
-        raise UserError(f"--poll must be between 0 and 3600 seconds, got {args.poll:g}", ExitCode.USAGE)
+        raise UserError(f"--poll must be more than 0 and at most 3600 seconds, got {args.poll:g}", ExitCode.USAGE)
     if args.tui or (not args.headless and sys.stdout.isatty() and sys.stdin.isatty()):
         if not run_dir.is_dir():
             raise UserError(f"{run_dir}: no such run folder", ExitCode.USAGE)
         from peft_advisor.cli import _open_tui
 
         return _open_tui(monitor=str(run_dir))
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run folder", ExitCode.USAGE)
-    if not (run_dir / "events.jsonl").is_file() and not (run_dir / "run.json").is_file():
-        raise UserError(f"{run_dir}: not a run folder (no events.jsonl or run.json)", ExitCode.USAGE)
+    problem = check_folder(run_dir)
+    if problem:
+        raise UserError(problem, ExitCode.USAGE)
     return follow(run_dir, poll_s=args.poll)
 
 
@@ -144,63 +144,43 @@ def follow(run_dir: Path, launched=None, offset: int = 0, poll_s: float = 0.5, o
     With `launched` (our own child), Ctrl-C is forwarded to it as SIGINT so it checkpoints; a
     third Ctrl-C detaches and leaves it running.
     """
-    tail, summary = EventTail(run_dir / "events.jsonl"), RunSummary()
-    tail.offset = offset
+    watcher = RunWatcher(run_dir, launched, offset=offset, calibrate="train" if launched else None)
     interrupts = [0]
-    stops = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.signal(sig, _forwarder(launched, interrupts)) for sig in stops} if launched else {}
+    previous = {sig: signal.signal(sig, _forwarder(launched, interrupts)) for sig in STOP_SIGNALS} if launched else {}
     try:
-        code = _follow_loop(run_dir, tail, summary, launched, interrupts, poll_s, out or sys.stdout)
-    except OSError as err:  # events.jsonl unreadable (permissions, a folder in its place)
-        raise UserError(f"cannot read {tail.path}: {err.strerror or err}", ExitCode.USAGE) from None
+        return _follow_loop(watcher, RunSummary(), interrupts, poll_s, out or sys.stdout)
+    except OSError as err:  # events.jsonl unreadable (permissions, a folder or a FIFO in its place)
+        raise UserError(f"cannot read {watcher.events.path}: {err.strerror or err}", ExitCode.USAGE) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if launched and summary.done:
-        _record_calibration(run_dir)
-    return code
+        if overlong_note(watcher.overlong):
+            print(f"peft-advisor: {overlong_note(watcher.overlong)}", file=sys.stderr)
 
 
-def _follow_loop(run_dir: Path, tail: EventTail, summary: RunSummary, launched, interrupts, poll_s, out) -> int:
-    from peft_advisor import launch
-
+def _follow_loop(watcher, summary: RunSummary, interrupts, poll_s, out) -> int:
+    """Poll the watcher, printing as events come, until it has an outcome (or a third Ctrl-C)."""
     while interrupts[0] < 3:
-        _show(tail.poll(), summary, out)
-        if summary.done:
-            if launched:
-                _reap(launched)
-            break
-        alive = launched.running() if launched else launch.trainer_alive(launch.read_run_json(run_dir).get("pid"))
-        if not alive:
-            _show(tail.poll(final=True), summary, out)
-            if not summary.done:
-                return _died(run_dir, launched)
-            break
-        time.sleep(poll_s)
-    else:
-        print(f"peft-advisor: detached; the trainer keeps running: peft-advisor monitor {run_dir}", file=sys.stderr)
-        return int(ExitCode.INTERRUPTED)
-    return exit_code(summary.status)
+        batch = watcher.poll()
+        _show(batch.events, summary, out)
+        if batch.outcome is not None:
+            return _report(batch.outcome)
+        if not batch.more:
+            time.sleep(poll_s)
+    print(f"peft-advisor: detached; the trainer keeps running: peft-advisor monitor {watcher.run_dir}", file=sys.stderr)
+    return int(ExitCode.INTERRUPTED)
 
 
-def _record_calibration(run_dir: Path) -> None:
-    """A GPU run that ended ok becomes local calibration for later estimates (never fails a run)."""
-    from peft_advisor.calibration_store import record_from_run_dir
-
-    try:
-        record_from_run_dir(run_dir, source="train")
-    except (OSError, ValueError) as err:
-        print(f"peft-advisor: note: run not kept as calibration ({err})", file=sys.stderr)
-
-
-def _reap(launched, timeout_s: float = 30) -> None:
-    """The child exits right after its `end` event; wait for it so no zombie is left."""
-    import subprocess
-
-    try:
-        launched.process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        pass
+def _report(outcome) -> int:
+    """The outcome's remarks on stderr (a died run: why, and train.log's last lines); its exit code."""
+    for note in outcome.notes:
+        print(f"peft-advisor: {note}", file=sys.stderr)
+    if outcome.died:
+        tail = "; last lines of train.log:" if outcome.log_lines else "; train.log is empty or missing"
+        print(f"peft-advisor: {outcome.message}{tail}", file=sys.stderr)
+        for line in outcome.log_lines:
+            print(f"  {line}", file=sys.stderr)
+    return outcome.exit_code
 
 
 def _forwarder(launched, interrupts):
@@ -212,21 +192,6 @@ def _forwarder(launched, interrupts):
         print(f"peft-advisor: {what[min(interrupts[0], 3) - 1]}", file=sys.stderr)
 
     return forward
-
-
-def _died(run_dir: Path, launched) -> int:
-    code = launched.process.returncode if launched else None
-    how = f"exited with code {code}" if code is not None else "is gone"
-    log = run_dir / "train.log"
-    try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-10:] if log.is_file() else []
-    except OSError:
-        lines = []
-    tail = "; last lines of train.log:" if lines else "; train.log is empty or missing"
-    print(f"peft-advisor: the trainer {how} without an end event{tail}", file=sys.stderr)
-    for line in lines:
-        print(f"  {line}", file=sys.stderr)
-    return int(ExitCode.TRAIN_FAILED)
 
 
 # ---------------------------------------------------------------- lines
@@ -241,7 +206,8 @@ def _show(events, summary: RunSummary, out) -> None:
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
+    """A negative time (clocks that moved back, a hand-edited file) is unknown, not `-1h59m`."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "?"
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)

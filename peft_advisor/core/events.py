@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypedDict, get_type_hints
+
+from peft_advisor.core.tail import CHUNK_BYTES, MAX_LINE_BYTES, LineBuffer, LineTail  # noqa: F401 (LineBuffer re-exported)
 
 SCHEMA_VERSION = 1
 KINDS = ("start", "step", "eval", "checkpoint", "end")
@@ -177,67 +177,23 @@ def parse_line(line: str | bytes) -> Event | None:
     return _typed(event)
 
 
-class LineBuffer:
-    """Cuts a byte stream into lines, keeping the unfinished last line for the next chunk.
-
-    Works on bytes, so a chunk that ends inside a multi-byte UTF-8 character is harmless.
-    """
-
-    def __init__(self) -> None:
-        self._tail = b""
-
-    @property
-    def pending(self) -> bytes:
-        return self._tail
-
-    def feed(self, chunk: bytes | str) -> list[str]:
-        if isinstance(chunk, str):
-            chunk = chunk.encode("utf-8")
-        *lines, self._tail = (self._tail + chunk).split(b"\n")
-        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
-
-    def flush(self) -> list[str]:
-        """The unfinished line, once the writer is known to be done."""
-        tail, self._tail = self._tail, b""
-        return [tail.decode("utf-8", "replace").rstrip("\r")] if tail.strip() else []
-
-
-class EventTail:
-    """Follows an events file: each `poll()` reads only bytes after the last offset.
+class EventTail(LineTail):
+    """Follows an events file: each `poll()` reads only bytes after the last offset, at most
+    `max_bytes_per_poll` of them (poll again while `at_eof` is False).
 
     A file that does not exist yet gives no events; a file that shrank or was replaced (a new
     run in the same folder) is read again from the start. Malformed lines are counted in
-    `skipped`, never raised.
+    `skipped`, over-long ones in `overlong`, never raised. A path that exists but is not a
+    regular file (a folder, a FIFO) raises OSError at once.
     """
 
-    def __init__(self, path, max_bytes_per_poll: int | None = 8 * 1024 * 1024) -> None:
-        self.path = Path(path)
-        self.offset = 0
+    def __init__(self, path, max_bytes_per_poll: int = CHUNK_BYTES, max_line_bytes: int | None = MAX_LINE_BYTES) -> None:
+        super().__init__(path, max_bytes_per_poll=max_bytes_per_poll, max_line_bytes=max_line_bytes)
         self.skipped = 0
-        self.bytes_read = 0
-        self.max_bytes_per_poll = max_bytes_per_poll
-        self._buffer = LineBuffer()
-        self._identity: tuple[int, int] | None = None
 
     def poll(self, final: bool = False) -> list[Event]:
         """New events since the last poll; `final=True` also parses an unterminated last line."""
-        try:
-            fh = open(self.path, "rb")
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        with fh:
-            st = os.fstat(fh.fileno())
-            identity = (st.st_dev, st.st_ino)
-            if identity != self._identity or st.st_size < self.offset:
-                self._identity, self.offset, self._buffer = identity, 0, LineBuffer()
-            fh.seek(self.offset)
-            data = fh.read(-1 if self.max_bytes_per_poll is None else self.max_bytes_per_poll)
-        self.offset += len(data)
-        self.bytes_read += len(data)
-        lines = self._buffer.feed(data)
-        if final:
-            lines += self._buffer.flush()
-        return self._parse(lines)
+        return self._parse(super().poll(final))
 
     def _parse(self, lines: list[str]) -> list[Event]:
         events = []
@@ -253,10 +209,14 @@ class EventTail:
 
 
 def read_events(path) -> tuple[list[Event], int]:
-    """Every event of a file (a finished run) and the count of malformed lines."""
-    tail = EventTail(path, max_bytes_per_poll=None)
-    events = tail.poll(final=True)
-    return events, tail.skipped
+    """Every event of a file (a finished run), read to its end in bounded chunks, and the count
+    of lines that could not be used (malformed or over-long)."""
+    tail = EventTail(path)
+    events: list[Event] = []
+    while True:
+        events += tail.poll(final=True)
+        if tail.at_eof:
+            return events, tail.skipped + tail.overlong
 
 
 # ---------------------------------------------------------------- the summary both front ends show

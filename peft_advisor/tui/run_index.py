@@ -1,6 +1,7 @@
 """The run folders under an output root, each summarised from its events (no Textual here).
 
-A run folder is any sub-folder holding `events.jsonl`, `run.json` or `recipe.toml`. Reading is
+A run folder is what `core.run_folder.is_run_folder` says (it holds `events.jsonl` or
+`run.json`), the same test `peft-advisor monitor` and the monitor screen apply. Reading is
 the same fold the monitor and `peft-advisor monitor` use (`core.events.summarize`). A bench
 folder is one holding `bench.json` (`peft-advisor bench`'s output).
 """
@@ -11,11 +12,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from peft_advisor.core import run_folder as rf
 from peft_advisor.core.bench import BenchResult
 from peft_advisor.core.events import RunSummary, read_events, summarize
 from peft_advisor.tui.services import run_pid, trainer_alive
 
-MARKERS = ("events.jsonl", "run.json", "recipe.toml")
+TIMED = (rf.EVENTS, rf.RUN_JSON, rf.RECIPE)  # the newest of these dates a run in the list
 
 
 @dataclass
@@ -47,23 +49,23 @@ def scan_runs(root: Path) -> list[RunInfo]:
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [read_run(p) for p in root.iterdir() if p.is_dir() and any((p / m).exists() for m in MARKERS)]
+    runs = [read_run(p) for p in root.iterdir() if rf.is_run_folder(p)]
     return sorted(runs, key=lambda r: r.mtime, reverse=True)
 
 
 def read_run(path: Path) -> RunInfo:
     try:
-        events = read_events(path / "events.jsonl")[0]
+        events = read_events(path / rf.EVENTS)[0]
     except OSError:  # unreadable, or a folder in its place: the run is still listed
         events = []
     summary = summarize(events)
-    mtimes = [(path / m).stat().st_mtime for m in MARKERS if (path / m).exists()]
+    mtimes = [(path / m).stat().st_mtime for m in TIMED if (path / m).exists()]
     return RunInfo(
         path=path,
         summary=summary,
         alive=trainer_alive(run_pid(path) or summary.pid) if not summary.done else False,
         mtime=max(mtimes, default=0.0),
-        method=summary.method or _recipe_method(path / "recipe.toml"),
+        method=summary.method or _recipe_method(path / rf.RECIPE),
         adapter_bytes=summary.adapter_bytes or _file_size(path / "adapter_model.safetensors"),
     )
 

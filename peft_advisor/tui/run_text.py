@@ -35,7 +35,8 @@ def downsample(points: list[tuple[int, float]], limit: int) -> tuple[list[float]
 
 
 def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
+    """A negative time (clocks that moved back, a hand-edited file) is unknown, not `-1h59m`."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "—"
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)

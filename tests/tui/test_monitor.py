@@ -48,7 +48,7 @@ async def test_monitor_survives_a_trainer_that_died_without_end(workdir):
         screen = app.screen
         await wait_until(pilot, lambda: screen.exit_note is not None)
         assert "died" in text_of(screen, "#run-title")
-        assert "no end event" in text_of(screen, "#summary")
+        assert "without an end event" in text_of(screen, "#summary")  # the one wording (core.watch)
         assert "RuntimeError: CUDA error" in log_text(screen)
         assert screen.view.step == 30  # the half-written last line is not a step
 

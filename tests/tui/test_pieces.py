@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 from peft_advisor.tui.run_index import scan_runs
-from peft_advisor.tui.text_tail import TextTail
+from peft_advisor.core.tail import LineTail
 
 
 def test_text_tail_buffers_partial_lines_and_follows_a_renamed_file(tmp_path):
     staging, final = tmp_path / ".run.starting", tmp_path / "run"
     staging.mkdir()
     log = staging / "train.log"
-    tail = TextTail(final / "train.log", log)
+    tail = LineTail(final / "train.log", log, strict=False)
     assert tail.poll() == []  # nothing yet
     log.write_text("loading model\npartial")
     assert tail.poll() == ["loading model"]
@@ -30,7 +30,7 @@ def test_text_tail_buffers_partial_lines_and_follows_a_renamed_file(tmp_path):
 def test_text_tail_reads_only_the_end_of_a_long_log(tmp_path):
     log = tmp_path / "train.log"
     log.write_text("".join(f"line {i}\n" for i in range(10_000)))
-    lines = TextTail(log, start_bytes=1000).poll()
+    lines = LineTail(log, start_bytes=1000).poll()
     assert lines[-1] == "line 9999" and len(lines) < 200 and lines[0].startswith("line ")
 
 

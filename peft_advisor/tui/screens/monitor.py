@@ -1,16 +1,17 @@
 """The monitor: one run folder, live (or finished), drawn from its events.jsonl and train.log.
 
-A thread worker follows both files from the last byte read every 0.3 s and posts one batch per
-tick; the handler folds the batch into a `core.events.RunSummary` (the same fold the CLI's
-`monitor` uses) and redraws inside `batch_update()`. The plot
-is redrawn at most once a second however fast events arrive; the numbers every tick. GPU memory comes from NVML once
+A thread worker polls a `core.watch.RunWatcher` (the one watcher `peft-advisor monitor` and
+`bench` use too) every 0.3 s, or at once while a large file is still being read, and posts one
+batch per poll; the handler folds the batch into a `core.events.RunSummary` (the same fold the
+CLI's `monitor` uses) and redraws inside `batch_update()`. The watcher decides when the run is
+over. The plot is redrawn at most every few seconds however fast events arrive; the numbers
+every tick. GPU memory comes from NVML once
 a second while the run is live. The trainer is never our responsibility to keep alive: quitting
 the UI leaves it running, and `follow()` re-attaches to it later.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -23,12 +24,11 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
-from peft_advisor.core.events import EventTail, RunSummary, finite_points
+from peft_advisor.core.events import RunSummary, finite_points
 from peft_advisor.core.units import fmt_bytes
+from peft_advisor.core.watch import RunWatcher, check_folder, overlong_note
 from peft_advisor.tui.messages import GpusProbed, TrainingEnded, TrainingEventsReceived
 from peft_advisor.tui.run_text import downsample, escape, fmt, fmt_duration, summary_text
-from peft_advisor.tui.services import run_pid, trainer_alive
-from peft_advisor.tui.text_tail import TextTail
 from peft_advisor.tui.widgets.budget_bar import BudgetBar
 from peft_advisor.tui.widgets.log_tail import LogTail
 from peft_advisor.tui.widgets.metric_panel import Metric, MetricPanel
@@ -98,38 +98,43 @@ class MonitorScreen(Screen):
         self._draw_plot()
         self._tail_events(self.run_dir, launched)
 
-    @work(thread=True, group="trainer", exclusive=True, exit_on_error=False, description="tail events.jsonl")
+    @work(thread=True, group="trainer", exclusive=True, exit_on_error=False, description="watch the run")
     def _tail_events(self, run_dir: Path, launched) -> None:
-        """Post each tick's new events and log lines; stop once the trainer is gone."""
+        """Post each tick's new events and log lines until the watcher says the run is over."""
         worker = get_current_worker()
-        staging_log = getattr(launched, "log_path", None) if getattr(launched, "staging_dir", None) else None
-        events, log = EventTail(run_dir / "events.jsonl"), TextTail(run_dir / "train.log", staging_log)
-        seen_end = False
+        problem = None if launched is not None else check_folder(run_dir)
+        if problem:
+            self.post_message(TrainingEnded(run_dir, None, problem))
+            return
+        watcher = RunWatcher(run_dir, launched, log=True, calibrate="tui" if launched is not None else None)
         while not worker.is_cancelled:
-            alive, returncode = _process_state(run_dir, launched)
             try:
-                batch, lines = events.poll(final=not alive), log.poll()
-            except OSError as err:  # events.jsonl unreadable, or a folder in its place
-                self.post_message(TrainingEnded(run_dir, returncode, f"cannot read events.jsonl: {err.strerror or err}"))
+                batch = watcher.poll()
+            except OSError as err:  # events.jsonl unreadable, or a folder or a FIFO in its place
+                self.post_message(TrainingEnded(run_dir, watcher.returncode, f"cannot read events.jsonl: {err.strerror or err}"))
                 return
-            if batch or lines:
-                self.post_message(TrainingEventsReceived(run_dir, batch, lines))
-            seen_end = seen_end or any(e.get("kind") == "end" for e in batch)
-            if not alive:  # everything written before the exit has been read above
-                if not seen_end:
-                    self.post_message(TrainingEnded(run_dir, returncode, _death_note(run_dir, launched, returncode, log)))
+            if batch.events or batch.log_lines:
+                self.post_message(TrainingEventsReceived(run_dir, batch.events, batch.log_lines))
+            if batch.outcome is not None:
+                self._ended(watcher, batch.outcome)
                 return
-            time.sleep(POLL_S)
+            if not batch.more:
+                time.sleep(POLL_S)
+
+    def _ended(self, watcher: RunWatcher, outcome) -> None:
+        """From the worker thread: a died run's note, and the watcher's remarks (each said once)."""
+        if outcome.died:
+            note = _death_note(watcher, outcome)
+            self.post_message(TrainingEnded(watcher.run_dir, outcome.returncode, note))
+        for remark in filter(None, [*outcome.notes, overlong_note(watcher.overlong)]):
+            self.notify(remark[:1].upper() + remark[1:], severity="warning")  # thread-safe
 
     def on_training_events_received(self, message: TrainingEventsReceived) -> None:
         if message.run_dir != self.run_dir:
             return  # a late batch from a run we stopped following
         with self.app.batch_update():
-            was_done = self.view.done
             for event in message.events:
                 self.view.apply(event)
-            if self.view.done and not was_done and self.launched is not None:
-                self._keep_calibration(self.run_dir)
             if message.log_lines:
                 self.query_one(LogTail).append_lines(message.log_lines, now=self.view.done)
             if message.events:
@@ -230,14 +235,6 @@ class MonitorScreen(Screen):
             plt.scatter(list(xs), list(ys), label="eval", marker="●")
         plot.refresh()
 
-    @work(thread=True, group="calibration", exit_on_error=False, description="keep the run as calibration")
-    def _keep_calibration(self, run_dir: Path) -> None:
-        """As `peft-advisor train` does: a GPU run this UI started and that ended becomes local
-        calibration for later estimates. Never fails the UI (a worker error is only logged)."""
-        from peft_advisor.calibration_store import record_from_run_dir
-
-        record_from_run_dir(run_dir, source="tui")
-
     # ------------------------------------------------------------------ GPU and stop
 
     def _live(self) -> bool:
@@ -290,27 +287,16 @@ class MonitorScreen(Screen):
 # ---------------------------------------------------------------------- helpers
 
 
-def _process_state(run_dir: Path, launched) -> tuple[bool, int | None]:
-    """(alive, returncode). With our own child we know the exit code; re-attached we only know
-    whether the trainer recorded in run.json still runs."""
-    process = getattr(launched, "process", None)
-    if process is not None:
-        code = process.poll()
-        return code is None, code
-    return trainer_alive(run_pid(run_dir)), None
+def _death_note(watcher: RunWatcher, outcome) -> str:
+    """Why the trainer is gone without an `end` event, in one line: a child of ours that failed
+    during setup never made the run folder, and its log says why."""
+    launched = watcher.launched
+    if not watcher.run_dir.exists() and getattr(launched, "staging_dir", None) is not None:
+        from peft_advisor.core.errors import UserError
+        from peft_advisor.launch import check_started
 
-
-def _death_note(run_dir: Path, launched, returncode: int | None, log: TextTail) -> str:
-    """Why the trainer is gone without an `end` event, in one line."""
-    if not run_dir.exists() and getattr(launched, "staging_dir", None) is not None:
-        from peft_advisor.launch import failure_message
-
-        reason = failure_message(log.text())  # setup failed: the run folder was never made
-        shutil.rmtree(launched.staging_dir, ignore_errors=True)
-        return f"not started (exit code {returncode}): {reason}"
-    if launched is None and not run_dir.is_dir():
-        return f"{run_dir}: no such run folder"
-    if launched is None and not (run_dir / "events.jsonl").exists() and not (run_dir / "run.json").exists():
-        return f"{run_dir}: not a run folder (no events.jsonl or run.json)"
-    code = f"with exit code {returncode}" if returncode is not None else "(exit code unknown: not started by this UI)"
-    return f"the trainer is gone {code} and wrote no end event; see the log below"
+        try:
+            check_started(launched)  # raises the child's one-line reason, and removes its staging folder
+        except UserError as err:
+            return f"not started (exit code {outcome.returncode}): {err}"
+    return f"{outcome.message}; see the log below"
