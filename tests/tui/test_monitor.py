@@ -53,21 +53,32 @@ async def test_monitor_survives_a_trainer_that_died_without_end(workdir):
         assert screen.view.step == 30  # the half-written last line is not a step
 
 
-async def test_live_run_updates_then_ends(workdir, launcher):
-    app = make_app(launcher)
-    async with app.run_test(size=(100, 30)) as pilot:
-        recipe = updated(Recipe(), {"output.dir": "runs/live"})
-        run_dir, launched = launch_recipe(app.services, recipe)
-        await app.open_monitor(run_dir, launched)
-        process = launched.process
-        screen = app.screen
-        await wait_until(pilot, lambda: 3 <= screen.view.step < 30)
-        progress_mid = screen.query_one(ProgressLine).fraction
-        await wait_until(pilot, lambda: screen.view.done)
-        assert 0 < progress_mid < 1.0 and screen.query_one(ProgressLine).fraction == 1.0
-        assert screen.view.status == "ok" and len(screen.view.losses) == 30
-        assert "ETA" not in screen.query_one(ProgressLine).caption
-        assert Path("runs/live.toml").is_file()  # the recipe it launched from
+async def test_live_run_updates_then_ends(workdir):
+    """The fake trainer holds at step 5 until the test has seen the run mid-way: on a loaded
+    machine the watcher may otherwise first read the file after the last step (a race, not a bug)."""
+    gate = Path("runs/live.go").absolute()
+    fake = FakeLauncher("--steps", "30", "--interval", "0.05", "--hold-at", "5", "--gate", str(gate))
+    app = make_app(fake)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await _live_run_updates_then_ends(app, pilot, gate)
+    finally:
+        fake.cleanup()
+
+
+async def _live_run_updates_then_ends(app, pilot, gate: Path) -> None:
+    recipe = updated(Recipe(), {"output.dir": "runs/live"})
+    run_dir, launched = launch_recipe(app.services, recipe)
+    await app.open_monitor(run_dir, launched)
+    screen = app.screen
+    await wait_until(pilot, lambda: screen.view.step == 5)
+    progress_mid = screen.query_one(ProgressLine).fraction
+    gate.touch()
+    await wait_until(pilot, lambda: screen.view.done)
+    assert 0 < progress_mid < 1.0 and screen.query_one(ProgressLine).fraction == 1.0
+    assert screen.view.status == "ok" and len(screen.view.losses) == 30
+    assert "ETA" not in screen.query_one(ProgressLine).caption
+    assert Path("runs/live.toml").is_file()  # the recipe it launched from
 
 
 async def test_stop_asks_then_sends_sigint(workdir):
