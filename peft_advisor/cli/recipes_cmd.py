@@ -22,20 +22,22 @@ def register(sub) -> None:
     p.add_argument("--method", default="lora", help=" | ".join(rc.methods()))
     p.add_argument("--rank", type=int, help="LoRA-family rank (default 16)")
     p.add_argument("--alpha", type=int, help="LoRA alpha (default 2 * rank)")
-    p.add_argument("--dropout", type=float)
+    p.add_argument("--dropout", type=float, help="dropout on the adapter's input, at least 0 and below 1 (default 0)")
     p.add_argument("--targets", help='all-linear | attention | mlp | comma-separated module names')
     p.add_argument("--batch", type=int, help="micro-batch size")
-    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--grad-accum", type=int, metavar="N",
+                   help="micro-batches added up per optimizer step (batch = micro-batch x N; default 1)")
     p.add_argument("--seq", type=int, help="max sequence length in tokens")
     p.add_argument("--grad-ckpt", action="store_true", default=None, help="gradient checkpointing")
     p.add_argument("--lr", type=float, help="learning rate (default: a per-method starting point)")
     p.add_argument("--steps", type=int, help="max optimizer steps; 0 = use --epochs")
-    p.add_argument("--epochs", type=float)
+    p.add_argument("--epochs", type=float, help="passes over the data when --steps is 0 (default 1)")
     p.add_argument("--data", help='"demo", a data file, a save_to_disk folder or a Hub dataset id')
     p.add_argument("--format", dest="data_format", help=" | ".join(rc.DATA_FORMATS))
     p.add_argument("--output-dir", help="run folder (default runs/<model>-<method>)")
     p.add_argument("--dtype", help=" | ".join(rc.DTYPES))
-    p.add_argument("--trust-remote-code", action="store_true", default=None)
+    p.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="the model needs its own Python code; train still asks for consent")
     p.add_argument("--vram", type=float, dest="vram_gib", help="GPU budget it is meant for, GiB")
     p.add_argument("--adapter-mb", type=float, help="adapter size budget, MB")
     p.add_argument("--gpu", help="name of the GPU it is meant for")
@@ -47,7 +49,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_export)
 
     v = sub.add_parser("validate", help="check recipe files: ok, or one line naming the key and line")
-    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("files", nargs="+", metavar="FILE", help="recipe TOML file(s)")
     v.set_defaults(func=run_validate)
 
 
