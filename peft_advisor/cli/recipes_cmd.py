@@ -129,8 +129,10 @@ def run_export(args) -> int:
 
 def run_validate(args) -> int:
     """Each file: `ok: FILE (method, model)` on stdout, or its one-line error on stderr; a valid
-    recipe that turns trust_remote_code on also gets a warning line on stderr (still exit 0)."""
+    recipe that turns trust_remote_code on, or needs CUDA on a machine without it, also gets a
+    warning line on stderr (still exit 0: the recipe may be meant for another machine)."""
     failed = 0
+    cuda = _CudaHere()
     for name in args.files:
         if len(args.files) == 1:
             recipe = rc.load(name)  # a single file: the dispatcher prints the error and exit code
@@ -141,8 +143,35 @@ def run_validate(args) -> int:
                 print(f"peft-advisor: {err}", file=sys.stderr)
                 failed += 1
                 continue
-        warning = rc.remote_code_warning(recipe, name)
-        if warning:
-            print(f"peft-advisor: warning: {warning}", file=sys.stderr)
+        for warning in (rc.remote_code_warning(recipe, name), cuda_warning(recipe, name, cuda)):
+            if warning:
+                print(f"peft-advisor: warning: {warning}", file=sys.stderr)
         print(f"ok: {name} ({recipe.method.name}, {recipe.model.id})")
     return int(ExitCode.BAD_RECIPE if failed else ExitCode.OK)
+
+
+def cuda_warning(recipe: rc.Recipe, name: str, cuda_here) -> str | None:
+    """Why `train` would refuse this recipe on this machine (the trainer's own check, made
+    without importing torch), or None. `cuda_here()` is asked only when the recipe needs CUDA."""
+    from peft_advisor.core.catalog import cuda_reason, method_info
+
+    m = recipe.method
+    reason = cuda_reason(m.name, {f: getattr(m, f, False) for f in method_info(m.name).cuda_switches})
+    if reason is None or cuda_here():
+        return None
+    return f"{name}: {reason}, and this machine has none: train will refuse it here"
+
+
+class _CudaHere:
+    """Is there an NVIDIA GPU (NVML, as `probe` reads it)? Probed once, on first use: torch takes
+    seconds to import, and most recipes never ask."""
+
+    def __init__(self) -> None:
+        self._found: bool | None = None
+
+    def __call__(self) -> bool:
+        if self._found is None:
+            from peft_advisor.probe import probe
+
+            self._found = probe().ok
+        return self._found
