@@ -27,7 +27,7 @@ COMMANDS = {
     "validate": "peft_advisor.cli.recipes_cmd",
     "train": "peft_advisor.cli.runs_cmd",
     "monitor": "peft_advisor.cli.runs_cmd",
-    "runs": "peft_advisor.cli.runs_cmd",
+    "runs": "peft_advisor.cli.runs_list",
     "bench": "peft_advisor.cli.bench_cmd",
 }
 
