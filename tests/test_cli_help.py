@@ -31,7 +31,7 @@ def test_help_says_that_the_command_alone_opens_the_app():
     text = " ".join(proc.stdout.split())
     assert "Run `peft-advisor` alone, on a terminal, to open the app" in text
     assert "headless front end" not in text  # the module's docstring is for the project, not the user
-    for command in ("recommend", "train", "runs"):
+    for command in ("recommend", "train", "runs", "merge", "try"):
         assert f"\n    {command}" in proc.stdout
 
 

@@ -29,6 +29,8 @@ COMMANDS = {
     "monitor": "peft_advisor.cli.runs_cmd",
     "runs": "peft_advisor.cli.runs_list",
     "bench": "peft_advisor.cli.bench_cmd",
+    "merge": "peft_advisor.cli.merge_cmd",
+    "try": "peft_advisor.cli.try_cmd",
 }
 
 
