@@ -27,7 +27,7 @@ def leaked(statement: str) -> list[str]:
 def test_core_modules_are_pure():
     mods = ["estimate", "recommend", "model_spec", "catalog", "matrix", "recipe", "recipe_fields", "toml_text", "events",
             "hardware", "speed", "units", "distributed", "bench", "calibration", "study", "pareto", "study_view",
-            "run_folder", "tail", "watch"]
+            "run_folder", "tail", "watch", "model_card"]
     assert leaked("; ".join(f"import peft_advisor.core.{m}" for m in mods)) == []
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from peft_advisor.cli import main
 from peft_advisor.cli.recipes_cmd import write_recipe
 from peft_advisor.core import recipe as rc
 from peft_advisor.core.errors import ExitCode
+from tests.conftest import HAS_GPU
 
 DEMO_LORA = Path(__file__).resolve().parent.parent / "recipes" / "demo" / "lora.toml"
 MINE = '[model]\nid = "mine"  # a recipe someone wrote (--force replaces only recipes)\n'
@@ -73,3 +78,50 @@ def test_write_recipe(tmp_path):
     path = write_recipe(rc.Recipe(), tmp_path / "a" / "r.toml", header="advised for an RTX 4070")
     assert path.read_text(encoding="utf-8").startswith("# advised for an RTX 4070\n")
     assert rc.load(path) == rc.Recipe()
+
+
+# ---------------------------------------------------------------- validate: CUDA on this machine
+
+DEMO = DEMO_LORA.parent
+
+
+def _probe_says(monkeypatch, found: bool) -> list[int]:
+    from peft_advisor.core.hardware import ProbeResult
+
+    calls = []
+    monkeypatch.setattr("peft_advisor.probe.probe", lambda: calls.append(1) or ProbeResult(ok=found))
+    return calls
+
+
+def test_validate_warns_when_the_recipe_needs_cuda_and_there_is_none(monkeypatch, capsys):
+    calls = _probe_says(monkeypatch, False)
+    assert main(["validate", str(DEMO / "qlora.toml"), str(DEMO / "lora.toml")]) == ExitCode.OK
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"ok: {DEMO / 'qlora.toml'} (qlora, demo)", f"ok: {DEMO / 'lora.toml'} (lora, demo)"]
+    assert err.splitlines() == [f"peft-advisor: warning: {DEMO / 'qlora.toml'}: method qlora needs an NVIDIA GPU "
+                                "with CUDA (bitsandbytes), and this machine has none: train will refuse it here"]
+    assert calls == [1]  # probed once, and only for the recipe that needs it
+
+
+def test_validate_says_nothing_more_when_cuda_is_there(monkeypatch, capsys):
+    _probe_says(monkeypatch, True)
+    assert main(["validate", str(DEMO / "qlora.toml")]) == ExitCode.OK
+    assert capsys.readouterr().err == ""
+
+
+def test_validate_warns_for_a_cuda_switch(monkeypatch, tmp_path, capsys):
+    calls = _probe_says(monkeypatch, False)
+    path = rc.save(rc.updated(rc.load(DEMO / "galore.toml"), {"method.galore_8bit": True}), tmp_path / "g.toml")
+    assert main(["validate", str(DEMO / "galore.toml")]) == ExitCode.OK
+    assert capsys.readouterr().err == "" and calls == []  # plain GaLore runs on the CPU: no probe at all
+    assert main(["validate", str(path)]) == ExitCode.OK
+    assert "with galore_8bit = true needs an NVIDIA GPU with CUDA" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(HAS_GPU, reason="this machine has CUDA: no warning to see")
+def test_validate_cuda_warning_through_the_console():
+    proc = subprocess.run([sys.executable, "-m", "peft_advisor", "validate", str(DEMO / "qlora.toml")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("ok: ")
+    assert proc.stderr.startswith("peft-advisor: warning: ") and "needs an NVIDIA GPU with CUDA" in proc.stderr

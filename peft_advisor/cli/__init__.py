@@ -1,8 +1,8 @@
-"""The headless front end: parse flags, call the core, print data.
+"""The headless front end: parse flags, call the core, print data (the user-facing words are DESCRIPTION).
 
 stdout is data (tables or JSON) and nothing else; diagnostics go to stderr. Every user error is
 one line on stderr and an exit code from `ExitCode`, never a traceback. With no subcommand the
-terminal UI opens.
+terminal UI opens, on a terminal; without one (a pipe, a script, CI) the help is printed instead.
 
 Each group of subcommands lives in its own module with a `register(subparsers)` function, so the
 commands can grow without this file growing.
@@ -27,9 +27,28 @@ COMMANDS = {
     "validate": "peft_advisor.cli.recipes_cmd",
     "train": "peft_advisor.cli.runs_cmd",
     "monitor": "peft_advisor.cli.runs_cmd",
-    "runs": "peft_advisor.cli.runs_cmd",
+    "runs": "peft_advisor.cli.runs_list",
     "bench": "peft_advisor.cli.bench_cmd",
+    "merge": "peft_advisor.cli.merge_cmd",
+    "try": "peft_advisor.cli.try_cmd",
 }
+
+
+DESCRIPTION = """\
+Pick the fine-tuning method that fits your GPU, export it as a recipe, train it and watch it.
+
+Run `peft-advisor` alone, on a terminal, to open the app (advisor, recipe, monitor and runs
+screens); give a COMMAND to work without it. `peft-advisor COMMAND --help` lists its flags."""
+
+EPILOG = """\
+examples:
+  peft-advisor recommend --vram 12 --model qwen3-8b --export recipe.toml
+  peft-advisor train recipes/demo/lora.toml
+  peft-advisor runs
+  peft-advisor try runs/demo-lora "What is 12+7?"
+
+Errors are one line on stderr with an exit code: 2 usage, 3 unknown model, 7 bad recipe,
+8 bad data, 9 would overwrite, 10 training failed, 11 out of GPU memory, 130 interrupted."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,9 +63,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (for speed) only the module that defines `command`."""
     import importlib
 
-    parser = _Parser(prog="peft-advisor", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="peft-advisor", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"peft-advisor {__version__}")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND", title="commands")
     modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
     for name in modules:
         try:
@@ -63,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if not argv:
-            return _open_tui()
+            return _open_tui() if _on_terminal() else _no_terminal()
         args = _parse(argv)
         if not getattr(args, "func", None):
             build_parser().print_help(sys.stderr)
@@ -86,6 +106,19 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         if argv[0] in COMMANDS and str(err).startswith("unrecognized arguments"):
             raise UserError(f"{argv[0]}: {err}", err.code) from None
         raise
+
+
+def _on_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _no_terminal() -> int:
+    """Bare `peft-advisor` from a script, a pipe or CI: the app would write escape codes to a file
+    and wait for keys that never come, so the help goes to stderr and the exit is a usage error
+    (a script that forgot its command must not look as if it succeeded)."""
+    build_parser().print_help(sys.stderr)
+    print("peft-advisor: no COMMAND given and no terminal to open the app on", file=sys.stderr)
+    return int(ExitCode.USAGE)
 
 
 def _open_tui(**kwargs) -> int:

@@ -43,10 +43,13 @@ def register(sub) -> None:
     e.add_argument("--method", required=True, help=", ".join(METHODS))
     _add_card(e)
     e.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing on")
-    e.add_argument("--galore-rank", type=int, default=128)
-    e.add_argument("--galore-layerwise", action="store_true")
-    e.add_argument("--galore-8bit", action="store_true")
-    e.add_argument("--vera-rank", type=int, default=256)
+    e.add_argument("--galore-rank", type=int, default=128, metavar="R",
+                   help="rank of GaLore's gradient projection (default 128; GaLore only)")
+    e.add_argument("--galore-layerwise", action="store_true",
+                   help="GaLore updates one layer at a time: less memory, no gradient accumulation, CUDA only")
+    e.add_argument("--galore-8bit", action="store_true", help="GaLore with 8-bit optimizer states (CUDA only)")
+    e.add_argument("--vera-rank", type=int, default=256, metavar="R",
+                   help="rank of VeRA's shared random matrices (default 256; VeRA only)")
     e.add_argument("--no-vera-projection", action="store_true", help="VeRA adapter without its projections")
     _add_parallel(e)
     e.add_argument("--json", action="store_true", help="print JSON")

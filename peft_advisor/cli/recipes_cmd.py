@@ -22,20 +22,22 @@ def register(sub) -> None:
     p.add_argument("--method", default="lora", help=" | ".join(rc.methods()))
     p.add_argument("--rank", type=int, help="LoRA-family rank (default 16)")
     p.add_argument("--alpha", type=int, help="LoRA alpha (default 2 * rank)")
-    p.add_argument("--dropout", type=float)
+    p.add_argument("--dropout", type=float, help="dropout on the adapter's input, at least 0 and below 1 (default 0)")
     p.add_argument("--targets", help='all-linear | attention | mlp | comma-separated module names')
     p.add_argument("--batch", type=int, help="micro-batch size")
-    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--grad-accum", type=int, metavar="N",
+                   help="micro-batches added up per optimizer step (batch = micro-batch x N; default 1)")
     p.add_argument("--seq", type=int, help="max sequence length in tokens")
     p.add_argument("--grad-ckpt", action="store_true", default=None, help="gradient checkpointing")
     p.add_argument("--lr", type=float, help="learning rate (default: a per-method starting point)")
     p.add_argument("--steps", type=int, help="max optimizer steps; 0 = use --epochs")
-    p.add_argument("--epochs", type=float)
+    p.add_argument("--epochs", type=float, help="passes over the data when --steps is 0 (default 1)")
     p.add_argument("--data", help='"demo", a data file, a save_to_disk folder or a Hub dataset id')
     p.add_argument("--format", dest="data_format", help=" | ".join(rc.DATA_FORMATS))
     p.add_argument("--output-dir", help="run folder (default runs/<model>-<method>)")
     p.add_argument("--dtype", help=" | ".join(rc.DTYPES))
-    p.add_argument("--trust-remote-code", action="store_true", default=None)
+    p.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="the model needs its own Python code; train still asks for consent")
     p.add_argument("--vram", type=float, dest="vram_gib", help="GPU budget it is meant for, GiB")
     p.add_argument("--adapter-mb", type=float, help="adapter size budget, MB")
     p.add_argument("--gpu", help="name of the GPU it is meant for")
@@ -47,7 +49,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_export)
 
     v = sub.add_parser("validate", help="check recipe files: ok, or one line naming the key and line")
-    v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("files", nargs="+", metavar="FILE", help="recipe TOML file(s)")
     v.set_defaults(func=run_validate)
 
 
@@ -127,8 +129,10 @@ def run_export(args) -> int:
 
 def run_validate(args) -> int:
     """Each file: `ok: FILE (method, model)` on stdout, or its one-line error on stderr; a valid
-    recipe that turns trust_remote_code on also gets a warning line on stderr (still exit 0)."""
+    recipe that turns trust_remote_code on, or needs CUDA on a machine without it, also gets a
+    warning line on stderr (still exit 0: the recipe may be meant for another machine)."""
     failed = 0
+    cuda = _CudaHere()
     for name in args.files:
         if len(args.files) == 1:
             recipe = rc.load(name)  # a single file: the dispatcher prints the error and exit code
@@ -139,8 +143,35 @@ def run_validate(args) -> int:
                 print(f"peft-advisor: {err}", file=sys.stderr)
                 failed += 1
                 continue
-        warning = rc.remote_code_warning(recipe, name)
-        if warning:
-            print(f"peft-advisor: warning: {warning}", file=sys.stderr)
+        for warning in (rc.remote_code_warning(recipe, name), cuda_warning(recipe, name, cuda)):
+            if warning:
+                print(f"peft-advisor: warning: {warning}", file=sys.stderr)
         print(f"ok: {name} ({recipe.method.name}, {recipe.model.id})")
     return int(ExitCode.BAD_RECIPE if failed else ExitCode.OK)
+
+
+def cuda_warning(recipe: rc.Recipe, name: str, cuda_here) -> str | None:
+    """Why `train` would refuse this recipe on this machine (the trainer's own check, made
+    without importing torch), or None. `cuda_here()` is asked only when the recipe needs CUDA."""
+    from peft_advisor.core.catalog import cuda_reason, method_info
+
+    m = recipe.method
+    reason = cuda_reason(m.name, {f: getattr(m, f, False) for f in method_info(m.name).cuda_switches})
+    if reason is None or cuda_here():
+        return None
+    return f"{name}: {reason}, and this machine has none: train will refuse it here"
+
+
+class _CudaHere:
+    """Is there an NVIDIA GPU (NVML, as `probe` reads it)? Probed once, on first use: torch takes
+    seconds to import, and most recipes never ask."""
+
+    def __init__(self) -> None:
+        self._found: bool | None = None
+
+    def __call__(self) -> bool:
+        if self._found is None:
+            from peft_advisor.probe import probe
+
+            self._found = probe().ok
+        return self._found

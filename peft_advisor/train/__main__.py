@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from peft_advisor.train import quiet
+
+    quiet.install()  # before the libraries load: train.log is for the user's run, not their chatter
     # SIGINT (and SIGTERM) is the launcher's stop request, handled from here to the end. A process
     # started from a background job inherits SIGINT ignored; setting a handler undoes that.
     from peft_advisor.core.run_folder import RunComplete

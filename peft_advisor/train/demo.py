@@ -21,6 +21,8 @@ from pathlib import Path
 from peft_advisor.core.errors import ExitCode, UserError
 
 DEMO_MODEL_NAME = "smollm2-135m-instruct"
+DEMO_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The model the GGUF was made from: what an adapter trained on the demo names as its base."""
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

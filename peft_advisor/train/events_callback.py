@@ -31,6 +31,15 @@ def saved_bytes(folder: Path) -> int | None:
     return sum(p.stat().st_size for p in shards) if shards else None
 
 
+def log_accuracy(history: list[dict], step: int, accuracy: float) -> None:
+    """Put exact match beside the eval loss in trainer_state.json's log, where Trainer puts every
+    eval metric (it logs them before calling back, so the accuracy joins that entry)."""
+    for entry in reversed(history):
+        if "eval_loss" in entry and entry.get("step") == step:
+            entry["eval_accuracy"] = accuracy
+            return
+
+
 def merge_memory(per_rank: list[dict]) -> dict:
     """Every rank's memory as lists in rank order (None where not measured: the CPU), plus the
     largest of each as the plain fields, which is what one GPU must hold."""
@@ -153,6 +162,7 @@ class EventsCallback(TrainerCallback):
         accuracy = self.accuracy(model) if self.accuracy and model is not None else None
         if accuracy is not None:
             metrics["eval_accuracy"] = accuracy
+            log_accuracy(state.log_history, state.global_step, accuracy)
         self.emit("eval", step=state.global_step, eval_loss=metrics.get("eval_loss"), eval_accuracy=accuracy)
         self._last = (time.time(), state.num_input_tokens_seen or 0)  # eval time is not training time
 

@@ -33,6 +33,33 @@ def resolve_model(model_id: str) -> str:
     return model_id
 
 
+def hub_id_for(model_id: str, path: str) -> str | None:
+    """The Hub id of the base model a recipe names, or None when it has none (a folder of one's
+    own). The demo and the presets have one; so does a folder inside the Hugging Face cache
+    (`models--ORG--NAME/snapshots/SHA`). An adapter that names a local cache path as its base
+    loads on no other machine; one that names the Hub id loads anywhere."""
+    from pathlib import Path
+
+    if model_id == "demo":
+        from peft_advisor.train.demo import DEMO_HUB_ID
+
+        return DEMO_HUB_ID
+    folder = Path(path)
+    if not folder.is_dir():
+        return path  # resolve_model gave a Hub id: a preset's, or the recipe's own
+    parts = folder.resolve().parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3].removeprefix("models--").replace("--", "/", 1)
+    return None
+
+
+def name_base_model(model, hub_id: str | None) -> None:
+    """Make the adapters peft saves (checkpoints and the final one) name the base by `hub_id`."""
+    if hub_id:
+        for config in getattr(model, "peft_config", {}).values():
+            config.base_model_name_or_path = hub_id
+
+
 def _load_errors() -> tuple[type[BaseException], ...]:
     """What a missing, damaged or hostile model folder raises while loading, beyond transformers'
     own (OSError, ValueError, KeyError): safetensors' SafetensorError (a truncated or garbage

@@ -108,7 +108,8 @@ class Run:
         self.cap_gpu_memory()
         from transformers import set_seed
 
-        from peft_advisor.train.model import estimate_for, load_model, load_tokenizer, resolve_model
+        from peft_advisor.train.model import (estimate_for, hub_id_for, load_model, load_tokenizer, name_base_model,
+                                              resolve_model)
 
         self.model_path = resolve_model(r.model.id)
         self.tokenizer = load_tokenizer(self.model_path, r.model.trust_remote_code)
@@ -121,6 +122,8 @@ class Run:
         self.estimate = estimate_for(model, r, ranks.world)
         self.fsdp_wrap = dist.wrap_classes(model)
         self.built = methods.build(model, r, ranks)
+        self.base_hub_id = hub_id_for(r.model.id, self.model_path)
+        name_base_model(self.built.model, self.base_hub_id)  # portable adapter_config.json
         if self.stop.requested:  # a stop swallowed by a library during setup still stops the run here
             raise KeyboardInterrupt
         if ranks.main:
@@ -386,6 +389,17 @@ class Run:
             estimate_peak_bytes=getattr(self.estimate, "peak_bytes", None),
         )
         self.say(f"peft-advisor: run ended {status}" + (f": {message}" if message else ""))
+        if status in ("ok", "cancelled"):  # the model was saved: its card goes beside it
+            self.write_card()
+
+    def write_card(self) -> None:
+        """README.md from the recipe copy and the events (core/model_card.py); never fails the run."""
+        from peft_advisor.core.model_card import write_model_card
+
+        try:
+            write_model_card(self.run_dir, getattr(self, "base_hub_id", None))
+        except (OSError, ValueError, UserError) as err:
+            self.say(f"peft-advisor: no model card written ({err})")
 
     def cleanup(self) -> None:
         writer = getattr(self, "writer", None)

@@ -1,0 +1,48 @@
+"""`--help` is written for the user, and bare `peft-advisor` without a terminal prints it and exits
+instead of drawing the app into a pipe (item 3 of issue 14)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from peft_advisor.cli import build_parser
+from peft_advisor.core.errors import ExitCode
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "peft_advisor", *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+
+
+def test_bare_command_without_a_terminal_prints_help_and_exits():
+    proc = _cli()
+    assert proc.returncode == ExitCode.USAGE
+    assert proc.stdout == ""  # stdout is data; no escape codes either
+    assert "\x1b" not in proc.stderr
+    assert "usage: peft-advisor" in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1] == "peft-advisor: no COMMAND given and no terminal to open the app on"
+
+
+def test_help_says_that_the_command_alone_opens_the_app():
+    proc = _cli("--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "Run `peft-advisor` alone, on a terminal, to open the app" in text
+    assert "headless front end" not in text  # the module's docstring is for the project, not the user
+    for command in ("recommend", "train", "runs", "merge", "try"):
+        assert f"\n    {command}" in proc.stdout
+
+
+def _subparsers(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
+
+
+def test_every_flag_has_help_text():
+    missing = [f"{name} {'/'.join(a.option_strings)}"
+               for name, sub in _subparsers(build_parser()) for a in sub._actions
+               if a.option_strings and not a.help and a.help is not argparse.SUPPRESS]
+    assert missing == []
