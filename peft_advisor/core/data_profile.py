@@ -94,15 +94,15 @@ class DataProfile:
         return self.generate_prompt_tokens + self.generate_new_tokens
 
     def histogram(self, bins: int = 10) -> list[tuple[int, int, int]]:
-        """(lowest, highest, rows) per length bucket of equal width, from 1 to the longest row."""
+        """(lowest, highest, rows) per length bucket of equal width, from the shortest row to the longest."""
         if not self.rows:
             return []
-        top = self.lengths[-1]
-        width = max(1, math.ceil(top / bins))
-        counts = [0] * math.ceil(top / width)
+        low, top = self.lengths[0], self.lengths[-1]
+        width = max(1, math.ceil((top - low + 1) / bins))
+        counts = [0] * math.ceil((top - low + 1) / width)
         for n in self.lengths:
-            counts[max(0, (n - 1) // width)] += 1
-        return [(i * width + 1, (i + 1) * width, c) for i, c in enumerate(counts)]
+            counts[(n - low) // width] += 1
+        return [(low + i * width, low + (i + 1) * width - 1, c) for i, c in enumerate(counts)]
 
     def words(self, max_seq_len: int, packing: bool = False) -> str:
         """The reason line: what the estimate used and why."""
