@@ -102,7 +102,7 @@ class DataProfile:
         counts = [0] * math.ceil((top - low + 1) / width)
         for n in self.lengths:
             counts[(n - low) // width] += 1
-        return [(low + i * width, low + (i + 1) * width - 1, c) for i, c in enumerate(counts)]
+        return [(low + i * width, min(top, low + (i + 1) * width - 1), c) for i, c in enumerate(counts)]
 
     def words(self, max_seq_len: int, packing: bool = False) -> str:
         """The reason line: what the estimate used and why."""
