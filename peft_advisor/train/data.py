@@ -54,6 +54,19 @@ class Prepared:
     truncated_rows: int = 0  # of those, cut at max_seq_len
     max_seq_len: int = 0
 
+    def estimate_shape(self, tokenizer, generate: bool = True) -> dict:
+        """The `Settings` fields of the batches this run will really see, for its estimate: the
+        longest training row (after truncation and packing), the longest eval row, and exact
+        match's prompt plus new tokens (`generate`: False where it is skipped, under FSDP)."""
+        shape = {"seq_len": max(len(ids) for ids in self.train["input_ids"])}
+        if self.eval is not None:
+            shape["eval_seq_len"] = max(len(ids) for ids in self.eval["input_ids"])
+        if generate and self.eval_prompts:
+            prompts = tokenizer(self.eval_prompts, add_special_tokens=self.add_special_tokens)["input_ids"]
+            answers = tokenizer(self.eval_answers, add_special_tokens=False)["input_ids"]
+            shape["generate_len"] = max(map(len, prompts)) + new_tokens_for(max(map(len, answers)))
+        return shape
+
     def start_fields(self) -> dict:
         """For the `start` event, so the terminal can say that rows were cut (the notes go to train.log only)."""
         return {"truncated_rows": self.truncated_rows, "train_rows": self.train_rows, "max_seq_len": self.max_seq_len}

@@ -118,7 +118,7 @@ class Run:
             self.say(note)
         set_seed(r.train.seed)
         model = load_model(self.model_path, r, self.cuda, ranks)
-        self.estimate = estimate_for(model, r, ranks.world)
+        self.estimate = estimate_for(model, r, ranks.world, self.data.estimate_shape(self.tokenizer, not self.fsdp()))
         self.fsdp_wrap = dist.wrap_classes(model)
         self.built = methods.build(model, r, ranks)
         if self.stop.requested:  # a stop swallowed by a library during setup still stops the run here
