@@ -21,6 +21,7 @@ from peft_advisor.core.errors import ExitCode, UserError
 COMMANDS = {
     "recommend": "peft_advisor.cli.advise",
     "estimate": "peft_advisor.cli.advise",
+    "data": "peft_advisor.cli.data_cmd",
     "matrix": "peft_advisor.cli.matrix_cmd",
     "probe": "peft_advisor.cli.probe_cmd",
     "export": "peft_advisor.cli.recipes_cmd",

@@ -31,8 +31,7 @@ def register(sub) -> None:
     p.add_argument("--adapter-mb", type=float, metavar="MB", help="largest saved adapter, in MB (10^6 bytes)")
     p.add_argument("--priority", default=_D.priority, help="quality | speed | memory | size (default quality)")
     p.add_argument("--methods", help="comma list to consider (default: all eight)")
-    p.add_argument("--export", metavar="FILE", help="write the top recommendation as a recipe TOML")
-    p.add_argument("--data", default="demo", help="dataset path for the exported recipe (default: demo)")
+    p.add_argument("--export", metavar="FILE", help="write the top recommendation as a recipe TOML (data.path: --data, else demo)")
     p.add_argument("--force", action="store_true", help="overwrite the --export file")
     _add_parallel(p)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -70,7 +69,11 @@ def _add_parallel(p: argparse.ArgumentParser) -> None:
 
 def _add_model_and_shape(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"preset id, model folder or config.json (default {DEFAULT_MODEL})")
-    p.add_argument("--seq", type=int, default=_D.seq_len, help=f"sequence length in tokens (default {_D.seq_len})")
+    p.add_argument("--seq", type=int, default=_D.seq_len,
+                   help=f"sequence length in tokens, the max_seq_len with --data (default {_D.seq_len})")
+    p.add_argument("--data", help="training data (a file, a folder, demo or a cached Hub id): estimate at its longest "
+                                  "row after truncation at --seq, with its evaluation pass (default: rows of --seq tokens)")
+    p.add_argument("--packing", action="store_true", help="with --data: rows packed into --seq tokens (data.packing)")
     p.add_argument("--batch", type=int, default=_D.batch_size,
                    help=f"batch size; the advice keeps micro-batch x accumulation equal to it (default {_D.batch_size})")
     p.add_argument("--rank", type=int, default=_D.rank, help=f"LoRA-family rank (default {_D.rank})")
@@ -89,6 +92,7 @@ def request_from_args(args) -> AdviceRequest:
         priority=getattr(args, "priority", _D.priority).strip().lower(),
         methods=tuple(m.strip().lower() for m in methods.split(",")) if methods else None,
         gpus=args.gpus, strategy=args.strategy.strip().lower(), gpu_index=args.gpu, gpu_name=args.gpu_name,
+        data=args.data, packing=args.packing,
     )
 
 
@@ -128,7 +132,8 @@ def run_estimate(args) -> int:
         spec = load_model_spec(args.model)
         print(json.dumps(dict(est.to_dict(), model=spec.id, total_params=spec.total_params, gpus=par.gpus,
                               strategy=par.strategy, card_bytes=result.card.total_bytes, card=result.card_note,
-                              budget_bytes=result.card.budget_bytes, fit=result.fit or None), indent=2))
+                              budget_bytes=result.card.budget_bytes, fit=result.fit or None,
+                              data_words=result.data_words), indent=2))
     else:
         print(format_estimate(args.model, result))
     return ExitCode.OK
@@ -160,6 +165,7 @@ def format_estimate(model: str, result) -> str:
         lines.append(f"fits              {'tight':>12}   {tight_risk(est, result.card.budget_bytes).removeprefix('tight: ')}")
     elif result.fit is None:
         lines.append(f"fits              {'no':>12}   over the budget {fmt_bytes(result.card.budget_bytes)}")
+    lines += [f"  - {w}" for w in result.data_words]
     lines.append("breakdown:")
     for key, value in est.breakdown.items():
         lines.append(f"  {key:<15} {fmt_bytes(value):>12}")
@@ -193,16 +199,28 @@ def _export(args, advice) -> None:
     from peft_advisor.cli.recipes_cmd import write_recipe
     from peft_advisor.core.recipe import recipe_from_recommendation
 
+    from dataclasses import replace
+
+    from peft_advisor.core.recipe import updated
+
     best = advice.best
-    recipe = recipe_from_recommendation(
-        model_id=args.model, settings=best.settings, estimate=best.estimate,
+    recipe = recipe_from_recommendation(  # max_seq_len is --seq, not the data's longest row the estimate used
+        model_id=args.model, settings=replace(best.settings, seq_len=args.seq), estimate=best.estimate,
         vram_gib=advice.budget.vram_bytes / GIB, adapter_mb=(advice.budget.adapter_bytes or 0) / 1e6,
-        priority=advice.priority, gpu=advice.budget.source, data_path=args.data,
+        priority=advice.priority, gpu=advice.budget.source, data_path=args.data or "demo",
         gpus=advice.parallel.gpus, strategy=advice.parallel.strategy,
     )
+    if args.packing:
+        recipe = updated(recipe, {"data.packing": True})
     write_recipe(recipe, args.export, args.force)
     tight = f"; {best.fit}: its estimate's high end does not fit the budget" if best.fit != "ok" else ""
     print(f"wrote {args.export} ({best.name}{tight})", file=sys.stderr)
+
+
+def _seq_words(advice) -> str:
+    if not advice.data:
+        return f"seq {advice.request.seq_len}"
+    return f"seq {advice.request.seq_len} from --data (max_seq_len {advice.data['max_seq_len']})"
 
 
 def format_advice(advice) -> str:
@@ -212,7 +230,7 @@ def format_advice(advice) -> str:
     gpus = f" per GPU × {advice.parallel.describe()}" if advice.parallel.gpus > 1 else ""
     lines = [f"{advice.model} · budget {fmt_bytes(b.vram_bytes)}{gpus} ({b.source})"
              + (f" · adapter ≤ {fmt_file_bytes(b.adapter_bytes)}" if b.adapter_bytes else "")
-             + f" · seq {advice.request.seq_len} · batch {advice.request.batch_size} · priority {advice.priority}", ""]
+             + f" · {_seq_words(advice)} · batch {advice.request.batch_size} · priority {advice.priority}", ""]
     header = f"{'#':>2}  {'method':<8} {'fit':<5} {'on card':>10} {'adapter':>9} {'trainable':>10} {'speed':>6}  settings"
     lines.append(header)
     lines.append("-" * len(header))

@@ -13,12 +13,12 @@ or the cache unless the request needs it (a typed budget never probes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from peft_advisor.core.errors import ExitCode, UserError
 from peft_advisor.core.limits import MAX_ADAPTER_MB, MAX_BATCH, MAX_GPUS, MAX_RANK, MAX_SEQ_LEN, MAX_VRAM_GIB
-from peft_advisor.core.units import GIB, MB
+from peft_advisor.core.units import GIB, MB, fmt_bytes
 
 DEFAULT_MODEL = "llama-3.1-8b"
 """The model people fine-tune most; a preset id, a local folder or a config.json picks another."""
@@ -57,6 +57,12 @@ class AdviceRequest:
     gpu_index: int = 0
     gpu_name: str | None = None
     """Use local calibration measured on this GPU; None: the probed GPU's, when one is used."""
+    data: str | None = None
+    """The training data (a file, a folder, "demo", a cached Hub id): the estimate then uses its
+    longest row after truncation at `seq_len` (the max_seq_len) and counts its evaluation pass;
+    None: every row is `seq_len` long and no evaluation is counted."""
+    packing: bool = False
+    """Rows packed into `seq_len`-token rows (data.packing)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class EstimateResult:
     """"ok", "tight", or None (does not fit); "" when there is no budget to fit."""
     card_note: str = ""
     words: list[str] = field(default_factory=list)
+    data_words: list[str] = field(default_factory=list)
+    """What the data profile changed (sequence length, evaluation), when --data was given."""
 
 
 # ---------------------------------------------------------------- the one validation
@@ -175,10 +183,11 @@ def _calibrate(req: AdviceRequest, card: Card, spec_id: str, gpus: int, calibrat
 
 
 def advise(req: AdviceRequest, probe: Callable | None = None, calibration: Callable | None = None,
-           labels: dict | None = None):
+           labels: dict | None = None, profile: Callable | None = None):
     """The advice (`recommend.Advice`) for a request. `probe() -> ProbeResult` is called only
     when no budget is typed; `calibration(gpu_name, model_id) -> (est -> est) | None` applies
-    local measurements (calibration_store.calibrator)."""
+    local measurements (calibration_store.calibrator); `profile(data, model) -> DataProfile`
+    counts the data's tokens when the request names data (default `data_scan.profile`)."""
     from peft_advisor.core.catalog import METHOD_IDS
     from peft_advisor.core.distributed import Parallel
     from peft_advisor.core.estimate import resolve_targets
@@ -192,15 +201,19 @@ def advise(req: AdviceRequest, probe: Callable | None = None, calibration: Calla
     par = Parallel(req.gpus or card.same_gpus, req.strategy)
     adapter = int(req.adapter_mb * MB) if req.adapter_mb else None
     budget = Budget(card.budget_bytes, adapter, card.source, card.total_bytes)
-    return recommend(spec, budget, seq_len=req.seq_len, batch_size=req.batch_size, priority=req.priority,
-                     methods=req.methods or METHOD_IDS, rank=req.rank, targets=req.targets, parallel=par,
-                     calibrate=_calibrate(req, card, spec.id, par.gpus, calibration))
+    prof = data_profile(req, profile)
+    seq_len, evaluation = data_shape(prof, req, par)
+    advice = recommend(spec, budget, seq_len=seq_len, batch_size=req.batch_size, priority=req.priority,
+                       methods=req.methods or METHOD_IDS, rank=req.rank, targets=req.targets, parallel=par,
+                       calibrate=_calibrate(req, card, spec.id, par.gpus, calibration), evaluation=evaluation)
+    return with_data_reasons(advice, prof, req)
 
 
 def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, calibration: Callable | None = None,
-                 labels: dict | None = None) -> EstimateResult:
+                 labels: dict | None = None, profile: Callable | None = None) -> EstimateResult:
     """One method with given settings (`estimate.Settings`) on the request's card: the CUDA
-    context is sized for the typed budget, else the probed GPU, else the reference card (said)."""
+    context is sized for the typed budget, else the probed GPU, else the reference card (said).
+    With data, its sequence length and evaluation pass replace the settings' (see `advise`)."""
     from peft_advisor.core.distributed import Parallel, per_gpu_estimate
     from peft_advisor.core.model_spec import load_model_spec
     from peft_advisor.core.recommend import fit_of, settings_words
@@ -209,12 +222,69 @@ def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, ca
     spec = load_model_spec(req.model)
     card = card_for(req, probe, labels, required=False)
     par = Parallel(req.gpus or 1, req.strategy)
+    prof = data_profile(req, profile)
+    if prof is not None:
+        seq_len, evaluation = data_shape(prof, req, par)
+        settings = replace(settings, seq_len=seq_len, **evaluation)
     est = per_gpu_estimate(spec, settings, par, card.total_bytes)
     calibrate = _calibrate(req, card, spec.id, par.gpus, calibration)
     if calibrate is not None:
         est = calibrate(est)
     fit = "" if card.budget_bytes is None else fit_of(est, card.budget_bytes)
-    return EstimateResult(est, card, par, fit, card_note(card), settings_words(settings))
+    data_words = [prof.words(req.seq_len, req.packing), evaluation_words(est)] if prof is not None else []
+    return EstimateResult(est, card, par, fit, card_note(card), settings_words(settings), data_words)
+
+
+# ---------------------------------------------------------------- the data
+
+
+def data_profile(req: AdviceRequest, profile: Callable | None):
+    """The request's data in tokens (`core.data_profile.DataProfile`), or None without data."""
+    if not req.data:
+        return None
+    if profile is None:
+        from peft_advisor.data_scan import profile
+    return profile(req.data, req.model)
+
+
+def data_shape(prof, req: AdviceRequest, par) -> tuple[int, dict]:
+    """(tokens per row of the longest training batch, the evaluation fields of `Settings`): eval
+    rows are never packed; exact match generates on one GPU or under DDP, not under FSDP."""
+    if prof is None:
+        return req.seq_len, {}
+    generate = 0 if par.gpus > 1 and par.strategy == "fsdp" else prof.generate_len()
+    evaluation = {"eval_seq_len": prof.seq_len_for(req.seq_len, packing=False), "generate_len": generate}
+    return prof.seq_len_for(req.seq_len, req.packing), evaluation
+
+
+def evaluation_words(est) -> str:
+    """Whether the evaluation pass (its micro-batch, exact match's generation) sets the peak."""
+    from peft_advisor.core.data_profile import EVAL_GENERATE_BATCH
+
+    s = est.settings
+    gen = f"; exact match generates {EVAL_GENERATE_BATCH} × {s.generate_len} tokens" if s.generate_len else ""
+    what = f"evaluation (micro-batch {s.batch_size} × {s.eval_seq_len} tokens{gen})"
+    if "evaluation" in est.breakdown:
+        return f"peak: the {what}, {fmt_bytes(est.breakdown['evaluation'])}, outweighs the training step"
+    return f"{what} counted: below the training step's peak"
+
+
+def with_data_reasons(advice, prof, req: AdviceRequest):
+    """The advice with what the data changed said first among each recommendation's reasons."""
+    if prof is None:
+        return advice
+    from dataclasses import replace as copy
+
+    head = prof.words(req.seq_len, req.packing)
+    recs = tuple(copy(r, reasons=_after_fit(r.reasons, (head, evaluation_words(r.estimate))))
+                 for r in advice.recommendations)
+    return copy(advice, recommendations=recs, data=prof.to_dict(req.seq_len, req.packing))
+
+
+def _after_fit(reasons: tuple, extra: tuple) -> tuple:
+    """`extra` right after the 'fits' line (the first reason that starts with 'fits' or 'tight')."""
+    at = next((i + 1 for i, r in enumerate(reasons) if r.startswith(("fits", "tight"))), 0)
+    return reasons[:at] + extra + reasons[at:]
 
 
 def card_note(card: Card) -> str:

@@ -79,6 +79,12 @@ class Settings:
     lokr_factor: int = -1
     """LoKr decompose_factor; -1 = near the square root of each dimension (peft's default)."""
     c3a_block_size: int = 64
+    eval_seq_len: int = 0
+    """Tokens per row of the evaluation pass (its micro-batch is `batch_size`, as the trainer's
+    per_device_eval_batch_size); 0: no evaluation counted."""
+    generate_len: int = 0
+    """Prompt plus new tokens per sequence of exact match's greedy generation (EVAL_GENERATE_BATCH
+    sequences at a time); 0: no generation counted."""
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -91,6 +97,10 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"{name} must be a whole number >= 1, got {value!r}", ExitCode.USAGE)
+        for name in ("eval_seq_len", "generate_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserError(f"{name} must be a whole number >= 0, got {value!r}", ExitCode.USAGE)
         if isinstance(self.targets, list):
             object.__setattr__(self, "targets", tuple(self.targets))
 
@@ -320,6 +330,35 @@ def _logits_bytes(spec: ModelSpec, s: Settings) -> int:
     return per_entry * s.tokens * spec.vocab_size
 
 
+EVAL_LOGIT_BYTES = 10
+"""Per token and vocabulary entry of a no-grad loss: the model-dtype logits, their fp32 copy and
+log-softmax's fp32 output (nothing is kept for backward). Not yet calibrated on a GPU."""
+
+
+def _eval_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Transient peak of the evaluation the recipe asks for; the weights and optimizer states stay,
+    the gradients were freed after the step. Either a no-grad forward of one eval micro-batch (one
+    block's tensors at a time, bounded by what a block saves in training, plus the loss), or exact
+    match's greedy generation: the KV cache of EVAL_GENERATE_BATCH sequences plus the prefill of
+    their prompts (its logits for the last token only). Not yet calibrated on a GPU."""
+    from peft_advisor.core.data_profile import EVAL_GENERATE_BATCH
+
+    forward = generate = 0
+    per_entry = EVAL_LOGIT_BYTES + (SOFTCAP_BYTES if spec.logit_softcap else 0)
+    if s.eval_seq_len:
+        ev = replace(s, seq_len=s.eval_seq_len)
+        forward = ev.tokens * (_act_bytes_per_token_layer(spec, ev) + per_entry * spec.vocab_size)
+    if s.generate_len:
+        gen = replace(s, batch_size=EVAL_GENERATE_BATCH, seq_len=s.generate_len)
+        a = FP32 if s.method == "qlora" else BF16
+        kv_cache = 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * a * gen.tokens
+        prefill = gen.tokens * _act_bytes_per_token_layer(spec, gen)
+        generate = kv_cache + prefill + EVAL_GENERATE_BATCH * spec.vocab_size * (BF16 + FP32)
+    if not (forward or generate):
+        return 0
+    return max(forward, generate) + _kernel_scratch_bytes(spec, s)
+
+
 def _activation_bytes(spec: ModelSpec, s: Settings) -> int:
     """Saved activations at the start of backward (logits excluded)."""
     per_layer = _act_bytes_per_token_layer(spec, s)
@@ -365,6 +404,7 @@ def _components(spec: ModelSpec, s: Settings) -> tuple:
         "logits": _logits_bytes(spec, s),
         "scratch": _kernel_scratch_bytes(spec, s),
         "recompute": _recompute_bytes(spec, s),
+        "eval": _eval_bytes(spec, s),
     }.items())
 
 
@@ -372,8 +412,10 @@ def assemble(c: dict[str, int], s: Settings, extra_static: int = 0, grads_held: 
     """Combine the terms into the peak's breakdown (its values sum to the peak).
 
     The peak is either the start of backward (every saved activation plus the loss's buffers, or
-    a checkpointed block being recomputed) or the end of backward (every gradient held). Sharding
-    or DDP buckets change `grads_held` and `extra_static`; the activations never change.
+    a checkpointed block being recomputed) or the end of backward (every gradient held), or, when
+    Settings ask for one, the evaluation pass (`_eval_bytes`): then the breakdown says so under
+    "evaluation". Sharding or DDP buckets change `grads_held` and `extra_static`; the activations
+    never change.
     """
     grads = c["grads_total"] if grads_held is None else grads_held
     forward_peak = c["acts"] + max(c["logits"], c["recompute"]) + c["scratch"]
@@ -381,6 +423,12 @@ def assemble(c: dict[str, int], s: Settings, extra_static: int = 0, grads_held: 
     at_backward_end = backward_end > forward_peak
     k = ALLOC_OVERHEAD
     overhead = int(k["activations"] * (c["acts"] + c["recompute"]) + k["logits"] * c["logits"] + k["gradients"] * grads)
+    evaluation = c.get("eval", 0)
+    eval_overhead = int(k["activations"] * evaluation)
+    if evaluation + eval_overhead > max(forward_peak, backward_end) + overhead:
+        return {"weights": c["weights"] + extra_static, "trainable": c["trainable"], "gradients": 0,
+                "optimizer": c["optimizer"], "activations": 0, "logits": 0, "evaluation": evaluation,
+                "overhead": eval_overhead}
     return {
         "weights": c["weights"] + extra_static,
         "trainable": c["trainable"],

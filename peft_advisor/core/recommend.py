@@ -147,6 +147,8 @@ class Advice:
     recommendations: tuple[Recommendation, ...]
     ruled_out: tuple[RuledOut, ...]
     parallel: Parallel = Parallel()
+    data: dict | None = None
+    """The data profile the sequence length came from (`DataProfile.to_dict`), when one was given."""
 
     @property
     def best(self) -> Recommendation | None:
@@ -161,6 +163,7 @@ class Advice:
             "parallel": {"gpus": self.parallel.gpus, "strategy": self.parallel.strategy},
             "recommendations": [r.to_dict() for r in self.recommendations],
             "ruled_out": [r.to_dict() for r in self.ruled_out],
+            **({"data": self.data} if self.data else {}),
         }
 
 
@@ -415,17 +418,20 @@ def recommend(
     catalog: dict[str, Method] | None = None,
     parallel: Parallel = Parallel(),
     calibrate=None,
+    evaluation: dict | None = None,
 ) -> Advice:
     """Rank every method that fits; rule out the rest with the reason (and how many GPUs would do).
 
     `calibrate` (est -> est) applies local measurements of this GPU and model, when there are any.
+    `evaluation` ({"eval_seq_len": …, "generate_len": …}) counts the run's evaluation pass.
     """
     check_priority(priority)
     if budget.vram_bytes <= 0:
         raise UserError("VRAM budget must be positive", ExitCode.USAGE)
     resolve_targets(spec, targets)  # a typo is an error, not a silent fall back to smaller target sets
     catalog = catalog or load_catalog()
-    request = Settings(method="lora", rank=rank, targets=targets, batch_size=batch_size, seq_len=seq_len)
+    request = Settings(method="lora", rank=rank, targets=targets, batch_size=batch_size, seq_len=seq_len,
+                       **(evaluation or {}))
     fits, ruled = [], []
     for method in methods:
         s = replace(request, method=method)

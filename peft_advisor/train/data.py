@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from peft_advisor.core.data_profile import EVAL_GENERATE_BATCH, EVAL_GENERATE_ROWS, MAX_ANSWER_CHARS, new_tokens_for
 from peft_advisor.core.errors import UserError
 from peft_advisor.core.files import text_problem
 from peft_advisor.core.limits import MAX_LINE_BYTES
@@ -26,8 +27,6 @@ from peft_advisor.core.sources import FILE_LOADERS, local_data
 
 PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
 PLAIN_TEMPLATE_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
-EVAL_GENERATE_ROWS = 32  # exact match greedy-generates this many eval prompts: cheap, still a signal
-MAX_ANSWER_CHARS = 64  # longer reference answers make exact match meaningless; skip it then
 # Text formats and their line ceiling: a .jsonl or .csv row is a line; a .json document may be one line.
 TEXT_LINE_BYTES = {".jsonl": MAX_LINE_BYTES, ".csv": MAX_LINE_BYTES, ".json": None}
 
@@ -54,6 +53,19 @@ class Prepared:
     train_rows: int = 0  # examples read for training (before packing)
     truncated_rows: int = 0  # of those, cut at max_seq_len
     max_seq_len: int = 0
+
+    def estimate_shape(self, tokenizer, generate: bool = True) -> dict:
+        """The `Settings` fields of the batches this run will really see, for its estimate: the
+        longest training row (after truncation and packing), the longest eval row, and exact
+        match's prompt plus new tokens (`generate`: False where it is skipped, under FSDP)."""
+        shape = {"seq_len": max(len(ids) for ids in self.train["input_ids"])}
+        if self.eval is not None:
+            shape["eval_seq_len"] = max(len(ids) for ids in self.eval["input_ids"])
+        if generate and self.eval_prompts:
+            prompts = tokenizer(self.eval_prompts, add_special_tokens=self.add_special_tokens)["input_ids"]
+            answers = tokenizer(self.eval_answers, add_special_tokens=False)["input_ids"]
+            shape["generate_len"] = max(map(len, prompts)) + new_tokens_for(max(map(len, answers)))
+        return shape
 
     def start_fields(self) -> dict:
         """For the `start` event, so the terminal can say that rows were cut (the notes go to train.log only)."""
@@ -364,22 +376,26 @@ def answer_key(text: str) -> str:
 
 
 def exact_match(model, tokenizer, prompts: list[str], answers: list[str], add_special_tokens: bool) -> float:
-    """Greedy-generate each prompt and compare answer keys; as many lines as the reference has."""
+    """Greedy-generate each prompt and compare answer keys; as many lines as the reference has.
+    Only the generated ids come back: no scores or logits are kept (a model's generation_config may
+    ask for them; each would be a batch x vocabulary fp32 tensor per new token on the GPU)."""
     import torch
 
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
     tokenizer.padding_side = "left"
-    max_new = min(64, max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers) + 8)
-    hits = 0
+    max_new = new_tokens_for(max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers))
+    hits, step = 0, EVAL_GENERATE_BATCH
     try:
-        for i in range(0, len(prompts), 16):
-            batch = tokenizer(prompts[i : i + 16], return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+        for i in range(0, len(prompts), step):
+            batch = tokenizer(prompts[i : i + step], return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
             batch = {k: v.to(model.device) for k, v in batch.items()}
             with torch.no_grad():
-                out = model.generate(**batch, max_new_tokens=max_new, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+                out = model.generate(**batch, max_new_tokens=max_new, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                     return_dict_in_generate=False, output_scores=False, output_logits=False)
             texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-            for text, ref in zip(texts, answers[i : i + 16]):
+            del out, batch
+            for text, ref in zip(texts, answers[i : i + step]):
                 lines = text.strip().splitlines()[: max(1, len(ref.strip().splitlines()))]
                 hits += answer_key("\n".join(lines)) == answer_key(ref)
     finally:

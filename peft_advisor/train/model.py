@@ -115,14 +115,19 @@ def load_model(path: str, r, cuda: bool, ranks=None):
         raise _load_error(path, err) from None
 
 
-def estimate_for(model, r, world: int = 1):
-    """The estimate for this model and recipe, per GPU when there are several, or None."""
+def estimate_for(model, r, world: int = 1, shape: dict | None = None):
+    """The estimate for this model and recipe, per GPU when there are several, or None. `shape`
+    (`Prepared.estimate_shape`) replaces max_seq_len by the rows the run really has and counts
+    its evaluation pass."""
     try:
+        from dataclasses import replace
+
         from peft_advisor.core.distributed import Parallel, per_gpu_estimate
         from peft_advisor.core.model_spec import from_hf_config
 
         spec = from_hf_config(model.config.to_dict(), source=r.model.id)
-        return per_gpu_estimate(spec, recipes.settings_from_recipe(r), Parallel(world, r.distributed.strategy))
+        settings = replace(recipes.settings_from_recipe(r), **(shape or {}))
+        return per_gpu_estimate(spec, settings, Parallel(world, r.distributed.strategy))
     except Exception as err:  # the estimate is advice; it must never stop a run
         print(f"peft-advisor: no estimate for this run ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
         return None

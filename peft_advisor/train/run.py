@@ -119,7 +119,7 @@ class Run:
             self.say(note)
         set_seed(r.train.seed)
         model = load_model(self.model_path, r, self.cuda, ranks)
-        self.estimate = estimate_for(model, r, ranks.world)
+        self.estimate = estimate_for(model, r, ranks.world, self.data.estimate_shape(self.tokenizer, not self.fsdp()))
         self.fsdp_wrap = dist.wrap_classes(model)
         self.built = methods.build(model, r, ranks)
         self.base_hub_id = hub_id_for(r.model.id, self.model_path)

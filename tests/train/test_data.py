@@ -156,3 +156,17 @@ def test_every_file_the_trainer_reads_is_known_to_the_launchers_check():
     from peft_advisor.core.sources import DATA_SUFFIXES
 
     assert set(data.FILE_LOADERS) == set(DATA_SUFFIXES)
+
+
+def test_estimate_shape_is_the_longest_row_the_run_sees_and_its_eval(tok, tmp_path):
+    """The trainer's own estimate uses the prepared rows, not max_seq_len, and counts the eval
+    pass and exact match's generation (prompt + answer tokens + margin)."""
+    path = write_jsonl(tmp_path / "s.jsonl", sums(20))
+    prepared = data.prepare(cfg(path, **{"data.eval_split": 4, "data.max_seq_len": 512}), tok, seed=0)
+    shape = prepared.estimate_shape(tok)
+    assert shape["seq_len"] == max(len(ids) for ids in prepared.train["input_ids"]) < 512
+    assert shape["eval_seq_len"] == max(len(ids) for ids in prepared.eval["input_ids"])
+    assert shape["generate_len"] > max(len(tok(p)["input_ids"]) for p in prepared.eval_prompts)
+    assert "generate_len" not in prepared.estimate_shape(tok, generate=False)
+    packed = data.prepare(cfg(path, **{"data.eval_split": 0, "data.max_seq_len": 48, "data.packing": True}), tok, seed=0)
+    assert packed.estimate_shape(tok) == {"seq_len": 48}

@@ -56,7 +56,14 @@ def test_two_processes_write_one_stream_and_match_one_process(make_recipe, tmp_p
     assert (start["gpus"], start["strategy"], start["global_batch"], start["backend"]) == (2, "ddp", 4, "gloo")
     recipe = rc.load(two)
     spec = load_model_spec(str(recipe.model.id))
-    expected = per_gpu_estimate(spec, rc.settings_from_recipe(recipe), Parallel(2, "ddp")).peak_bytes
+    from dataclasses import replace
+
+    from peft_advisor.train import data
+    from peft_advisor.train.model import load_tokenizer
+
+    tok = load_tokenizer(str(recipe.model.id), False)  # the estimate is at the rows the run has, with its eval
+    shape = data.prepare(recipe.data, tok, recipe.train.seed, two.parent).estimate_shape(tok)
+    expected = per_gpu_estimate(spec, replace(rc.settings_from_recipe(recipe), **shape), Parallel(2, "ddp")).peak_bytes
     assert start["estimate_peak_bytes"] == expected
     for step in steps_of(events):
         assert step["mem_peak_bytes_by_rank"] == [None, None] and step["mem_reserved_bytes_by_rank"] == [None, None]
