@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.events import RunSummary, truncation_note
+from peft_advisor.core.events import RunSummary, eval_name, truncation_note
 from peft_advisor.core.run_folder import RunComplete, fault_point
 from peft_advisor.core.units import fmt_bytes, fmt_count, fmt_file_bytes
 from peft_advisor.core.watch import RunWatcher, check_folder, overlong_note
 
 BAR_WIDTH = 20
+EVAL_LINE_EVERY_S = 10.0  # an evaluation's progress: a line at most this often (the events come each second)
 SETUP_POLL_S = 0.1
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -148,7 +149,7 @@ def follow(run_dir: Path, launched=None, offset: int = 0, poll_s: float = 0.5, o
     interrupts = [0]
     previous = {sig: signal.signal(sig, _forwarder(launched, interrupts)) for sig in STOP_SIGNALS} if launched else {}
     try:
-        return _follow_loop(watcher, RunSummary(), interrupts, poll_s, out or sys.stdout)
+        return _follow_loop(watcher, _EvalLines(), interrupts, poll_s, out or sys.stdout)
     except OSError as err:  # events.jsonl unreadable (permissions, a folder or a FIFO in its place)
         raise UserError(f"cannot read {watcher.events.path}: {err.strerror or err}", ExitCode.USAGE) from None
     finally:
@@ -200,9 +201,30 @@ def _forwarder(launched, interrupts):
 def _show(events, summary: RunSummary, out) -> None:
     for event in events:
         summary.apply(event)
-        line = format_event(event, summary)
+        line = format_event(event, summary) if _shown(event, summary) else None
         if line:
             print(line, file=out, flush=True)
+
+
+class _EvalLines(RunSummary):
+    """The summary the follow loop prints from, plus when it last printed an evaluation's line."""
+
+    last_eval_line_t: float | None = None
+
+
+def _shown(event: dict, summary: RunSummary) -> bool:
+    """Whether an event gets a line: an evaluation's progress only every EVAL_LINE_EVERY_S (by the
+    events' own clock, so `monitor` replays a run with the same lines), other events always."""
+    t = event.get("t") if isinstance(event.get("t"), (int, float)) else None
+    if event.get("kind") != "eval_progress" or event.get("status") == "stopped":
+        if event.get("kind") == "eval_start":
+            summary.last_eval_line_t = t
+        return True
+    last = getattr(summary, "last_eval_line_t", None)
+    if last is not None and t is not None and t - last < EVAL_LINE_EVERY_S:
+        return False
+    summary.last_eval_line_t = t
+    return True
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -252,6 +274,8 @@ def format_event(e: dict, s: RunSummary) -> str | None:
         acc = e.get("eval_accuracy")
         accuracy = f"  accuracy {acc * 100:.1f}%" if isinstance(acc, (int, float)) else ""
         return f"eval   step {e.get('step')}  eval_loss {_num(e.get('eval_loss'), '.4f')}{accuracy}"
+    if kind in ("eval_start", "eval_progress"):
+        return eval_line(e)
     if kind == "checkpoint":
         return f"saved  {e.get('path')} ({fmt_file_bytes(e.get('adapter_bytes'))})"
     if kind == "end":
@@ -268,6 +292,22 @@ def format_event(e: dict, s: RunSummary) -> str | None:
         parts += per_gpu_memory(e)
         return "  ".join(parts)
     return None
+
+
+def eval_line(e: dict) -> str:
+    """`eval   baseline 12/50 batches`: an evaluation under way (it can take minutes before step 1)."""
+    name = eval_name(e.get("step"))
+    if e.get("kind") == "eval_start":
+        rows = f" ({e['rows']} rows)" if isinstance(e.get("rows"), int) else ""
+        return f"eval   {name} 0/{_count(e.get('batches'))} batches{rows}"
+    done, total = _count(e.get("done")), _count(e.get("total"))
+    if e.get("status") == "stopped":
+        return f"eval   {name} stopped at {done}/{total} batches"
+    return f"eval   {name} {done}/{total} batches"
+
+
+def _count(value) -> str:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "?"
 
 
 def per_gpu_memory(e: dict) -> list[str]:

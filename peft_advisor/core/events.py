@@ -19,7 +19,11 @@ from typing import Any, TypedDict, get_type_hints
 from peft_advisor.core.tail import CHUNK_BYTES, MAX_LINE_BYTES, LineBuffer, LineTail  # noqa: F401 (LineBuffer re-exported)
 
 SCHEMA_VERSION = 1
-KINDS = ("start", "step", "eval", "checkpoint", "end")
+# The last two are optional: a trainer before them never wrote them, and a reader before them skips
+# them as unknown kinds (rule two above), so the schema version stays 1. They give an evaluation,
+# which can take minutes before the first step (the baseline), a state and a progress of its own.
+OPTIONAL_KINDS = ("eval_start", "eval_progress")
+KINDS = ("start", "step", "eval", "checkpoint", "end", *OPTIONAL_KINDS)
 END_STATUSES = ("ok", "cancelled", "oom", "error")
 
 Event = dict[str, Any]
@@ -75,6 +79,25 @@ class EvalEvent(TypedDict, total=False):
     eval_accuracy: float  # exact match, where the data defines answers
 
 
+class EvalStartEvent(TypedDict, total=False):
+    v: int
+    kind: str  # "eval_start": an evaluation begins; an `eval` event (or `eval_progress` stopped) ends it
+    t: float
+    step: int  # 0: the baseline (the model before training)
+    rows: int  # eval rows scored (the baseline's may be capped by train.baseline_eval_rows)
+    batches: int  # forward passes to go, on each process
+
+
+class EvalProgressEvent(TypedDict, total=False):
+    v: int
+    kind: str  # "eval_progress": at most about once a second while an evaluation runs
+    t: float
+    step: int
+    done: int  # batches done
+    total: int
+    status: str  # "stopped" when a stop request ended the evaluation early (no `eval` event follows)
+
+
 class CheckpointEvent(TypedDict, total=False):
     v: int
     kind: str  # "checkpoint"
@@ -97,7 +120,8 @@ class EndEvent(TypedDict, total=False):
     estimate_peak_bytes: int
 
 
-SCHEMAS = {"start": StartEvent, "step": StepEvent, "eval": EvalEvent, "checkpoint": CheckpointEvent, "end": EndEvent}
+SCHEMAS = {"start": StartEvent, "step": StepEvent, "eval": EvalEvent, "checkpoint": CheckpointEvent, "end": EndEvent,
+           "eval_start": EvalStartEvent, "eval_progress": EvalProgressEvent}
 _ACCEPTS = {int: (int,), float: (int, float), str: (str,), list: (list,)}
 
 
@@ -141,6 +165,11 @@ def truncation_note(event: Event) -> str:
     if not cut or not rows or (cut <= TRUNCATION_FEW_ROWS and cut <= rows * TRUNCATION_FEW_SHARE):
         return ""
     return f"; {cut} of {rows} rows cut at max_seq_len {limit}" if limit else f"; {cut} of {rows} rows cut"
+
+
+def eval_name(step) -> str:
+    """'baseline' for the evaluation before training (step 0), else 'step N'."""
+    return "baseline" if step == 0 else f"step {step if step is not None else '?'}"
 
 
 def finite_points(series: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -274,6 +303,10 @@ class RunSummary:
     start_t: float | None = None
     last_t: float | None = None
     end_wall_s: float | None = None
+    eval_step: int | None = None  # the step of the evaluation under way (0: the baseline); None: none
+    eval_rows: int | None = None
+    eval_done: int | None = None  # batches of it done so far
+    eval_total: int | None = None
     events: int = 0
     _step_times: deque = field(default_factory=lambda: deque(maxlen=20), repr=False, compare=False)
 
@@ -304,6 +337,22 @@ class RunSummary:
         if self.start_t is None or self.last_t is None:
             return None
         return self.last_t - self.start_t
+
+    @property
+    def evaluating(self) -> bool:
+        """An evaluation is under way: before the first step it can take minutes (the baseline)."""
+        return self.eval_step is not None and not self.done
+
+    @property
+    def eval_label(self) -> str:
+        return eval_name(self.eval_step)
+
+    def elapsed_s(self, now: float) -> float | None:
+        """The run's clock at `now`: it keeps running between events (an evaluation, a slow step)
+        while the run is live, and stops at the trainer's own figure once it ended."""
+        if self.done or self.start_t is None:
+            return self.wall_s
+        return max(now - self.start_t, self.wall_s or 0.0)
 
     @property
     def seconds_per_step(self) -> float | None:
@@ -344,8 +393,29 @@ class RunSummary:
             if isinstance(values, list) and values:
                 setattr(self, key, [_int(v) for v in values])
 
+    def _no_eval(self) -> None:
+        self.eval_step = self.eval_rows = self.eval_done = self.eval_total = None
+
+    def _on_eval_start(self, e: Event, t: float | None) -> None:
+        if self.status == "waiting":
+            self.status = "running"
+        step = _int(e.get("step"))
+        self.eval_step = self.step if step is None else step
+        self.eval_rows, self.eval_total, self.eval_done = _int(e.get("rows")), _int(e.get("batches")), 0
+
+    def _on_eval_progress(self, e: Event, t: float | None) -> None:
+        if e.get("status") == "stopped":
+            self._no_eval()
+            return
+        if self.eval_step is None:  # its eval_start was before a re-attach's offset
+            step = _int(e.get("step"))
+            self.eval_step = self.step if step is None else step
+        self.eval_done = _int(e.get("done")) if _int(e.get("done")) is not None else self.eval_done
+        self.eval_total = _int(e.get("total")) or self.eval_total
+
     def _on_start(self, e: Event, t: float | None) -> None:
         """A second `start` is a resume: the run is running again; its history is kept."""
+        self._no_eval()
         self.status, self.message, self.end_wall_s = "running", None, None
         if self.start_t is None:
             self.start_t = t
@@ -367,6 +437,7 @@ class RunSummary:
             return
         if self.status == "waiting":
             self.status = "running"
+        self._no_eval()
         self.step = step
         loss = _num(e.get("loss"))
         if loss is not None:
@@ -385,6 +456,7 @@ class RunSummary:
             self._step_times.append((t, step))
 
     def _on_eval(self, e: Event, t: float | None) -> None:
+        self._no_eval()
         step = _int(e.get("step"))
         step = self.step if step is None else step
         if _num(e.get("eval_loss")) is not None:
@@ -393,12 +465,14 @@ class RunSummary:
             _append(self.eval_accuracies, step, _num(e.get("eval_accuracy")))
 
     def _on_checkpoint(self, e: Event, t: float | None) -> None:
+        self._no_eval()
         step = _int(e.get("step"))
         if step is not None and isinstance(e.get("path"), str):
             self.checkpoints.append((step, e["path"]))
         self.adapter_bytes = _int(e.get("adapter_bytes")) or self.adapter_bytes
 
     def _on_end(self, e: Event, t: float | None) -> None:
+        self._no_eval()
         status = e.get("status")
         self.status = status if status in END_STATUSES else "error"
         message = e.get("message")
@@ -419,7 +493,7 @@ class RunSummary:
         from dataclasses import fields
 
         out = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
-        out.update(wall_s=self.wall_s, eta_s=self.eta_s, progress=self.progress)
+        out.update(wall_s=self.wall_s, eta_s=self.eta_s, progress=self.progress, evaluating=self.evaluating)
         return out
 
 

@@ -177,6 +177,8 @@ class TrainSection:
     """random seed for data order and adapter init"""
     eval_every: int = _f(50, ge=0)
     """steps between evals; 0 = only at the end"""
+    baseline_eval_rows: int = _f(64, ge=0)
+    """eval rows scored before step 1 (the base model's loss, to compare); 0 = no baseline"""
     save_every: int = _f(100, ge=0)
     """steps between checkpoints; 0 = only at the end"""
     log_every: int = _f(1, ge=1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 try:  # POSIX; elsewhere the lock is advisory by convention only
@@ -272,12 +273,15 @@ _fault_calls: dict[str, int] = {}
 def fault_point(name: str) -> None:
     """Tests set FAULT_ENV to `NAME:ACTION[:N]` to break the trainer at the N-th pass (default 1)
     through the point called NAME: `kill` is SIGKILL to itself, `term` SIGTERM to itself, `enospc`
-    a full disk. Unset, this costs one dictionary lookup."""
+    a full disk; `NAME:slow:SECONDS` pauses at every pass. Unset, this costs one dictionary lookup."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
     parts = spec.split(":")
     if parts[0] != name or len(parts) < 2:
+        return
+    if parts[1] == "slow":  # NAME:slow:SECONDS: a pause at every pass (a slow evaluation)
+        time.sleep(float(parts[2]) if len(parts) > 2 else 1.0)
         return
     _fault_calls[name] = _fault_calls.get(name, 0) + 1
     if _fault_calls[name] != (int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 1):

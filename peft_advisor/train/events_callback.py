@@ -20,6 +20,11 @@ from transformers import TrainerCallback
 from peft_advisor.core.events import make_event, to_line
 
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors")
+EVAL_PROGRESS_S = 1.0  # an evaluation's progress is written at most this often
+
+
+class EvalStopped(Exception):
+    """A stop request seen between two eval batches: `LeanTrainer.evaluate` ends the evaluation."""
 
 
 def saved_bytes(folder: Path) -> int | None:
@@ -105,6 +110,7 @@ class EventsCallback(TrainerCallback):
         self.stop_requested = False
         self.peak_bytes = 0
         self._last = (time.time(), 0)  # (t, tokens seen) at the previous step event
+        self._eval: dict | None = None  # the evaluation under way: step, done, total, t of the last progress
 
     def emit(self, kind: str, **fields) -> None:
         if self.writer is not None:
@@ -157,7 +163,35 @@ class EventsCallback(TrainerCallback):
             **memory,
         )
 
+    def on_eval_begin(self, state, rows: int, batches: int) -> None:
+        """From LeanTrainer.evaluate: an evaluation starts (Trainer has no callback for it)."""
+        self._eval = {"step": state.global_step, "done": 0, "total": batches, "t": time.time()}
+        self.emit("eval_start", step=state.global_step, rows=rows, batches=batches)
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        """After each eval batch: its progress about once a second, and a stop request ends the
+        evaluation here (all ranks agree on it: the next batch would be a collective)."""
+        from peft_advisor.core.run_folder import fault_point
+        from peft_advisor.train.dist import any_rank
+
+        fault_point("eval_batch")  # tests only: a slow evaluation
+        ev = self._eval
+        if ev is not None:
+            ev["done"] += 1
+            if time.time() - ev["t"] >= EVAL_PROGRESS_S or ev["done"] == 1:
+                ev["t"] = time.time()
+                self.emit("eval_progress", step=ev["step"], done=ev["done"], total=ev["total"])
+        (self.stop_requested,) = any_rank(self.ranks, self.stop_requested)
+        if self.stop_requested:
+            raise EvalStopped
+
+    def on_eval_stopped(self, state) -> None:
+        ev, self._eval = self._eval or {}, None
+        self.emit("eval_progress", step=state.global_step, done=ev.get("done"), total=ev.get("total"), status="stopped")
+        self._last = (time.time(), state.num_input_tokens_seen or 0)
+
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        self._eval = None
         metrics = metrics or {}
         accuracy = self.accuracy(model) if self.accuracy and model is not None else None
         if accuracy is not None:

@@ -27,6 +27,7 @@ Trainer's train()/eval() and the exact-match eval).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import accelerate.optimizer
@@ -85,10 +86,44 @@ class LeanTrainer(Trainer):
         self._flush_tokens()
         return super().log(logs, *args, **kwargs)
 
-    def evaluate(self, *args, **kwargs):
+    baseline_rows: int | None = None  # set by run.py: rows of the evaluation before step 1 (None: all)
+    _baseline = None  # the baseline's rows while it runs
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Trainer's, told to the callbacks first (`on_eval_begin`: rows and batches), because an
+        evaluation can take minutes with no step to show; the baseline (step 0) on its first
+        `baseline_rows` rows only, so a large eval set does not delay the first step; and ended
+        between two batches by a stop request (`EvalStopped`): no metrics then, and training goes
+        on to its next step end, where the stop saves a checkpoint as at any step."""
+        from peft_advisor.train.events_callback import EvalStopped
+
         self.write_pending_log()
         self._flush_tokens()
-        return super().evaluate(*args, **kwargs)
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if self.state.global_step == 0 and self.baseline_rows is not None and len(dataset) > self.baseline_rows:
+            dataset = self._baseline = dataset.select(range(self.baseline_rows))
+        batches = math.ceil(len(dataset) / (self.args.eval_batch_size * self.args.world_size))
+        self._tell("on_eval_begin", self.state, len(dataset), batches)
+        try:
+            return super().evaluate(dataset if dataset is self._baseline else eval_dataset, ignore_keys, metric_key_prefix)
+        except EvalStopped:
+            self._tell("on_eval_stopped", self.state)
+            return {}
+        finally:
+            self._baseline = None
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        """The baseline's rows get a loader of their own that is not kept: Trainer keeps an eval
+        loader with persistent workers (on a GPU) and would reuse it for every later evaluation."""
+        if eval_dataset is not None and eval_dataset is self._baseline:
+            return self._get_dataloader(eval_dataset, "Evaluation", self.args.eval_batch_size, self._get_eval_sampler)
+        return super().get_eval_dataloader(eval_dataset)
+
+    def _tell(self, hook: str, *args) -> None:
+        """Call `hook` on the callbacks that have it (Trainer's own have none)."""
+        for callback in self.callback_handler.callbacks:
+            if hasattr(callback, hook):
+                getattr(callback, hook)(*args)
 
     def _flush_tokens(self) -> None:
         pending, self._tokens_pending = self._tokens_pending, 0

@@ -295,7 +295,7 @@ class Run:
         d = self.data
         kwargs = training_args(self.recipe, self.run_dir, self.cuda, d.eval is not None, self.resume)
         kwargs.update(dist_args(self.recipe, self.ranks, self.cuda, self.fsdp_wrap))
-        return LeanTrainer(
+        trainer = LeanTrainer(
             model=self.built.model,
             args=TrainingArguments(**{**kwargs, **self.built.args}),
             train_dataset=d.train,
@@ -305,6 +305,8 @@ class Run:
             optimizers=self.built.optimizers,
             callbacks=[self.callback],
         )
+        trainer.baseline_rows = self.recipe.train.baseline_eval_rows
+        return trainer
 
     # ------------------------------------------------------------ train
 
@@ -434,7 +436,8 @@ def training_args(r, run_dir: Path, cuda: bool, has_eval: bool, resume: bool) ->
         logging_steps=t.log_every,
         eval_strategy="steps" if has_eval and t.eval_every else "no",
         eval_steps=t.eval_every or None,
-        eval_on_start=has_eval and not resume,  # a baseline, so improvement shows
+        # A baseline, so improvement shows; on the first train.baseline_eval_rows rows (LeanTrainer).
+        eval_on_start=has_eval and not resume and t.baseline_eval_rows > 0,
         save_strategy="steps" if t.save_every else "no",
         save_steps=t.save_every or None,
         save_total_limit=2,

@@ -242,3 +242,18 @@ def test_summary_survives_garbage_fields():
 def test_summary_of_nothing():
     s = ev.summarize([])
     assert s.status == "waiting" and s.progress is None and s.eta_s is None and s.wall_s is None
+
+
+def test_an_evaluation_is_a_state_of_its_own_until_its_result_or_its_stop():
+    from peft_advisor.core.events import make_event, summarize
+
+    s = summarize([make_event("start", t=100.0, total_steps=10),
+                   make_event("eval_start", t=101.0, step=0, rows=64, batches=16),
+                   make_event("eval_progress", t=102.0, step=0, done=12, total=16)])
+    assert s.evaluating and s.eval_label == "baseline" and (s.eval_done, s.eval_total, s.eval_rows) == (12, 16, 64)
+    assert s.status == "running" and s.elapsed_s(130.0) == 30.0 and s.wall_s == 2.0  # the clock runs between events
+    assert not summarize([make_event("eval", t=103.0, step=0, eval_loss=2.0)], s).evaluating
+    stopped = summarize([make_event("eval_start", step=4, rows=8, batches=2),
+                         make_event("eval_progress", step=4, done=1, total=2, status="stopped")])
+    assert not stopped.evaluating and stopped.eval_losses == []
+    assert summarize([make_event("eval_start", step=4, rows="many", batches=None)]).eval_label == "step 4"

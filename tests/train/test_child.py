@@ -203,3 +203,77 @@ def test_a_stop_during_setup_reaches_a_trainer_started_from_a_background_job(mak
         parent.kill()
     assert not launch.trainer_alive(child_pid)
     assert not run_dir.exists() and list((tmp_path / "runs").iterdir()) == []
+
+
+def _events_of(run_dir, kind: str) -> list[dict]:
+    try:
+        return [e for e in read_events(run_dir / "events.jsonl")[0] if e["kind"] == kind]
+    except FileNotFoundError:
+        return []
+
+
+def test_a_slow_baseline_evaluation_has_a_line_of_its_own_and_a_row_cap(make_recipe, tmp_path):
+    """Before step 1 the base model is evaluated: the CLI says so (rows, batches) instead of
+    nothing, and train.baseline_eval_rows caps it while later evaluations use every eval row."""
+    import os
+
+    from peft_advisor.core import run_folder as rf
+
+    recipe = make_recipe("lora", **{"train.max_steps": 2, "train.eval_every": 0, "train.save_every": 0,
+                                    "train.baseline_eval_rows": 4})
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "peft_advisor", "train", str(recipe), "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, rf.FAULT_ENV: "eval_batch:slow:0.5"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1] == "eval   baseline 0/1 batches (4 rows)"  # right after the start line
+    assert "eval   step 2 0/2 batches (8 rows)" in lines  # the final evaluation: every eval row
+    starts = _events_of(run_dir, "eval_start")
+    assert [(e["step"], e["rows"]) for e in starts] == [(0, 4), (2, 8)]
+    assert _events_of(run_dir, "eval_progress")[0] == {**_events_of(run_dir, "eval_progress")[0], "done": 1, "total": 1}
+
+
+def test_no_baseline_when_its_row_cap_is_zero(make_recipe, tmp_path):
+    recipe = make_recipe("lora", **{"train.max_steps": 1, "train.eval_every": 0, "train.save_every": 0,
+                                    "train.baseline_eval_rows": 0})
+    done = cli("train", recipe, "--run-dir", tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    assert [e["step"] for e in _events_of(tmp_path / "run", "eval")] == [1]
+
+
+def test_ctrl_c_during_the_baseline_evaluation_stops_it_promptly(make_recipe, tmp_path):
+    """A stop is seen between two eval batches: the evaluation ends there, not after its last batch,
+    and the run checkpoints and ends cancelled as at any step (--resume goes on from there)."""
+    import os
+    import signal
+
+    from peft_advisor.core import run_folder as rf
+
+    recipe = make_recipe("lora", **{"train.max_steps": 50, "train.eval_every": 0, "train.save_every": 0,
+                                    "data.eval_split": 24, "train.baseline_eval_rows": 24})
+    run_dir = tmp_path / "run"
+    parent = subprocess.Popen([sys.executable, "-m", "peft_advisor", "train", str(recipe), "--run-dir", str(run_dir)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, rf.FAULT_ENV: "eval_batch:slow:2"})  # 6 batches: 12 s
+    try:
+        deadline = time.monotonic() + 120
+        while not _events_of(run_dir, "eval_progress") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _events_of(run_dir, "eval_progress"), "no evaluation under way"
+        stopped = time.monotonic()
+        parent.send_signal(signal.SIGINT)
+        out, err = parent.communicate(timeout=120)
+        took = time.monotonic() - stopped
+    finally:
+        parent.kill()
+    assert parent.returncode == ExitCode.INTERRUPTED, err
+    assert took < 8, f"the stop waited for the whole evaluation ({took:.1f} s)"
+    events, _ = read_events(run_dir / "events.jsonl")
+    kinds = [e["kind"] for e in events]
+    assert "eval" not in kinds  # no loss from half an evaluation
+    stopped_eval = [e for e in events if e.get("status") == "stopped"]
+    assert stopped_eval and stopped_eval[0]["kind"] == "eval_progress" and stopped_eval[0]["done"] < 6
+    assert kinds[-2:] == ["checkpoint", "end"] and events[-1]["status"] == "cancelled"
+    assert "eval   baseline 0/6 batches (24 rows)" in out.splitlines()
+    assert any(line.startswith("eval   baseline stopped at ") for line in out.splitlines())

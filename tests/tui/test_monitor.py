@@ -259,3 +259,29 @@ async def test_monitor_on_a_folder_that_is_not_a_run_says_so(where, words, workd
         screen = app.screen
         await wait_until(pilot, lambda: screen.exit_note is not None)
         assert words in screen.exit_note
+
+
+async def test_the_baseline_evaluation_has_its_state_progress_and_a_running_clock(workdir):
+    """Before step 1 the trainer evaluates the base model, which can take minutes: the monitor says
+    so with its own progress, and its clock runs though no event comes."""
+    gate = Path("runs/eval.go").absolute()
+    fake = FakeLauncher("--steps", "3", "--interval", "0.05", "--baseline", "50", "--hold-at", "-1", "--gate", str(gate))
+    app = make_app(fake)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            run_dir, launched = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/baseline"}))
+            await app.open_monitor(run_dir, launched)
+            screen = app.screen
+            progress = screen.query_one(ProgressLine)
+            await wait_until(pilot, lambda: screen.view.eval_done == 12)
+            await pilot.pause(0.1)
+            assert progress.caption.startswith("evaluating (baseline) 12/50 · ")
+            assert progress.fraction == pytest.approx(12 / 50)
+            assert "[cyan]evaluating[/]" in text_of(screen, "#run-title")
+            clock = progress.caption
+            await wait_until(pilot, lambda: progress.caption != clock, timeout=3)  # no event came: the clock moved
+            gate.touch()
+            await wait_until(pilot, lambda: screen.view.done)
+            assert progress.caption.startswith("step 3/3") and "[green]ok[/]" in text_of(screen, "#run-title")
+    finally:
+        fake.cleanup()

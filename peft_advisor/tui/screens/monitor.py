@@ -81,6 +81,7 @@ class MonitorScreen(Screen):
     def on_mount(self) -> None:
         self.set_interval(PLOT_EVERY_S, self._redraw_plot_if_dirty)
         self.set_interval(1.0, self._maybe_probe_gpu)
+        self.set_interval(1.0, self._tick)
         self._draw_plot()
 
     # ------------------------------------------------------------------ following a run
@@ -155,12 +156,7 @@ class MonitorScreen(Screen):
     def _refresh_panels(self) -> None:
         v = self.view
         self._set_text("#run-title", self._title())
-        progress = self.query_one(ProgressLine)
-        total = v.total_steps
-        progress.fraction = v.progress
-        eta = "" if v.done or self.exit_note else f" · ETA {fmt_duration(v.eta_s)}"
-        step_text = f"step {v.step}/{total}" if total else f"step {v.step}"
-        progress.caption = f"{step_text} · {fmt_duration(v.wall_s)}{eta}"
+        self._refresh_progress()
         acc = v.eval_accuracies[-1][1] if v.eval_accuracies else None
         gpu = self.gpu if self._live() else None
         gpu_text = "—" if gpu is None else (f"{fmt(gpu.utilization_pct, '{}%')} {fmt(gpu.temperature_c, '{}°C')} "
@@ -176,12 +172,32 @@ class MonitorScreen(Screen):
         self._refresh_memory()
         self._refresh_summary()
 
+    def _refresh_progress(self) -> None:
+        """The progress line; also every second while the run is live, so its clock keeps running
+        through an evaluation or a slow step (events come only at their end)."""
+        v = self.view
+        progress = self.query_one(ProgressLine)
+        live = self._live()
+        if v.evaluating:  # the evaluation's own progress: the baseline can take minutes before step 1
+            progress.fraction = min(1.0, v.eval_done / v.eval_total) if v.eval_total and v.eval_done is not None else None
+            step_text = f"evaluating ({v.eval_label}) {fmt(v.eval_done, '{}')}/{fmt(v.eval_total, '{}')}"
+        else:
+            progress.fraction = v.progress
+            step_text = f"step {v.step}/{v.total_steps}" if v.total_steps else f"step {v.step}"
+        eta = f" · ETA {fmt_duration(v.eta_s)}" if live else ""
+        wall = v.elapsed_s(time.time()) if live else v.wall_s
+        progress.caption = f"{step_text} · {fmt_duration(wall)}{eta}"
+
+    def _tick(self) -> None:
+        if self._live() and self.view.start_t is not None:
+            self._refresh_progress()
+
     def _title(self) -> str:
         if self.run_dir is None:
             return NO_RUN
         v = self.view
-        status = "died" if self.exit_note else v.status
-        colour = {"ok": "green", "running": "cyan", "cancelled": "yellow", "waiting": "cyan"}.get(status, "red")
+        status = "died" if self.exit_note else "evaluating" if v.evaluating else v.status
+        colour = {"ok": "green", "running": "cyan", "evaluating": "cyan", "cancelled": "yellow", "waiting": "cyan"}.get(status, "red")
         head = " · ".join(str(p) for p in (self.run_dir, v.method, v.model, v.device) if p)
         return f"[b]{escape(head)}[/b] · [{colour}]{status}[/]"
 
