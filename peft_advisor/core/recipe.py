@@ -35,6 +35,7 @@ from peft_advisor.core.recipe_fields import (  # noqa: F401 (did_you_mean is re-
     TARGET_PRESETS,
     _Bad,
     _PARSERS,
+    _as_columns,
     _as_gpu_ids,
     _as_split,
     _as_targets,
@@ -141,6 +142,12 @@ class DataSection:
     """auto | instruction | chat | prompt_completion | text"""
     prompt_template: str = _f("", parse=_as_template)
     """optional, e.g. "Question: {instruction}\\nAnswer:"; plain {column} fields only"""
+    config: str = _f("")
+    """a Hub dataset's configuration (subset), or a subfolder of a save_to_disk folder; "" = none"""
+    split: str = _f("")
+    """the split trained on; "" = train (eval rows: a validation/test/eval split, else eval_split)"""
+    columns: str = _f("", parse=_as_columns)
+    """your columns as the format's fields: {instruction = "question", output = "answer"}; "" = as named"""
     eval_split: float | int = _f(0.1, parse=_as_split)
     """rows held out for eval: a fraction in [0, 0.5) or a row count"""
     max_seq_len: int = _f(512, ge=1, le=MAX_SEQ_LEN)

@@ -108,6 +108,35 @@ def _as_template(value):
     return text
 
 
+COLUMN_FIELDS = ("instruction", "input", "output", "messages", "prompt", "completion", "text")  # as core.rows
+
+
+def _as_columns(value):
+    """The data's columns renamed to the format's fields, as a table `{instruction = "question"}` or
+    the text "instruction=question,output=answer"; kept as that text, so recipes hash and write back."""
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, str):
+        pairs = [tuple(p.strip() for p in part.split("=", 1)) for part in value.split(",") if part.strip()]
+    else:
+        raise _Bad(f'expected a table like {{instruction = "question", output = "answer"}}, got {_show(value)}')
+    for pair in pairs:
+        if len(pair) != 2 or not isinstance(pair[1], str) or not pair[1].strip():
+            raise _Bad(f"expected field=column pairs like instruction=question, got {_show(value)}")
+        if pair[0] not in COLUMN_FIELDS:
+            hint = did_you_mean(pair[0], COLUMN_FIELDS) or f"; expected {', '.join(COLUMN_FIELDS)}"
+            raise _Bad(f"unknown field {_show(pair[0])}{hint}")
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise _Bad(f"a field is mapped twice in {_show(value)}")
+    return ",".join(f"{name}={column.strip()}" for name, column in pairs)
+
+
+def column_map(text: str) -> dict[str, str]:
+    """data.columns as {field: column}."""
+    return dict(part.split("=", 1) for part in text.split(",")) if text else {}
+
+
 def _as_gpu_ids(value):
     """GPU indices as `nvidia-smi` numbers them: a list of distinct integers >= 0 (kept as a tuple)."""
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):

@@ -21,6 +21,7 @@ from pathlib import Path
 from peft_advisor.core.data_profile import EVAL_GENERATE_BATCH, EVAL_GENERATE_ROWS, MAX_ANSWER_CHARS, new_tokens_for
 from peft_advisor.core.errors import UserError
 from peft_advisor.core.files import text_problem
+from peft_advisor.core.recipe_fields import column_map
 from peft_advisor.core.limits import MAX_LINE_BYTES
 from peft_advisor.core.rows import OPTIONAL, REQUIRED, bad, detect_format, first_bad_row, scan_jsonl
 from peft_advisor.core.sources import FILE_LOADERS, local_data
@@ -85,38 +86,90 @@ def resolve_path(path: str, base_dir: Path | None) -> str | Path:
     return path if local is None else local
 
 
-def read_rows(path: str, base_dir: Path | None = None, wanted: str = "auto"):
-    """(train rows, eval rows or None) as `datasets.Dataset`s. A .jsonl file's rows are checked
-    against the schema of format `wanted` (or the one its columns make) first, by line number."""
+def read_rows(path: str, base_dir: Path | None = None, wanted: str = "auto", config: str = "", split: str = "",
+              columns: str = ""):
+    """(train rows, eval rows or None) as `datasets.Dataset`s, from data.path with data.config,
+    data.split and data.columns applied. A .jsonl file's rows are checked against the schema of
+    format `wanted` (or the one its columns make) first, by line number, unless its columns are
+    renamed (they are checked by row number once renamed)."""
+    source = resolve_path(path, base_dir)
+    if config and isinstance(source, Path) and not source.is_dir():
+        raise bad(f"data.config = {config!r}: {source} is a file, which has no configs")
+    loaded = load(source, path, wanted, config, scan=not columns)
+    where = source if not config else source / config if isinstance(source, Path) else f"{source} ({config})"
+    train, held = split_dict(loaded, where, split)
+    renames = column_map(columns)
+    return rename(train, renames, where), (rename(held, renames, f"{where} (eval split)") if held is not None else None)
+
+
+def load(source: str | Path, path: str, wanted: str, config: str, scan: bool = True):
+    """A Dataset or DatasetDict from a folder, a file or the Hub (its local cache when offline);
+    what went wrong in one line: the config, the file, or the Hub id."""
     import datasets
 
-    source = resolve_path(path, base_dir)
     try:
         if isinstance(source, Path) and source.is_dir():
-            loaded = datasets.load_from_disk(str(source))
-        elif isinstance(source, Path):
-            loader = FILE_LOADERS.get(source.suffix.lower())
-            if loader is None:
-                raise bad(f"{source}: unsupported file type; use {', '.join(FILE_LOADERS)}")
-            check_text(source)
-            with open(source, "rb") as fh:
-                empty = not fh.read(4096).strip()
-            if empty or (source.suffix.lower() == ".jsonl" and not scan_jsonl(source, wanted)):
-                raise bad(f"{path} has no rows")
-            loaded = datasets.load_dataset(loader, data_files=str(source), split="train", **csv_as_text(source))
-        else:
-            loaded = datasets.load_dataset(source)
+            return datasets.load_from_disk(str(config_folder(source, config)))
+        if isinstance(source, Path):
+            return load_file(source, path, wanted, scan)
+        return datasets.load_dataset(source, config or None)
     except UserError:
         raise
-    except FileNotFoundError as err:
-        if isinstance(source, str):
-            raise bad(f"{source!r} is not a local file or folder, nor a Hub dataset in the local cache") from None
-        raise bad(f"{source}: {first_line(err)}") from None
     except Exception as err:  # datasets wraps parse errors in many types; the message is what matters
-        if isinstance(source, str):
-            raise bad(f"{source!r} is not a local file or folder, nor a Hub dataset in the local cache") from None
-        raise bad(f"cannot read {source}: {first_line(err)}") from None
-    return split_dict(loaded, source)
+        raise bad(load_problem(source, config, err)) from None
+
+
+def load_problem(source, config: str, err: Exception) -> str:
+    """The Hub's errors name a missing config in their text ("BuilderConfig 'x' not found.
+    Available: [...]"); everything else about a Hub id is that it could not be found or fetched."""
+    if not isinstance(source, str):
+        return f"{source}: {first_line(err)}" if isinstance(err, FileNotFoundError) else f"cannot read {source}: {first_line(err)}"
+    text = first_line(err)
+    if config and config in str(err) and "onfig" in str(err):
+        return f"data.config = {config!r}: not a configuration of {source!r} ({text})"
+    return f"{source!r} is not a local file or folder, nor a Hub dataset in the local cache ({text})"
+
+
+def config_folder(folder: Path, config: str) -> Path:
+    """A save_to_disk folder stands for a Hub dataset: its configs are its subfolders, one saved
+    dataset each."""
+    saved = ("dataset_dict.json", "state.json")  # what save_to_disk writes
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and any((p / name).is_file() for name in saved))
+    if not config:
+        if found and not any((folder / name).is_file() for name in saved):
+            raise bad(f"{folder} holds configurations ({', '.join(found)}); choose one with data.config")
+        return folder
+    if (folder / config).is_dir():
+        return folder / config
+    raise bad(f"data.config = {config!r}: no such configuration in {folder} (found: {', '.join(found) or 'none'})")
+
+
+def load_file(source: Path, path: str, wanted: str, scan: bool):
+    import datasets
+
+    loader = FILE_LOADERS.get(source.suffix.lower())
+    if loader is None:
+        raise bad(f"{source}: unsupported file type; use {', '.join(FILE_LOADERS)}")
+    check_text(source)
+    with open(source, "rb") as fh:
+        empty = not fh.read(4096).strip()
+    if empty or (scan and source.suffix.lower() == ".jsonl" and not scan_jsonl(source, wanted)):
+        raise bad(f"{path} has no rows")
+    return datasets.load_dataset(loader, data_files=str(source), split="train", **csv_as_text(source))
+
+
+def rename(rows, renames: dict[str, str], source):
+    """data.columns: each mapped column renamed to its field; a column already named as the field is
+    dropped first (the mapping says which one is meant)."""
+    if not renames:
+        return rows
+    missing = [column for column in renames.values() if column not in rows.column_names]
+    if missing:
+        raise bad(f"data.columns: no column {missing[0]!r} in {source} (columns: {', '.join(rows.column_names)})")
+    clash = [name for name, column in renames.items() if name in rows.column_names and name != column
+             and name not in renames.values()]
+    rows = rows.remove_columns(clash) if clash else rows
+    return rows.rename_columns({column: name for name, column in renames.items() if column != name})
 
 
 def check_text(source: Path) -> None:
@@ -140,18 +193,25 @@ def csv_as_text(source: Path) -> dict:
     return {"converters": {name: str for name in header}, "na_filter": False}
 
 
-def split_dict(loaded, source):
-    """A DatasetDict gives its train split and, when present, its own eval split."""
+def split_dict(loaded, source, split: str = ""):
+    """The rows trained on (data.split, else `train`) and, when the DatasetDict has one, its own eval
+    split (validation, test or eval, never the one trained on)."""
     import datasets
 
     if isinstance(loaded, datasets.Dataset):
+        if split:
+            raise bad(f"data.split = {split!r}: {source} has no splits (one set of rows); leave data.split out")
         return loaded, None
-    if isinstance(loaded, datasets.DatasetDict):
-        if "train" not in loaded:
-            raise bad(f"{source}: no 'train' split (found {', '.join(loaded) or 'none'})")
-        held = next((loaded[k] for k in ("validation", "test", "eval") if k in loaded), None)
-        return loaded["train"], held
-    raise bad(f"{source}: not a dataset")
+    if not isinstance(loaded, datasets.DatasetDict):
+        raise bad(f"{source}: not a dataset")
+    found = ", ".join(loaded) or "none"
+    if split and split not in loaded:
+        raise bad(f"data.split = {split!r}: no such split in {source} (found: {found})")
+    if not split and "train" not in loaded:
+        raise bad(f"{source}: no 'train' split (found: {found}); choose one with data.split")
+    name = split or "train"
+    held = next((loaded[k] for k in ("validation", "test", "eval") if k in loaded and k != name), None)
+    return loaded[name], held
 
 
 def first_line(err: BaseException) -> str:
@@ -289,7 +349,7 @@ def prepare(data_cfg, tokenizer, seed: int, base_dir: Path | None = None) -> Pre
     """Everything from `[data]` to token datasets, checked before any run folder is made."""
     import datasets
 
-    rows, held = read_rows(data_cfg.path, base_dir, data_cfg.format)
+    rows, held = read_rows(data_cfg.path, base_dir, data_cfg.format, data_cfg.config, data_cfg.split, data_cfg.columns)
     source = data_cfg.path
     if len(rows) == 0:
         raise bad(f"{source} has no rows")

@@ -170,3 +170,55 @@ def test_estimate_shape_is_the_longest_row_the_run_sees_and_its_eval(tok, tmp_pa
     assert "generate_len" not in prepared.estimate_shape(tok, generate=False)
     packed = data.prepare(cfg(path, **{"data.eval_split": 0, "data.max_seq_len": 48, "data.packing": True}), tok, seed=0)
     assert packed.estimate_shape(tok) == {"seq_len": 48}
+
+
+@pytest.fixture
+def hub_like(tmp_path):
+    """A save_to_disk folder that stands for a Hub dataset: two configs (subfolders), each with
+    several splits, and columns named as the dataset's authors named them."""
+    import datasets
+
+    rows = [{"question": f"{a}+{a}", "answer": str(2 * a), "output": "not this"} for a in range(12)]
+    ds = datasets.Dataset.from_list(rows)
+    for config in ("main", "socratic"):
+        datasets.DatasetDict({"train": ds, "test": ds.select(range(3)), "extra": ds.select(range(5))}).save_to_disk(
+            str(tmp_path / "gsm" / config))
+    return tmp_path / "gsm"
+
+
+def test_config_split_and_columns_choose_what_is_trained_on(hub_like, tok):
+    columns = {"data.config": "socratic", "data.split": "extra", "data.columns": "instruction=question,output=answer"}
+    prepared = data.prepare(cfg(hub_like, **columns), tok, seed=0)
+    assert prepared.format == "instruction" and len(prepared.train) == 5 and len(prepared.eval) == 3  # the test split
+    assert prepared.eval_answers[0] == "0" and "0+0" in prepared.eval_prompts[0]  # `answer`, not the old `output`
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"data.config": "mian"}, "data: data.config = 'mian': no such configuration in {gsm} (found: main, socratic)"),
+    ({"data.config": "main", "data.split": "validation"},
+     "data: data.split = 'validation': no such split in {gsm}/main (found: train, test, extra)"),
+    ({"data.config": "main", "data.columns": "instruction=query,output=answer"},
+     "data: data.columns: no column 'query' in {gsm}/main (columns: question, answer, output)"),
+    ({}, "data: {gsm} holds configurations (main, socratic); choose one with data.config"),
+])
+def test_a_wrong_config_split_or_column_is_named(changes, needle, hub_like, tok):
+    with pytest.raises(UserError) as err:
+        data.prepare(cfg(hub_like, **changes), tok, seed=0)
+    assert err.value.code == ExitCode.BAD_DATA
+    assert str(err.value).startswith(needle.format(gsm=hub_like)), str(err.value)
+
+
+def test_a_column_mapping_on_a_local_jsonl_and_on_the_command_line(tok, tmp_path):
+    import subprocess
+    import sys
+
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"q": f"{a}*2", "a": str(2 * a)} for a in range(8)])
+    prepared = data.prepare(cfg(path, **{"data.columns": "prompt=q,completion=a", "data.eval_split": 2}), tok, seed=0)
+    assert prepared.format == "prompt_completion" and len(prepared.train) == 6
+    recipe = rc.save(rc.updated(rc.Recipe(), {"data.path": str(path), "data.columns": "prompt=q,completion=b"}),
+                     tmp_path / "r.toml")
+    done = subprocess.run([sys.executable, "-m", "peft_advisor", "train", str(recipe), "--run-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == ExitCode.BAD_DATA, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"peft-advisor: data: data.columns: no column 'b' in {path} (columns: q, a)"
+    assert not (tmp_path / "run").exists()
