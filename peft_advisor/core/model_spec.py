@@ -289,6 +289,8 @@ def load_model_spec(model: str) -> ModelSpec:
     preset = _preset_for_hub_id(key)
     if preset is not None:
         return replace(load_preset(preset), hf_id=model.strip())
+    if _HUB_ID.fullmatch(model.strip()):
+        return replace(_load_config_file(_hub_config(model.strip())), hf_id=model.strip())
     raise UserError(
         f"unknown model {model!r}: not a preset, folder or config.json{did_you_mean(key, preset_ids())}",
         ExitCode.UNKNOWN_MODEL,
@@ -307,6 +309,36 @@ def _load_config_file(path: Path) -> ModelSpec:
     # The folder is what gets trained; a stale `_name_or_path` from whoever saved it is not.
     config["_name_or_path"] = str(path.parent)
     return from_hf_config(config, source=str(path))
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def _hub_config(hub_id: str) -> Path:
+    """A model outside the presets by its Hub id: only its config.json is fetched (a few kB, kept
+    in the Hugging Face cache, so later calls work offline). Offline and not cached, or refused by
+    the Hub, it says exactly what to do instead."""
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+    except ImportError:  # pragma: no cover - a dependency of transformers
+        raise UserError(f"{hub_id}: not a preset, and huggingface_hub is not installed to read its config.json",
+                        ExitCode.UNKNOWN_MODEL) from None
+    try:
+        return Path(hf_hub_download(hub_id, "config.json", etag_timeout=5))
+    except LocalEntryNotFoundError:
+        raise UserError(f"{hub_id}: not a preset, and its config.json is not in the Hugging Face cache (offline); "
+                        f"run this once online, or on a machine that is: huggingface-cli download {hub_id} "
+                        f"config.json, or give a local folder holding its config.json", ExitCode.UNKNOWN_MODEL) from None
+    except GatedRepoError:
+        raise UserError(f"{hub_id}: a gated model; accept its licence on the Hub and log in (huggingface-cli "
+                        f"login), or give a local folder holding its config.json", ExitCode.UNKNOWN_MODEL) from None
+    except RepositoryNotFoundError:
+        raise UserError(f"{hub_id}: no such model on the Hugging Face Hub (or it is private){did_you_mean(hub_id.lower(), preset_ids())}",
+                        ExitCode.UNKNOWN_MODEL) from None
+    except Exception as err:  # noqa: BLE001 - network and HTTP errors of many kinds: one line
+        raise UserError(f"{hub_id}: cannot read its config.json from the Hub: {type(err).__name__}: "
+                        f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}", ExitCode.UNKNOWN_MODEL) from None
 
 
 _VARIANT_SUFFIX = re.compile(r"-(instruct|it|pt|base)(?=-|$)")

@@ -385,3 +385,31 @@ def test_unreadable_config_file(tmp_path):
 
 def test_absurdly_long_name_is_an_unknown_model_not_a_crash():
     _user_error("x" * 5000)
+
+
+def _cached_hub_model(home, repo: str, config: dict) -> None:
+    """A model in a Hugging Face cache laid out as huggingface_hub leaves it after a download."""
+    folder = home / "hub" / f"models--{repo.replace('/', '--')}"
+    (folder / "snapshots" / "abc123").mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("abc123")
+    (folder / "snapshots" / "abc123" / "config.json").write_text(json.dumps(config))
+
+
+def test_a_hub_id_outside_the_presets_reads_its_cached_config(tmp_path):
+    """`mistralai/Mistral-Nemo-...` style ids: the config.json the Hub gave once, offline after."""
+    import subprocess
+    import sys
+
+    config = json.loads((Path(__file__).parents[2] / "peft_advisor/data/models/mistral-7b.json").read_text())
+    _cached_hub_model(tmp_path, "acme/nemo-like", config)
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "peft_advisor", "estimate", "--model", "acme/nemo-like", "--method", "lora", "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["trainable_params"] > 0
+    missing = subprocess.run([*argv[:5], "acme/not-cached", *argv[6:]], capture_output=True, text=True, env=env,
+                             timeout=120)
+    assert missing.returncode == 3 and "Traceback" not in missing.stderr
+    assert "not in the Hugging Face cache (offline)" in missing.stderr
+    assert "huggingface-cli download acme/not-cached config.json" in missing.stderr
