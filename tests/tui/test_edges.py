@@ -1,0 +1,34 @@
+"""The app's rough edges (issue 14, item 6): dialogs over their context, `demo` in the model
+picker, the Recipe screen's model, method and sequence length, the export's default place, and a
+file picker for imports."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from tui_support import make_app
+
+
+def screen_text(app) -> str:
+    """What the terminal shows, as plain text (non-breaking spaces as spaces)."""
+    svg = app.export_screenshot()
+    return " ".join(html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)).replace("\xa0", " ")
+
+
+async def test_dialogs_leave_the_screen_behind_them_visible(workdir):
+    from peft_advisor.tui.screens.confirm import ConfirmScreen
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f3")
+        await pilot.pause(0.2)
+        app.push_screen(ConfirmScreen("Overwrite?"))
+        await pilot.pause(0.2)
+        assert app.screen.styles.background.a < 1
+        shown = screen_text(app)
+        assert "Overwrite?" in shown and "learning rate" in shown
+        await pilot.press("escape")
+        await pilot.press("f2", "ctrl+f")
+        await pilot.pause(0.2)
+        assert app.screen.styles.background.a < 1
