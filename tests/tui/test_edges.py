@@ -32,3 +32,18 @@ async def test_dialogs_leave_the_screen_behind_them_visible(workdir):
         await pilot.press("f2", "ctrl+f")
         await pilot.pause(0.2)
         assert app.screen.styles.background.a < 1
+
+
+async def test_the_model_picker_lists_demo_first(workdir):
+    from textual.widgets import Input, OptionList
+
+    app = make_app()
+    async with app.run_test(size=(100, 32)) as pilot:
+        await pilot.press("ctrl+f")
+        await pilot.pause(0.2)
+        options = app.screen.query_one(OptionList)
+        assert options.get_option_at_index(0).id == "demo"
+        assert "SmolLM2-135M" in str(options.get_option_at_index(0).prompt)
+        await pilot.press(*"demo", "enter")
+        await pilot.pause(0.1)
+        assert app.screen.query_one("#in-model", Input).value == "demo"
