@@ -47,3 +47,30 @@ async def test_the_model_picker_lists_demo_first(workdir):
         await pilot.press(*"demo", "enter")
         await pilot.pause(0.1)
         assert app.screen.query_one("#in-model", Input).value == "demo"
+
+
+async def test_export_goes_beside_the_run_folder_and_says_where(workdir):
+    from pathlib import Path
+
+    from test_recipe import message, type_into
+    from textual.widgets import Input
+
+    from peft_advisor.core import recipe as rc
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f3")
+        screen = app.screen
+        assert screen.query_one("#file-path", Input).value == "runs/demo-lora.toml"
+        await type_into(pilot, "#f-output-dir", "runs/mine")
+        assert screen.query_one("#file-path", Input).value == "runs/mine.toml"  # follows while untyped
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.1)
+        assert rc.load("runs/mine.toml").output.dir == "runs/mine"
+        assert message(screen) == "wrote runs/mine.toml, beside its run folder runs/mine/"
+        await type_into(pilot, "#file-path", "elsewhere.toml")
+        await type_into(pilot, "#f-output-dir", "runs/other")
+        assert screen.query_one("#file-path", Input).value == "elsewhere.toml"  # a typed name stays
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.1)
+        assert message(screen) == f"wrote elsewhere.toml in {Path.cwd().resolve()}/"

@@ -121,9 +121,21 @@ class RecipeScreen(Screen):
         for key, _, _ in FIELDS:
             self.query_one("#" + field_id(key), Input).value = shown(get_key(recipe, key))
             self._show_error(key, "")
-        self.query_one("#file-path", Input).value = file_path or f"{Path(recipe.output.dir).name}.toml"
+        self.query_one("#file-path", Input).value = file_path or str(self._default_file())
         self.call_after_refresh(self._done_loading)
         self._refresh_preview()
+
+    def _default_file(self, recipe: rc.Recipe | None = None) -> Path:
+        """Beside the run folder, where a launch saves it too (`runs/<name>.toml`)."""
+        from peft_advisor.tui.launching import recipe_file
+
+        return recipe_file((recipe or self.recipe).output.dir)
+
+    def _follow_output_dir(self, before: rc.Recipe) -> None:
+        """The file name follows output.dir while it is still the default one (not typed)."""
+        field = self.query_one("#file-path", Input)
+        if field.value == str(self._default_file(before)):
+            field.value = str(self._default_file())
 
     def _done_loading(self) -> None:
         self._loading = False
@@ -136,6 +148,7 @@ class RecipeScreen(Screen):
         changes = {key: parse_typed(event.value, how)}
         if key == "method.rank" and isinstance(changes[key], int) and not isinstance(changes[key], bool):
             changes.update(_alpha_change(self.recipe, changes[key]))
+        before = self.recipe
         try:
             from peft_advisor.core.advise import with_estimate
 
@@ -144,6 +157,8 @@ class RecipeScreen(Screen):
             self.bad[key] = str(err)
             self._show_error(key, str(err))
             return
+        if key == "output.dir":
+            self._follow_output_dir(before)
         self.bad.pop(key, None)
         self._show_error(key, "")
         if self._preview_timer is not None:  # redraw the long preview once typing pauses
@@ -222,7 +237,7 @@ class RecipeScreen(Screen):
         except UserError as err:
             self._file_message(str(err), error=True)
             return
-        self._file_message(f"wrote {path}")
+        self._file_message(f"wrote {path}{_where(path, self.recipe)}")
 
     def action_import(self) -> None:
         path = self._path()
@@ -294,6 +309,14 @@ def _alpha_words(recipe: rc.Recipe) -> str:
         return f"alpha {m.alpha}"
     rule = alpha_rule(m.name)
     return f"alpha {m.alpha} ({rule})" if m.alpha == alpha_for(m.name, m.rank) else f"alpha {m.alpha} (kept; the rule is {rule})"
+
+
+def _where(path: Path, recipe: rc.Recipe) -> str:
+    """Where a written file lies, in words: beside its run folder, or the folder it went to."""
+    run_dir = Path(recipe.output.dir).expanduser()
+    if path.parent.resolve() == run_dir.parent.resolve() and path.stem == run_dir.name:
+        return f", beside its run folder {run_dir}/"
+    return f" in {path.resolve().parent}/"
 
 
 def _markup_escape(text: str) -> str:
