@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import re
 
-from tui_support import make_app
+from tui_support import make_app, wait_until
 
 
 def screen_text(app) -> str:
@@ -74,3 +74,48 @@ async def test_export_goes_beside_the_run_folder_and_says_where(workdir):
         await pilot.press("ctrl+s")
         await pilot.pause(0.1)
         assert message(screen) == f"wrote elsewhere.toml in {Path.cwd().resolve()}/"
+
+
+async def test_the_recipe_screen_edits_model_method_and_seq_len_and_re_estimates(workdir):
+    from test_recipe import type_into
+    from textual.widgets import Input
+
+    from peft_advisor.core.advise import with_estimate
+
+    app = make_app()
+    async with app.run_test(size=(100, 34)) as pilot:
+        await pilot.press("f3")
+        screen = app.screen
+        field = lambda key: screen.query_one("#f-" + key.replace(".", "-"), Input)  # noqa: E731
+        assert field("method.rank").display and not field("method.vera_rank").display
+        await type_into(pilot, "#f-method-name", "vera")
+        r = screen.recipe
+        assert r.method.name == "vera" and r.output.dir == "runs/demo-vera"  # followed the default
+        assert field("method.vera_rank").display and field("method.vera_rank").value == "256"
+        assert not field("method.rank").display  # VeRA's size is vera_rank: no "rank 16" shown
+        await type_into(pilot, "#f-method-vera_rank", "64")
+        assert screen.recipe.method.vera_rank == 64
+        await type_into(pilot, "#f-data-max_seq_len", "2048")
+        await type_into(pilot, "#f-model-id", "qwen2.5-0.5b")
+        r = screen.recipe
+        assert (r.model.id, r.data.max_seq_len, r.output.dir) == ("qwen2.5-0.5b", 2048, "runs/qwen2.5-0.5b-vera")
+        assert r == with_estimate(r)[0] and r.estimate.peak_bytes > 0  # the estimate of what is shown
+        assert screen.query_one("#file-path", Input).value == "runs/qwen2.5-0.5b-vera.toml"
+        await type_into(pilot, "#f-method-name", "lorax")
+        await wait_until(pilot, lambda: "method.name" in str(screen.query_one("#f-method-name-error").content))
+        assert screen.recipe.method.name == "vera"  # the last good value stays
+        await type_into(pilot, "#f-model-id", "no-such-model-here")
+        assert screen.recipe.estimate.peak_bytes == 0 and "no estimate" in screen.estimate_note
+
+
+async def test_ctrl_f_on_the_recipe_screen_picks_the_model(workdir):
+    from textual.widgets import Input
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f3", "ctrl+f")
+        await pilot.pause(0.2)
+        await pilot.press(*"qwen2.5 0.5", "enter")
+        await pilot.pause(0.2)
+        assert app.screen.query_one("#f-model-id", Input).value == "qwen2.5-0.5b"
+        assert app.screen.recipe.model.id == "qwen2.5-0.5b"
