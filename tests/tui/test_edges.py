@@ -119,3 +119,54 @@ async def test_ctrl_f_on_the_recipe_screen_picks_the_model(workdir):
         await pilot.pause(0.2)
         assert app.screen.query_one("#f-model-id", Input).value == "qwen2.5-0.5b"
         assert app.screen.recipe.model.id == "qwen2.5-0.5b"
+
+
+async def test_ctrl_o_offers_a_picker_of_toml_files(workdir):
+    from pathlib import Path
+
+    from test_recipe import message
+    from textual.widgets import DirectoryTree
+
+    from peft_advisor.core import recipe as rc
+    from peft_advisor.tui.screens.file_picker import RecipePickerScreen
+
+    Path("recipes").mkdir()
+    rc.save(rc.updated(rc.Recipe(), {"method.rank": 4, "output.dir": "runs/picked"}), "recipes/picked.toml")
+    Path("recipes/notes.txt").write_text("not a recipe")
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f3", "ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, RecipePickerScreen))
+        await pilot.press("escape")  # cancels: nothing changes
+        await pilot.pause(0.1)
+        assert app.current_mode == "recipe" and app.screen.recipe.method.rank == 16
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, RecipePickerScreen))
+        tree = app.screen.query_one(DirectoryTree)
+
+        def nodes():
+            todo, out = list(tree.root.children), []
+            while todo:
+                node = todo.pop(0)
+                out.append(node)
+                todo.extend(node.children)
+            return out
+
+        def name(node) -> str:
+            return str(Path(node.data.path).resolve().relative_to(Path.cwd().resolve()))
+
+        def shown() -> list[str]:
+            return [name(n) for n in nodes() if n.data]
+
+        await wait_until(pilot, lambda: "recipes" in shown())
+        assert "runs" in shown() and "bench-h200" in shown()  # folders stay, to walk into
+        tree.move_cursor(next(n for n in nodes() if name(n) == "recipes"))
+        await pilot.press("enter")  # opens the folder
+        await wait_until(pilot, lambda: "recipes/picked.toml" in shown())
+        assert "recipes/notes.txt" not in shown()  # only .toml files
+        tree.move_cursor(next(n for n in nodes() if name(n) == "recipes/picked.toml"))
+        await pilot.press("enter")  # imports it
+        await wait_until(pilot, lambda: app.current_mode == "recipe" and not isinstance(app.screen, RecipePickerScreen))
+        screen = app.screen
+        assert screen.recipe.method.rank == 4 and screen.recipe.output.dir == "runs/picked"
+        assert message(screen) == "imported recipes/picked.toml"

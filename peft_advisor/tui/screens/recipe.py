@@ -298,6 +298,19 @@ class RecipeScreen(Screen):
         self._file_message(f"wrote {path}{_where(path, self.recipe)}")
 
     def action_import(self) -> None:
+        """Choose the file in a picker (a folder tree of .toml files); the chosen path fills the
+        file field, then imports."""
+        from peft_advisor.tui.screens.file_picker import RecipePickerScreen
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self.query_one("#file-path", Input).value = path
+                self.import_file()
+
+        self.app.push_screen(RecipePickerScreen(self.query_one("#file-path", Input).value), chosen)
+
+    def import_file(self) -> None:
+        """Import the file the file field names; a file with problems lists them and changes nothing."""
         path = self._path()
         if path is None:
             return
