@@ -7,6 +7,7 @@ trainer reads the recipe, never the UI's memory).
 
 from __future__ import annotations
 
+from pathlib import Path
 
 from peft_advisor.core import recipe as rc
 from peft_advisor.core.errors import ExitCode, UserError
@@ -30,12 +31,19 @@ def with_estimate(recipe: rc.Recipe) -> rc.Recipe:
     })
 
 
+def recipe_file(run_dir: str | Path) -> Path:
+    """Where a recipe's file belongs: beside its run folder (`runs/<name>.toml` for `runs/<name>/`),
+    so exported and launched recipes sit with the runs they describe, not wherever the app started."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f"{run_dir.name or 'recipe'}.toml"
+
+
 def launch_recipe(services, recipe: rc.Recipe):
     """Save the recipe beside its run folder and start the trainer; returns (run_dir, launched)."""
     run_dir = expand_home(recipe.output.dir, ExitCode.USAGE, "output.dir")
     if run_dir.exists():
         raise UserError(f"output.dir: {run_dir} exists already; choose another output dir", ExitCode.EXISTS)
     recipe = with_estimate(recipe)
-    recipe_path = run_dir.parent / f"{run_dir.name}.toml"
+    recipe_path = recipe_file(run_dir)
     rc.save(recipe, recipe_path, force=True, header="Launched from the peft-advisor terminal UI.")
     return run_dir, services.start_run(recipe_path, run_dir)  # raises UserError when it cannot start

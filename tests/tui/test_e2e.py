@@ -11,7 +11,7 @@ import time
 
 import pytest
 from textual.widgets import Input
-from tui_support import make_app, wait_until
+from tui_support import import_typed, make_app, wait_until
 
 from peft_advisor.core import recipe as rc
 from peft_advisor.tui.services import Services
@@ -46,7 +46,7 @@ async def test_launch_the_real_trainer_and_watch_it_to_the_end(tiny_recipe):
         recipe_screen = app.screen
         path = recipe_screen.query_one("#file-path", Input)
         path.value = str(tiny_recipe)
-        await pilot.press("ctrl+o")
+        await import_typed(pilot)
         assert recipe_screen.recipe.train.max_steps == 40
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: app.current_mode == "monitor")
@@ -83,7 +83,8 @@ def app_with_real_launcher(workdir, data_path):
 async def import_and_launch(pilot, path) -> None:
     await pilot.press("f3")
     pilot.app.screen.query_one("#file-path", Input).value = str(path)
-    await pilot.press("ctrl+o", "ctrl+r")
+    await import_typed(pilot)
+    await pilot.press("ctrl+r")
 
 
 async def test_a_run_that_fails_setup_shows_the_trainers_reason(workdir):

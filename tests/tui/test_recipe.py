@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tui_support import make_app, wait_until
+from tui_support import import_typed, make_app, wait_until
 from textual.widgets import Input, Static
 
 from peft_advisor.core import recipe as rc
@@ -63,7 +63,7 @@ async def test_export_then_import_gives_the_same_recipe(workdir):
         await type_into(pilot, "#f-method-rank", "32")
         assert screen.recipe != exported
         await type_into(pilot, "#file-path", "mine.toml")
-        await pilot.press("ctrl+o")
+        await import_typed(pilot)
         assert screen.recipe == exported and screen.query_one("#f-method-rank", Input).value == "8"
         assert "imported" in message(screen)
 
@@ -77,7 +77,7 @@ async def test_a_bad_recipe_shows_every_error_in_place_and_changes_nothing(workd
         await type_into(pilot, "#f-method-rank", "4")
         before = screen.recipe
         await type_into(pilot, "#file-path", "bad.toml")
-        await pilot.press("ctrl+o")
+        await import_typed(pilot)
         shown = message(screen)
         assert "not imported, nothing changed" in shown
         assert "method.rnak: unknown key; did you mean rank? (line 4)" in shown
@@ -139,7 +139,7 @@ async def test_odd_file_names_are_one_message_each(workdir):
                                  ("empty.toml", "ctrl+o", "empty recipe (no keys)"),
                                  ("~nosuchuser-x9/r.toml", "ctrl+s", "no such user's home folder")):
             await type_into(pilot, "#file-path", name)
-            await pilot.press(key)
+            await (import_typed(pilot) if key == "ctrl+o" else pilot.press(key))
             await pilot.pause(0.05)
             assert words in message(screen), name
         await type_into(pilot, "#file-path", "[/x]")

@@ -71,3 +71,12 @@ async def wait_until(pilot, condition, timeout: float = 30.0, step: float = 0.1)
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await pilot.pause(step)
+
+
+async def import_typed(pilot) -> None:
+    """Import the path in the Recipe screen's file field: Ctrl+O opens the picker with that path
+    in its field; Shift+Tab moves from the tree to the field; Enter imports it."""
+    await pilot.press("ctrl+o")
+    await pilot.pause(0.1)
+    await pilot.press("shift+tab", "enter")
+    await pilot.pause(0.1)

@@ -108,11 +108,11 @@ class AdvisorScreen(Screen):
     def _start_background_work(self) -> None:
         from textual.suggester import SuggestFromList
 
-        from peft_advisor.core.model_spec import preset_ids
+        from peft_advisor.tui.screens.model_picker import model_ids
         from peft_advisor.tui.widgets.budget_bar import BudgetBar
         from peft_advisor.tui.widgets.tradeoff_table import TradeoffTable
 
-        self.query_one("#in-model", Input).suggester = SuggestFromList(preset_ids() + ["demo"])
+        self.query_one("#in-model", Input).suggester = SuggestFromList(model_ids())
         detail = VerticalScroll(Static("", id="detail-head"), BudgetBar(id="breakdown"), Static("", id="detail-text"),
                                 id="detail")
         self.mount(TradeoffTable(id="table"), detail, Footer())  # the footer's keys cost ~0.1 s to build
@@ -342,14 +342,13 @@ class AdvisorScreen(Screen):
         self.post_message(RecipeRequested(recipe))
 
     def action_pick_model(self) -> None:
-        from peft_advisor.core.model_spec import preset_ids
         from peft_advisor.tui.screens.model_picker import ModelPickerScreen
 
         def chosen(model_id: str | None) -> None:
             if model_id:
                 self.query_one("#in-model", Input).value = model_id
 
-        self.app.push_screen(ModelPickerScreen(preset_ids(), self.query_one("#in-model", Input).value), chosen)
+        self.app.push_screen(ModelPickerScreen(current=self.query_one("#in-model", Input).value), chosen)
 
     def action_focus_table(self) -> None:
         self.query_one("#table").focus()

@@ -1,4 +1,8 @@
-"""Pick a model preset by typing part of its name (the presets ship as config.json files)."""
+"""Pick a model preset by typing part of its name (the presets ship as config.json files).
+
+`demo` comes first: it is the one model that ships with its weights (SmolLM2-135M), so it is the
+one a person can train right away on any machine.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,16 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
+
+
+DEMO_NOTE = "SmolLM2-135M, ships with the package: trains on a CPU"
+
+
+def model_ids() -> list[str]:
+    """What the picker offers: `demo`, then the presets (ids the model field accepts as typed)."""
+    from peft_advisor.core.model_spec import preset_ids
+
+    return ["demo"] + [i for i in preset_ids() if i != "demo"]
 
 
 class ModelPickerScreen(ModalScreen[str | None]):
@@ -21,9 +35,9 @@ class ModelPickerScreen(ModalScreen[str | None]):
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("down", "focus_list", show=False)]
 
-    def __init__(self, ids: list[str], current: str = ""):
+    def __init__(self, ids: list[str] | None = None, current: str = ""):
         super().__init__()
-        self.ids = ids
+        self.ids = model_ids() if ids is None else ids
         self.current = current
 
     def compose(self) -> ComposeResult:
@@ -34,7 +48,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
 
     def _options(self, query: str) -> list[Option]:
         words = query.lower().split()
-        return [Option(i, id=i) for i in self.ids if all(w in i for w in words)]
+        return [Option(_prompt(i), id=i) for i in self.ids if all(w in i for w in words)]
 
     def on_input_changed(self, event: Input.Changed) -> None:
         options = self.query_one(OptionList)
@@ -56,3 +70,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def _prompt(model_id: str) -> str:
+    return f"{model_id}  [dim]({DEMO_NOTE})[/]" if model_id == "demo" else model_id

@@ -27,7 +27,14 @@ from peft_advisor.tui.widgets.nav_bar import NavBar
 
 # (recipe key, label, how typed text becomes a value)
 FIELDS = (
+    ("model.id", "model", "text"),
+    ("method.name", "method", "text"),
     ("method.rank", "rank", "toml"),
+    ("method.vera_rank", "vera rank", "toml"),
+    ("method.galore_rank", "galore rank", "toml"),
+    ("method.oft_block_size", "block size", "toml"),
+    ("method.c3a_block_size", "block size", "toml"),
+    ("data.max_seq_len", "seq len", "toml"),
     ("method.targets", "targets", "targets"),
     ("train.lr", "learning rate", "toml"),
     ("train.max_steps", "steps", "toml"),
@@ -35,6 +42,19 @@ FIELDS = (
     ("data.path", "data", "text"),
     ("output.dir", "output dir", "text"),
 )
+
+
+ESTIMATE_KEYS = ("estimate.peak_bytes", "estimate.adapter_bytes", "estimate.trainable_params")
+SIZE_KEYS = {"vera": "method.vera_rank", "galore": "method.galore_rank", "oft": "method.oft_block_size",
+             "c3a": "method.c3a_block_size", "full": None, "ia3": None}
+"""The one size knob each method reads (the rest read `method.rank`): showing `rank 16` for VeRA,
+whose adapter size is set by `vera_rank`, would make people tune a number that changes nothing."""
+SIZE_FIELDS = {"method.rank", *(k for k in SIZE_KEYS.values() if k)}
+
+
+def size_key(method: str) -> str | None:
+    """The recipe key of `method`'s rank (or block size); None for a method with neither."""
+    return SIZE_KEYS.get(method, "method.rank")
 
 
 def field_id(key: str) -> str:
@@ -76,6 +96,7 @@ class RecipeScreen(Screen):
         Binding("ctrl+s", "export", "Export"),
         Binding("ctrl+o", "import", "Import"),
         Binding("ctrl+r", "launch", "Launch"),
+        Binding("ctrl+f", "pick_model", "Find model"),
     ]
 
     def __init__(self) -> None:
@@ -94,7 +115,7 @@ class RecipeScreen(Screen):
         yield Static("", id="recipe-title")
         with Grid(id="fields"):
             for key, label, _ in FIELDS:
-                yield Label(label, classes="field-label")
+                yield Label(label, id=field_id(key) + "-label", classes="field-label")
                 yield Input(id=field_id(key), compact=True)
                 yield Static("", id=field_id(key) + "-error", classes="field-error error", markup=False)
         with Horizontal(id="file-row"):
@@ -116,14 +137,61 @@ class RecipeScreen(Screen):
 
     def set_recipe(self, recipe: rc.Recipe, file_path: str | None = None) -> None:
         """Show `recipe` in every field (from the advisor, or a successful import)."""
-        self.recipe, self.bad = recipe, {}
+        self.recipe, self.bad, self.estimate_note = recipe, {}, ""
         self._loading = True
         for key, _, _ in FIELDS:
             self.query_one("#" + field_id(key), Input).value = shown(get_key(recipe, key))
             self._show_error(key, "")
-        self.query_one("#file-path", Input).value = file_path or f"{Path(recipe.output.dir).name}.toml"
+        self.query_one("#file-path", Input).value = file_path or str(self._default_file())
+        self._show_size_field()
         self.call_after_refresh(self._done_loading)
         self._refresh_preview()
+
+    def _default_file(self, recipe: rc.Recipe | None = None) -> Path:
+        """Beside the run folder, where a launch saves it too (`runs/<name>.toml`)."""
+        from peft_advisor.tui.launching import recipe_file
+
+        return recipe_file((recipe or self.recipe).output.dir)
+
+    def _follow_output_dir(self, before: rc.Recipe) -> None:
+        """The file name follows output.dir while it is still the default one (not typed)."""
+        field = self.query_one("#file-path", Input)
+        if field.value == str(self._default_file(before)):
+            field.value = str(self._default_file())
+
+    def _after_edit(self, before: rc.Recipe) -> None:
+        """Show what followed an accepted edit: the output dir (and the file name), the size field."""
+        if self.recipe.output.dir != before.output.dir:
+            field = self.query_one("#" + field_id("output.dir"), Input)
+            if field.value != self.recipe.output.dir:
+                with field.prevent(Input.Changed):
+                    field.value = self.recipe.output.dir
+            self._follow_output_dir(before)
+        if self.recipe.method.name != before.method.name:
+            self._show_size_field()
+
+    def _show_size_field(self) -> None:
+        """Only the size knob the current method reads is shown (VeRA: vera rank, not rank)."""
+        wanted = size_key(self.recipe.method.name)
+        for key in SIZE_FIELDS:
+            show = key == wanted
+            self.query_one("#" + field_id(key) + "-label").display = show
+            self.query_one("#" + field_id(key)).display = show
+            if not show and key in self.bad:  # a hidden field cannot hold the recipe back
+                self.bad.pop(key)
+                self.query_one("#" + field_id(key), Input).value = shown(get_key(self.recipe, key))
+                self._show_error(key, "")
+
+    def action_pick_model(self) -> None:
+        from peft_advisor.tui.screens.model_picker import ModelPickerScreen
+
+        field = self.query_one("#" + field_id("model.id"), Input)
+
+        def chosen(model_id: str | None) -> None:
+            if model_id:
+                field.value = model_id
+
+        self.app.push_screen(ModelPickerScreen(current=field.value), chosen)
 
     def _done_loading(self) -> None:
         self._loading = False
@@ -134,16 +202,19 @@ class RecipeScreen(Screen):
             return
         how = next(h for k, _, h in FIELDS if k == key)
         changes = {key: parse_typed(event.value, how)}
-        if key == "method.rank" and isinstance(changes[key], int) and not isinstance(changes[key], bool):
-            changes.update(_alpha_change(self.recipe, changes[key]))
+        changes.update(_following(self.recipe, key, changes[key]))
+        before = self.recipe
         try:
             from peft_advisor.core.advise import with_estimate
 
             self.recipe, self.estimate_note = with_estimate(rc.updated(self.recipe, changes))
+            if self.estimate_note:  # 0 = not estimated: never export the last model's numbers
+                self.recipe = rc.updated(self.recipe, dict.fromkeys(ESTIMATE_KEYS, 0))
         except UserError as err:
             self.bad[key] = str(err)
             self._show_error(key, str(err))
             return
+        self._after_edit(before)
         self.bad.pop(key, None)
         self._show_error(key, "")
         if self._preview_timer is not None:  # redraw the long preview once typing pauses
@@ -165,6 +236,8 @@ class RecipeScreen(Screen):
             facts.append(f"adapter {fmt_file_bytes(est.adapter_bytes)}")
         if est.trainable_params:
             facts.append(f"{fmt_count(est.trainable_params)} trainable")
+        if self.estimate_note:
+            facts.append(f"[yellow]{_markup_escape(self.estimate_note)}[/]")
         facts.append(_alpha_words(r))
         from peft_advisor.core.advise import recipe_fit
 
@@ -222,9 +295,22 @@ class RecipeScreen(Screen):
         except UserError as err:
             self._file_message(str(err), error=True)
             return
-        self._file_message(f"wrote {path}")
+        self._file_message(f"wrote {path}{_where(path, self.recipe)}")
 
     def action_import(self) -> None:
+        """Choose the file in a picker (a folder tree of .toml files); the chosen path fills the
+        file field, then imports."""
+        from peft_advisor.tui.screens.file_picker import RecipePickerScreen
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self.query_one("#file-path", Input).value = path
+                self.import_file()
+
+        self.app.push_screen(RecipePickerScreen(self.query_one("#file-path", Input).value), chosen)
+
+    def import_file(self) -> None:
+        """Import the file the file field names; a file with problems lists them and changes nothing."""
         path = self._path()
         if path is None:
             return
@@ -275,15 +361,32 @@ class RecipeScreen(Screen):
         self.post_message(MonitorRequested(run_dir, launched))
 
 
-def _alpha_change(recipe: rc.Recipe, rank: int) -> dict:
+def _following(recipe: rc.Recipe, key: str, value) -> dict:
+    """What follows an edit: alpha follows the rank (or the method's rule), and output.dir follows
+    the model and method while it is still their default (`runs/<model>-<method>`)."""
+    changes: dict = {}
+    if key == "method.rank" and isinstance(value, int) and not isinstance(value, bool):
+        changes.update(_alpha_change(recipe, value))
+    if key == "method.name" and isinstance(value, str):
+        changes.update(_alpha_change(recipe, recipe.method.rank, value))
+    if key in ("model.id", "method.name") and isinstance(value, str) and value.strip():
+        model, method = recipe.model.id, recipe.method.name
+        if recipe.output.dir == rc.default_output_dir(model, method):
+            new = {"model.id": model, "method.name": method, key: value.strip()}
+            changes["output.dir"] = rc.default_output_dir(new["model.id"], new["method.name"])
+    return changes
+
+
+def _alpha_change(recipe: rc.Recipe, rank: int, method: str | None = None) -> dict:
     """Alpha follows the catalog's rule (`catalog.alpha_for`) while it still equals the rule's
     value for the old rank; an alpha set otherwise is kept (the title says so)."""
     from peft_advisor.core.catalog import METHOD_IDS, alpha_for
 
     m = recipe.method
-    if m.name not in METHOD_IDS or m.alpha != alpha_for(m.name, m.rank):
+    method = method or m.name
+    if m.name not in METHOD_IDS or method not in METHOD_IDS or m.alpha != alpha_for(m.name, m.rank):
         return {}
-    return {"method.alpha": alpha_for(m.name, rank)}
+    return {"method.alpha": alpha_for(method, rank)}
 
 
 def _alpha_words(recipe: rc.Recipe) -> str:
@@ -294,6 +397,14 @@ def _alpha_words(recipe: rc.Recipe) -> str:
         return f"alpha {m.alpha}"
     rule = alpha_rule(m.name)
     return f"alpha {m.alpha} ({rule})" if m.alpha == alpha_for(m.name, m.rank) else f"alpha {m.alpha} (kept; the rule is {rule})"
+
+
+def _where(path: Path, recipe: rc.Recipe) -> str:
+    """Where a written file lies, in words: beside its run folder, or the folder it went to."""
+    run_dir = Path(recipe.output.dir).expanduser()
+    if path.parent.resolve() == run_dir.parent.resolve() and path.stem == run_dir.name:
+        return f", beside its run folder {run_dir}/"
+    return f" in {path.resolve().parent}/"
 
 
 def _markup_escape(text: str) -> str:
