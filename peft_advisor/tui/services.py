@@ -29,6 +29,12 @@ def _real_stop(run_dir: Path) -> None:
     launch.stop(run_dir)
 
 
+def _real_try_argv(run_dir: Path, prompt: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "peft_advisor", "try", str(run_dir), prompt, "--json"]
+
+
 @dataclass
 class Services:
     """The probe, the launcher and where runs live."""
@@ -39,6 +45,8 @@ class Services:
     """`(recipe_path, run_dir) -> launch.Launched`; the child must outlive the UI (own session)."""
     stop_run: Callable[[Path], None] = _real_stop
     """Asks the run in `run_dir` to stop gracefully (SIGINT to the pid in run.json)."""
+    try_argv: Callable[[Path, str], list[str]] = _real_try_argv
+    """The `peft-advisor try RUN_DIR PROMPT --json` command line the Try dialog runs."""
     output_root: Path = field(default_factory=lambda: Path("runs"))
     """Folder whose sub-folders are run folders (the Runs screen lists them)."""
 

@@ -285,3 +285,40 @@ async def test_the_baseline_evaluation_has_its_state_progress_and_a_running_cloc
             assert progress.caption.startswith("step 3/3") and "[green]ok[/]" in text_of(screen, "#run-title")
     finally:
         fake.cleanup()
+
+
+FAKE_TRY = ("import json, sys; print(json.dumps({'prompt': sys.argv[1], 'tuned': 'The answer is 42.', "
+            "'base': 'I think it is forty.'}))")
+
+
+async def test_try_shows_the_tuned_answer_beside_the_base(workdir):
+    """`t` on a finished run: the prompt goes to `peft-advisor try ... --json` in a child (here a
+    stand-in printing what that command prints), and both answers show side by side."""
+    import sys
+
+    from peft_advisor.tui.screens.try_it import TryScreen
+
+    app = make_app(monitor="runs/demo-lora")
+    seen = []
+    app.services.try_argv = lambda run_dir, prompt: seen.append((run_dir, prompt)) or [sys.executable, "-c", FAKE_TRY, prompt]
+    async with app.run_test(size=(100, 30)) as pilot:
+        monitor = app.screen
+        await wait_until(pilot, lambda: monitor.view.done)
+        await pilot.press("t")
+        await wait_until(pilot, lambda: isinstance(app.screen, TryScreen))
+        await pilot.press(*"What is 17 plus 25?", "enter")
+        await wait_until(pilot, lambda: "42" in text_of(app.screen, "#try-tuned"))
+        assert "forty" in text_of(app.screen, "#try-base")
+        assert [(Path(run_dir).name, prompt) for run_dir, prompt in seen] == [("demo-lora", "What is 17 plus 25?")]
+        await pilot.press("escape")
+        assert app.screen is monitor
+
+
+async def test_try_is_refused_for_a_run_that_died(workdir):
+    app = make_app(monitor="runs/demo-vera")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.exit_note is not None)
+        await pilot.press("t")
+        await pilot.pause(0.2)
+        assert app.screen is screen  # no dialog: nothing was saved to try

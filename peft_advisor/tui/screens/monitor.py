@@ -48,6 +48,7 @@ class MonitorScreen(Screen):
     BINDINGS = [
         Binding("s", "stop", "Stop run"),
         Binding("l", "toggle_log", "Show/hide log"),
+        Binding("t", "try_it", "Try it"),
     ]
 
     def __init__(self) -> None:
@@ -276,6 +277,15 @@ class MonitorScreen(Screen):
     def action_toggle_log(self) -> None:
         log = self.query_one(LogTail)
         log.display = not log.display
+
+    def action_try_it(self) -> None:
+        """The tuned model beside its base, for a run that saved its weights (ended ok or cancelled)."""
+        from peft_advisor.tui.screens.try_it import TryScreen
+
+        if self.run_dir is None or self.view.status not in ("ok", "cancelled"):
+            self.notify("Try needs a run that ended ok or cancelled.", severity="warning")
+            return
+        self.app.push_screen(TryScreen(self.run_dir))
 
     def action_stop(self) -> None:
         from peft_advisor.tui.screens.confirm import ConfirmScreen
