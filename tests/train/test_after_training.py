@@ -201,3 +201,30 @@ def test_hub_id_for_each_kind_of_model_id(tmp_path):
     assert hub_id_for("llama-3.2-1b", "meta-llama/Llama-3.2-1B") == "meta-llama/Llama-3.2-1B"  # a preset's
     assert hub_id_for(str(snapshot), str(snapshot)) == "Org/Name-1B"
     assert hub_id_for(str(tmp_path), str(tmp_path)) is None  # a folder of one's own keeps its path
+
+
+@pytest.mark.slow
+def test_merge_and_try_on_the_demo_model(tmp_path):
+    """The shipped SmolLM2-135M demo, end to end: two steps of LoRA, a merge whose logits equal
+    the adapter model's, and `try` answering with both."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from peft_advisor.train.tuned import load_tuned, open_run
+
+    recipe = rc.updated(rc.load(ROOT / "recipes" / "demo" / "lora.toml"), {
+        "train.max_steps": 2, "train.micro_batch": 2, "train.eval_every": 0, "train.save_every": 0,
+        "train.baseline_eval_rows": 0, "data.eval_split": 0, "output.dir": str(tmp_path / "run")})
+    done = cli("train", rc.save(recipe, tmp_path / "demo.toml"))
+    assert done.returncode == 0, done.stderr
+    run_dir = tmp_path / "run"
+    assert main(["merge", str(run_dir), "-o", str(tmp_path / "merged"), "--dtype", "float32"]) == 0
+    tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    ids = torch.tensor([tok("Tom has 12 apples and buys 7 more. How many?")["input_ids"]])
+    reference = _logits(load_tuned(open_run(run_dir), "float32"), ids)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    torch.testing.assert_close(_logits(merged, ids), reference, atol=1e-4, rtol=1e-4)
+    answered = cli("try", run_dir, "What is 12 plus 7?", "--json", "--max-new-tokens", "8")
+    assert answered.returncode == 0, answered.stderr
+    row = json.loads(answered.stdout)
+    assert row["prompt"] == "What is 12 plus 7?" and isinstance(row["tuned"], str) and isinstance(row["base"], str)
