@@ -203,6 +203,33 @@ def summary(runs: list[dict]) -> str:
     return "**" + "; ".join(parts) + "**"
 
 
+def rescore(rows: list[dict]) -> str:
+    """The runs that ended ok, against the estimator as it is now (the rows keep the estimate made
+    when they ran): how a change to the estimator moves the error on measured runs."""
+    from peft_advisor.core.estimate import Settings, estimate
+    from peft_advisor.core.model_spec import load_preset
+
+    keys = ("method", "rank", "targets", "batch_size", "seq_len", "grad_ckpt", "grad_accum", "galore_rank",
+            "galore_layerwise", "galore_8bit", "vera_rank")
+    lines = ["| model | held out | method | batch×seq | measured GiB | then: error | now: estimate GiB | now: error |",
+             "|---|---|---|---|---|---|---|---|"]
+    errors = []
+    for r in rows:
+        if r.get("status") != "ok" or not r.get("peak_bytes") or r.get("rank") is None:
+            continue
+        s = r["settings"]
+        now = estimate(load_preset(r["model"]), Settings(**{k: s[k] for k in keys})).peak_bytes
+        err = (now - r["peak_bytes"]) / r["peak_bytes"]
+        if r["held_out"]:
+            errors.append(abs(err))
+        lines.append(f"| {r['model']} | {'yes' if r['held_out'] else 'no'} | {r['method']} | "
+                     f"{s['batch_size']}×{s['seq_len']} | {r['peak_bytes'] / GIB:.2f} | {r['estimate_error'] * 100:+.1f} % | "
+                     f"{now / GIB:.2f} | {err * 100:+.1f} % |")
+    head = (f"**now, held-out runs that ended ok: |error| median {statistics.median(errors) * 100:.1f} %, "
+            f"worst {max(errors) * 100:.1f} % ({len(errors)} runs)**" if errors else "**no runs**")
+    return "\n".join([head, "", *lines, ""])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, help="JSON lines to append to")
@@ -212,7 +239,11 @@ def main() -> int:
     ap.add_argument("--parallel-gib", type=float, default=70.0, help="budgets that may run at once, together")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fits"))
     ap.add_argument("--table", type=Path, help="print the Markdown table of a results file and exit")
+    ap.add_argument("--rescore", type=Path, help="print a results file's ok runs against today's estimator and exit")
     args = ap.parse_args()
+    if args.rescore:
+        print(rescore([json.loads(line) for line in args.rescore.read_text().splitlines() if line.strip()]))
+        return 0
     if args.table:
         print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
         return 0
