@@ -283,7 +283,8 @@ class AdvisorScreen(Screen):
 
     def _show_detail(self, row) -> None:
         info, est, s = row.method_info, row.estimate, row.settings
-        verdict = "[b yellow]★ recommended[/]" if row.rank == 1 else (f"#{row.rank}" if row.rank else "[b red]✗ ruled out[/]")
+        verdict = ("[b yellow]★ recommended[/]" if row.rank == 1 else f"#{row.rank}" if row.rank
+                   else "[dim]no budget yet[/]" if row.fit == "?" else "[b red]✗ ruled out[/]")
         head = [f"[b]{row.name}[/b] {verdict} · {_esc(getattr(info, 'summary', ''))}"]
         if s is not None:
             from peft_advisor.core.recommend import settings_words
