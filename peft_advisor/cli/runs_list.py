@@ -15,7 +15,7 @@ from pathlib import Path
 
 from peft_advisor.core import run_folder as rf
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.events import RunSummary, read_events, summarize
+from peft_advisor.core.events import RunSummary
 from peft_advisor.core.units import fmt_bytes, fmt_file_bytes
 
 DEFAULT_FOLDER = "runs"
@@ -82,11 +82,7 @@ def list_runs(folder: Path, explicit: bool = True) -> list[RunRow]:
 
 
 def read_run(path: Path) -> RunRow:
-    try:
-        events = read_events(path / rf.EVENTS)[0]
-    except OSError:  # unreadable, or a folder in its place: the run is still listed
-        events = []
-    summary = summarize(events)
+    summary = rf.read_summary(path)
     return RunRow(path=path, summary=summary, status=status_of(path, summary),
                   mtime_s=max((_mtime(path / m) for m in rf.MARKERS), default=0.0),
                   saved_bytes=_saved_bytes(path) or summary.adapter_bytes)

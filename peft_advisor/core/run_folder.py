@@ -90,6 +90,18 @@ def read_run_json(run_dir) -> dict:
     return read_json(Path(run_dir) / RUN_JSON)
 
 
+def read_summary(folder):
+    """The run's events folded as every front end folds them; an unreadable events.jsonl (or a
+    folder in its place) is an empty run, so listings still show the folder."""
+    from peft_advisor.core.events import read_events, summarize
+
+    try:
+        events = read_events(Path(folder) / EVENTS)[0]
+    except OSError:
+        events = []
+    return summarize(events)
+
+
 # ---------------------------------------------------------------- checkpoints
 
 

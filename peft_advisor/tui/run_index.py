@@ -14,7 +14,7 @@ from pathlib import Path
 
 from peft_advisor.core import run_folder as rf
 from peft_advisor.core.bench import BenchResult
-from peft_advisor.core.events import RunSummary, read_events, summarize
+from peft_advisor.core.events import RunSummary
 from peft_advisor.tui.services import run_pid, trainer_alive
 
 TIMED = (rf.EVENTS, rf.RUN_JSON, rf.RECIPE)  # the newest of these dates a run in the list
@@ -54,11 +54,7 @@ def scan_runs(root: Path) -> list[RunInfo]:
 
 
 def read_run(path: Path) -> RunInfo:
-    try:
-        events = read_events(path / rf.EVENTS)[0]
-    except OSError:  # unreadable, or a folder in its place: the run is still listed
-        events = []
-    summary = summarize(events)
+    summary = rf.read_summary(path)
     mtimes = [(path / m).stat().st_mtime for m in TIMED if (path / m).exists()]
     return RunInfo(
         path=path,

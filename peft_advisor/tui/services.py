@@ -53,7 +53,7 @@ class Services:
 
 def run_pid(run_dir: Path) -> int | None:
     """The trainer's pid as the launcher recorded it in run.json, or None."""
-    from peft_advisor.launch import read_run_json, valid_pid
+    from peft_advisor.core.run_folder import read_run_json, valid_pid
 
     pid = read_run_json(run_dir).get("pid")
     return pid if valid_pid(pid) else None
@@ -61,6 +61,6 @@ def run_pid(run_dir: Path) -> int | None:
 
 def trainer_alive(pid: int | None) -> bool:
     """True while that pid is a live trainer (not a zombie, not a reused pid of another program)."""
-    from peft_advisor.launch import trainer_alive as alive
+    from peft_advisor.core.run_folder import trainer_alive as alive
 
     return alive(pid)

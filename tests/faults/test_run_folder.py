@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,6 +16,7 @@ from peft_advisor import launch
 from peft_advisor.core import run_folder as rf
 from peft_advisor.core.errors import ExitCode
 from peft_advisor.core.events import read_events
+from tests.train.test_child import wait_for_step
 
 
 def cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
@@ -112,15 +112,6 @@ def test_the_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert rf.lock_holder(tmp_path) is None  # the kernel let go: a resume is not blocked by a dead trainer
-
-
-def wait_for_step(run_dir, step: int, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(e["kind"] == "step" and e["step"] >= step for e in read_events(run_dir / "events.jsonl")[0]):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no step {step} within {timeout_s} s")
 
 
 def test_a_second_trainer_on_a_running_folder_is_refused_at_once(make_recipe, tmp_path):
