@@ -12,6 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from peft_advisor.core.catalog import default_lr  # noqa: E402  (the trainer's default per method)
+
 
 def make_model_folder(preset: str, folder: Path) -> Path:
     """`preset`'s architecture, random weights in bf16, saved with a byte tokenizer."""
@@ -81,13 +83,12 @@ log_every = 1
 dir = "{out}"
 """
 
-LR = {"full": 1e-5, "galore": 1e-5, "vera": 1e-3}
 
 
 def write_recipe(path: Path, model: Path, data: Path, out: Path, method: str, *, steps: int, batch: int, seq: int,
                  rank: int = 16, ckpt: bool = False, layerwise: bool = False, eightbit: bool = False) -> Path:
     path.write_text(RECIPE.format(model=model, method=method, rank=rank, alpha=2 * rank, data=data, seq=seq,
-                                  steps=steps, batch=batch, lr=LR.get(method, 2e-4), out=out,
+                                  steps=steps, batch=batch, lr=default_lr(method), out=out,
                                   ckpt=str(ckpt).lower(), layerwise=str(layerwise).lower(),
                                   eightbit=str(eightbit).lower()))
     return path

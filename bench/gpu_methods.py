@@ -21,7 +21,9 @@ from pathlib import Path
 from gpu_common import ROOT, make_model_folder, make_text_data, read_run, write_recipe, write_results
 
 CASES = [("full", {}), ("lora", {}), ("rslora", {}), ("dora", {}), ("loraplus", {}), ("vera", {}),
-         ("galore", {}), ("galore", {"layerwise": True}), ("galore", {"eightbit": True}), ("qlora", {})]
+         ("galore", {}), ("galore", {"layerwise": True}), ("galore", {"eightbit": True}), ("qlora", {}),
+         ("oft", {}), ("lokr", {}), ("loha", {}), ("ia3", {}), ("miss", {}), ("c3a", {}), ("shira", {}),
+         ("lorafa", {}), ("pissa", {}), ("olora", {})]
 
 
 def main() -> int:
@@ -32,6 +34,7 @@ def main() -> int:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--out", required=True, help="Markdown table to write (JSON lines beside it)")
     ap.add_argument("--only", help="comma list of methods")
+    ap.add_argument("--ckpt", action="store_true", help="gradient checkpointing on")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gpu-methods-"))
     model = make_model_folder(args.model, work / "model")
@@ -42,7 +45,7 @@ def main() -> int:
             continue
         label = method + "".join(f"+{k}" for k in kw)
         recipe = write_recipe(work / f"{label}.toml", model, data, work / f"run-{label}", method,
-                              steps=args.steps, batch=args.batch, seq=args.seq, **kw)
+                              steps=args.steps, batch=args.batch, seq=args.seq, ckpt=args.ckpt, **kw)
         t0 = time.time()
         proc = subprocess.run([sys.executable, "-m", "peft_advisor", "train", str(recipe)],
                               capture_output=True, text=True, cwd=ROOT)
@@ -59,7 +62,7 @@ def render(rows, args) -> str:
     gib = 2**30
     lines = [f"# Every method through `peft-advisor train` on {args.model} (random weights)", "",
              f"Command: `python bench/gpu_methods.py --model {args.model} --steps {args.steps} --batch {args.batch} "
-             f"--seq {args.seq} --out {args.out}`", "",
+             f"--seq {args.seq}{' --ckpt' if args.ckpt else ''} --out {args.out}`", "",
              "| method | status | steps | loss first → last | peak reserved GiB | estimate GiB | error | tokens/s | adapter MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
