@@ -10,6 +10,8 @@ MAX_BATCH = 65_536
 MAX_VRAM_GIB = 4096.0  # one GPU
 MAX_GPUS = 131_072  # above the largest training clusters built (about 100,000 GPUs)
 MAX_ADAPTER_MB = 10_000_000.0  # 10 TB: far above any model's full weights
+MAX_ALPHA = 1_048_576  # LoRA's alpha: 16 x the largest rank; a scale of millions is a typo
+MAX_EPOCHS = 100_000.0  # passes over the data; a million epochs of even one row is not a fine-tune
 
 # A recipe is a few kB of TOML; a MiB of it is not a recipe.
 MAX_RECIPE_BYTES = 1024**2

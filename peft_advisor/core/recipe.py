@@ -23,13 +23,17 @@ from pathlib import Path
 from peft_advisor.core.errors import ExitCode, UserError
 from peft_advisor.core.files import check_regular
 from peft_advisor.core.limits import (
+    MAX_ADAPTER_MB,
+    MAX_ALPHA,
     MAX_BATCH,
+    MAX_EPOCHS,
     MAX_GPUS_PER_NODE,
     MAX_NODES,
     MAX_RANK,
     MAX_RECIPE_BYTES,
     MAX_SEQ_LEN,
     MAX_STEPS,
+    MAX_VRAM_GIB,
 )
 from peft_advisor.core.recipe_fields import (  # noqa: F401 (did_you_mean is re-exported)
     TARGET_PRESETS,
@@ -100,7 +104,7 @@ class MethodSection:
     """a method id: full, lora, rslora, dora, loraplus, vera, galore, qlora, oft, lokr, loha, ia3, miss, c3a, shira, lorafa, pissa, olora"""
     rank: int = _f(16, ge=1, le=MAX_RANK)
     """LoRA-family rank; higher: better fit, more memory, larger adapter"""
-    alpha: int = _f(32, ge=1)
+    alpha: int = _f(32, ge=1, le=MAX_ALPHA)
     """LoRA scale numerator: scale = alpha/rank (alpha/sqrt(rank) for rslora)"""
     dropout: float = _f(0.0, ge=0, lt=1)
     """dropout on the adapter's input; 0 is fastest, 0.05-0.1 helps on small data"""
@@ -162,7 +166,7 @@ class TrainSection:
 
     max_steps: int = _f(200, ge=0, le=MAX_STEPS)
     """optimizer steps; 0 = run train.epochs instead"""
-    epochs: float = _f(1.0, ge=0)
+    epochs: float = _f(1.0, ge=0, le=MAX_EPOCHS)
     """passes over the data, used when max_steps = 0"""
     micro_batch: int = _f(4, ge=1, le=MAX_BATCH)
     """examples per forward pass; memory grows with it"""
@@ -182,13 +186,13 @@ class TrainSection:
     """recompute activations in backward: much less memory, ~30% slower"""
     seed: int = _f(42, ge=0, le=2**32 - 1)
     """random seed for data order and adapter init"""
-    eval_every: int = _f(50, ge=0)
+    eval_every: int = _f(50, ge=0, le=MAX_STEPS)
     """steps between evals; 0 = only at the end"""
     baseline_eval_rows: int = _f(64, ge=0)
     """eval rows scored before step 1 (the base model's loss, to compare); 0 = no baseline"""
-    save_every: int = _f(100, ge=0)
+    save_every: int = _f(100, ge=0, le=MAX_STEPS)
     """steps between checkpoints; 0 = only at the end"""
-    log_every: int = _f(1, ge=1)
+    log_every: int = _f(1, ge=1, le=MAX_STEPS)
     """steps between step events"""
 
 
@@ -206,9 +210,9 @@ class OutputSection:
 class BudgetSection:
     """[budget] what the recipe was advised for (informational)"""
 
-    vram_gib: float = _f(0.0, ge=0)
+    vram_gib: float = _f(0.0, ge=0, le=MAX_VRAM_GIB)
     """GPU memory budget in GiB; 0 = not set"""
-    adapter_mb: float = _f(0.0, ge=0)
+    adapter_mb: float = _f(0.0, ge=0, le=MAX_ADAPTER_MB)
     """adapter size budget in MB; 0 = no limit"""
     priority: str = _f("quality")
     """what the advice favoured"""

@@ -404,3 +404,13 @@ def test_replace_keeps_frozen_sections():
     with pytest.raises(Exception):
         r.method.rank = 3  # type: ignore[misc]
     assert replace(r, method=replace(r.method, rank=3)).method.rank == 3
+
+
+@pytest.mark.parametrize("key, value", [
+    ("method.alpha", 10**9), ("train.epochs", 1e9), ("train.eval_every", 10**9), ("train.save_every", 10**9),
+    ("train.log_every", 10**9), ("budget.vram_gib", 1e6), ("budget.adapter_mb", 1e12),
+])
+def test_counts_and_budgets_have_ceilings(key, value):
+    """A digit too many in any count or budget is one line naming the key, not a run of a billion epochs."""
+    with pytest.raises(UserError, match=rf"^{key.replace('.', '[.]')}: must be <= "):
+        rc.updated(rc.Recipe(), {key: value})
