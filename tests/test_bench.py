@@ -66,7 +66,7 @@ def test_budget_steps_time_split_and_default():
     assert bench.make_budget(recipe, None, None, 3) == bench.Budget(steps=bench.DEFAULT_STEPS)
     short = rc.updated(recipe, {"train.max_steps": 4})
     assert bench.make_budget(short, None, None, 3).steps == 4
-    for steps, minutes in ((3, 1.0), (0, None), (None, 0.0), (None, float("nan"))):
+    for steps, minutes in ((3, 1.0), (0, None), (None, 0.0), (None, float("nan")), (None, 1e300)):
         with pytest.raises(UserError):
             bench.make_budget(recipe, steps, minutes, 3)
 

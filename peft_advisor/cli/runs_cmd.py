@@ -39,7 +39,7 @@ def register(sub) -> None:
     t.set_defaults(func=run_train)
 
     m = sub.add_parser("monitor", help="follow a run folder (live or finished): a line per step")
-    m.add_argument("run_dir", metavar="RUN_DIR")
+    m.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by peft-advisor train (its events.jsonl)")
     m.add_argument("--poll", type=float, default=0.5, help="seconds between reads (default 0.5)")
     view = m.add_mutually_exclusive_group()
     view.add_argument("--tui", action="store_true", help="open the terminal app's monitor screen")

@@ -78,6 +78,9 @@ class Budget:
         return {"steps": self.steps, "time_s": self.time_s}
 
 
+MAX_BENCH_MIN = 7 * 24 * 60.0
+
+
 def make_budget(recipe: rc.Recipe, steps: int | None, time_budget_min: float | None, runnable: int) -> Budget:
     """`--steps N`, or `--time-budget MIN` split evenly over the candidates that will run, or by
     default the recipe's steps capped at DEFAULT_STEPS (a bench is short by design)."""
@@ -92,6 +95,9 @@ def make_budget(recipe: rc.Recipe, steps: int | None, time_budget_min: float | N
     if time_budget_min is not None:
         if not (time_budget_min > 0 and math.isfinite(time_budget_min)):
             raise UserError(f"--time-budget must be a positive number of minutes, got {time_budget_min:g}", ExitCode.USAGE)
+        if time_budget_min > MAX_BENCH_MIN:  # 1e300 minutes is a typo, and its seconds overflow a timer
+            raise UserError(f"--time-budget must be <= {MAX_BENCH_MIN:g} minutes (a week), got {time_budget_min:g}",
+                            ExitCode.USAGE)
         return Budget(time_s=time_budget_min * 60 / max(1, runnable))
     own = recipe.train.max_steps
     return Budget(steps=min(own, DEFAULT_STEPS) if own > 0 else DEFAULT_STEPS)
