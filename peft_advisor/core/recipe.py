@@ -46,6 +46,7 @@ from peft_advisor.core.recipe_fields import (  # noqa: F401 (did_you_mean is re-
     _show,
     did_you_mean,
 )
+from peft_advisor.core.techniques import OPTIMIZERS
 from peft_advisor.core.toml_text import fmt_float, toml_str, toml_value  # noqa: F401 (re-exported)
 
 VERSION = 1
@@ -190,6 +191,14 @@ class TrainSection:
     """steps between checkpoints; 0 = only at the end"""
     log_every: int = _f(1, ge=1)
     """steps between step events"""
+    fused_loss: bool = _f(False)
+    """loss without the whole vocabulary's logits (Liger on CUDA, else chunked); less memory"""
+    liger_kernels: bool = _f(False)
+    """Liger's RMSNorm/SwiGLU/RoPE kernels (CUDA; pip install 'peft-advisor[fast]')"""
+    offload_activations: bool = _f(False)
+    """keep activations saved for backward in pinned CPU memory; less GPU memory, slower"""
+    optimizer: str = _f("adamw", choices=OPTIMIZERS)
+    """adamw | adamw_8bit | paged_adamw_8bit | paged_adamw (the last three: bitsandbytes, CUDA)"""
 
 
 @dataclass(frozen=True)
@@ -445,7 +454,16 @@ def _cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
         out.append(("train.grad_accum", f"must be 1 with method.galore_layerwise = true, got {t.grad_accum}"))
     if t.max_steps == 0 and t.epochs <= 0:
         out.append(("train.epochs", "must be > 0 when train.max_steps = 0"))
-    return out + _distributed_checks(recipe)
+    return out + _technique_checks(recipe) + _distributed_checks(recipe)
+
+
+def _technique_checks(recipe: Recipe) -> list[tuple[str, str]]:
+    """The [train] techniques that cannot run with this method, these targets or this [distributed]."""
+    from peft_advisor.core.techniques import recipe_refusals
+
+    m, t, d = recipe.method, recipe.train, recipe.distributed
+    return recipe_refusals(m.name, m.targets, t.optimizer, t.fused_loss, d.strategy, world_size(d),
+                           qlora=m.name == "qlora")
 
 
 def _distributed_checks(recipe: Recipe) -> list[tuple[str, str]]:
