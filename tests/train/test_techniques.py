@@ -6,6 +6,7 @@ or a package is refused with one line, in the CLI before any child and again in 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -259,3 +260,58 @@ def test_the_optimizer_reaches_trainer_and_loraplus(tiny_model):
     optimizer = built.optimizers[0]
     lrs = {g["lr"] for g in optimizer.param_groups if g["params"]}  # LoRA+'s A and B groups (no embedding here)
     assert isinstance(optimizer, bnb.optim.AdamW8bit) and lrs == {r.train.lr, r.train.lr * 16}
+
+
+# ---------------------------------------------------------------- on a GPU (liger-kernel, bitsandbytes)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs an NVIDIA GPU with CUDA")
+def test_liger_loss_equals_the_chunked_loss_on_a_gpu(arch, dtype, tiny_model):
+    """Liger's fused kernel and the chunked loss: the same loss and gradients (bf16: within bf16 noise)."""
+    import torch
+
+    pytest.importorskip("liger_kernel")
+    from peft_advisor.train.fused_loss import FusedLoss
+
+    model = (tiny_llama(tiny_model) if arch == "llama" else tiny_gemma2()).to("cuda", getattr(torch, dtype))
+    inputs = {k: v.cuda() for k, v in batch(model.config.vocab_size).items()}
+    want, want_grads = loss_and_grads(model, lambda: FusedLoss(model, "chunked")(model, inputs)["loss"])
+    got, got_grads = loss_and_grads(model, lambda: FusedLoss(model, "liger")(model, inputs)["loss"])
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == "float32" else {"rtol": 2e-2, "atol": 2e-2}
+    assert torch.allclose(got.float(), want.float(), **tol)
+    for name, grad in want_grads.items():
+        assert torch.allclose(got_grads[name].float(), grad.float(), **tol), name
+
+
+@pytest.mark.parametrize("changes, field, value", [
+    ({"train.fused_loss": True}, "loss_impl", "liger"),
+    ({"train.optimizer": "adamw_8bit"}, "optimizer", "adamw_8bit"),
+    ({"train.optimizer": "paged_adamw"}, "optimizer", "paged_adamw"),
+    ({"method.name": "loraplus", "train.optimizer": "paged_adamw_8bit"}, "optimizer", "paged_adamw_8bit"),
+    ({"method.name": "full", "train.fused_loss": True, "train.optimizer": "adamw_8bit"}, "loss_impl", "liger"),
+    ({"train.offload_activations": True, "train.grad_ckpt": True}, "offload_activations", "pinned"),
+    ({"train.liger_kernels": True, "train.fused_loss": True}, "liger_kernels", "llama"),
+], ids=["fused", "8bit", "paged", "loraplus-paged8", "full-fused-8bit", "offload-ckpt", "liger-kernels"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs an NVIDIA GPU with CUDA")
+def test_techniques_train_on_a_gpu(changes, field, value, make_recipe, tmp_path):
+    if changes.get("train.fused_loss") or changes.get("train.liger_kernels"):
+        pytest.importorskip("liger_kernel")
+    if changes.get("train.optimizer", "adamw") != "adamw":
+        pytest.importorskip("bitsandbytes")
+    run_dir = tmp_path / "run"
+    assert train(make_recipe(**{**changes, "model.dtype": "bfloat16"}), run_dir) == 0
+    events = events_of(run_dir)
+    assert events[0][field] == value and events[-1]["status"] == "ok"
+    assert all(math.isfinite(e["loss"]) for e in events if e["kind"] == "step")
