@@ -697,6 +697,9 @@ def save(recipe: Recipe, path, force: bool = False, header: str = "") -> Path:
 # ---------------------------------------------------------------- from an estimate, and back
 
 
+TECHNIQUE_KEYS = ("fused_loss", "liger_kernels", "offload_activations", "optimizer")  # [train] <-> Settings
+
+
 def default_output_dir(model_id: str, method: str) -> str:
     """`runs/<model>-<method>`, the model's last path part in lower case (Qwen/Qwen2.5-7B -> qwen2.5-7b)."""
     slug = re.sub(r"[^a-z0-9.]+", "-", model_id.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-.")
@@ -750,6 +753,7 @@ def recipe_from_recommendation(
             grad_accum=settings.grad_accum,
             grad_ckpt=settings.grad_ckpt,
             lr=lr if lr is not None else default_lr(name) if known else 2e-4,
+            **{key: getattr(settings, key) for key in TECHNIQUE_KEYS if hasattr(settings, key)},
         ),
         output=OutputSection(dir=output_dir or default_output_dir(model_id, name)),
         budget=BudgetSection(vram_gib=float(vram_gib), adapter_mb=float(adapter_mb), priority=priority, gpu=gpu),
@@ -768,11 +772,16 @@ def recipe_from_recommendation(
 
 
 def settings_from_recipe(recipe: Recipe):
-    """The estimator's `Settings` for a recipe (imports core.estimate, which must exist)."""
+    """The estimator's `Settings` for a recipe (imports core.estimate, which must exist). The
+    [train] techniques go along where `Settings` has a field of the same name."""
+    from dataclasses import fields as dataclass_fields
+
     from peft_advisor.core.estimate import Settings
 
     m, t = recipe.method, recipe.train
+    known = {f.name for f in dataclass_fields(Settings)}
     return Settings(
+        **{key: getattr(t, key) for key in TECHNIQUE_KEYS if key in known},
         method=m.name,
         rank=m.rank,
         targets=m.targets,
