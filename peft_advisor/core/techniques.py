@@ -29,7 +29,7 @@ BNB_INSTALL = "pip install bitsandbytes"
 LOSS_CHUNK_LOGITS = 2**26
 # Targets that would put an adapter on the output head (or on the input embedding that it is
 # tied to): the fused loss multiplies the hidden states by the head's plain weight.
-HEAD_TARGETS = ("lm_head", "embed_tokens", "embed_out", "output", "wte")
+HEAD_TARGETS = ("lm_head", "embed_tokens", "embed_out", "wte")  # the trainer also checks the model itself
 
 
 def loss_chunk_tokens(vocab_size: int) -> int:

@@ -144,6 +144,11 @@ class Run:
         t = self.recipe.train
         self.fused_loss = FusedLoss(self.built.model, choose_impl(self.cuda)) if t.fused_loss else None
         self.techniques["loss_impl"] = self.fused_loss.impl if self.fused_loss else "full"
+        if self.fused_loss and self.fused_loss.impl == "chunked" and self.cuda:
+            from peft_advisor.core.techniques import LIGER_INSTALL
+
+            self.say(f"peft-advisor: note: train.fused_loss runs chunked in PyTorch; Liger's fused kernel is faster: "
+                     f"{LIGER_INSTALL}")
         if t.offload_activations:
             self.techniques["offload_activations"] = "pinned" if self.cuda else "cpu, no-op"
             if not self.cuda:
