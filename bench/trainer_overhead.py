@@ -52,7 +52,7 @@ def plain_loop(model_dir: str, data: str, steps: int, batch: int, seq: int, meth
     model.train()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rates, last = [], time.time()
+    rates, losses, last = [], [], time.time()
     for step in range(steps):
         x = blocks[(step * batch) % (len(blocks) - batch):][:batch].to(device)
         loss = model(input_ids=x, labels=x).loss
@@ -61,14 +61,14 @@ def plain_loop(model_dir: str, data: str, steps: int, batch: int, seq: int, meth
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        loss.item()  # read the loss every step, as any logging loop does
+        losses.append(loss.item())  # read the loss every step, as any logging loop does
         if on_step:
             on_step(step)
         now = time.time()
         rates.append(batch * seq / (now - last))
         last = now
     peak = torch.cuda.max_memory_reserved() if device == "cuda" else None
-    return {"tokens_per_s": statistics.median(rates[3:]), "peak_bytes": peak}
+    return {"tokens_per_s": statistics.median(rates[3:]), "peak_bytes": peak, "losses": losses}
 
 
 def parse_shape(text: str) -> tuple[str, int, int]:

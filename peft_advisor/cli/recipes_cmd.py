@@ -143,7 +143,8 @@ def run_validate(args) -> int:
                 print(f"peft-advisor: {err}", file=sys.stderr)
                 failed += 1
                 continue
-        for warning in (rc.remote_code_warning(recipe, name), cuda_warning(recipe, name, cuda)):
+        for warning in (rc.remote_code_warning(recipe, name), cuda_warning(recipe, name, cuda),
+                        technique_warning(recipe, name, cuda)):
             if warning:
                 print(f"peft-advisor: warning: {warning}", file=sys.stderr)
         print(f"ok: {name} ({recipe.method.name}, {recipe.model.id})")
@@ -160,6 +161,26 @@ def cuda_warning(recipe: rc.Recipe, name: str, cuda_here) -> str | None:
     if reason is None or cuda_here():
         return None
     return f"{name}: {reason}, and this machine has none: train will refuse it here"
+
+
+def technique_warning(recipe: rc.Recipe, name: str, cuda_here) -> str | None:
+    """Why `train` would refuse this recipe's [train] techniques on this machine (no CUDA, a
+    package not installed), or None."""
+    from peft_advisor.core.techniques import refusal_for
+
+    line = refusal_for(recipe, cuda_here)
+    return f"{name}: {line}: train will refuse it here" if line else None
+
+
+def refuse_techniques(recipe: rc.Recipe, name, cuda_here=None) -> None:
+    """`train`'s check before any child starts: the child's own refusal (train/techniques.py), in
+    the same words. NO_GPU when there is no GPU, else BAD_RECIPE (a package missing)."""
+    from peft_advisor.core.techniques import refusal_for
+
+    cuda_here = cuda_here or _CudaHere()
+    line = refusal_for(recipe, cuda_here)
+    if line:
+        raise UserError(f"{name}: {line}", ExitCode.BAD_RECIPE if cuda_here() else ExitCode.NO_GPU)
 
 
 class _CudaHere:

@@ -50,6 +50,11 @@ class StartEvent(TypedDict, total=False):
     train_rows: int  # training rows (examples) read, after the eval split
     truncated_rows: int  # of those, rows cut at max_seq_len: their end (the answer's) is not trained on
     max_seq_len: int  # data.max_seq_len, in tokens
+    # the [train] techniques as run (also in run.json):
+    loss_impl: str  # "liger" | "chunked" (train.fused_loss) | "full" (the model's own loss)
+    liger_kernels: str  # the model type Liger's kernels were patched into; absent when off
+    offload_activations: str  # "pinned" (CUDA) | "cpu, no-op" (no GPU: activations are on the CPU already); absent when off
+    optimizer: str  # train.optimizer
 
 
 class StepEvent(TypedDict, total=False):

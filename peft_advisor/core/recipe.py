@@ -50,6 +50,7 @@ from peft_advisor.core.recipe_fields import (  # noqa: F401 (did_you_mean is re-
     _show,
     did_you_mean,
 )
+from peft_advisor.core.techniques import OPTIMIZERS
 from peft_advisor.core.toml_text import fmt_float, toml_str, toml_value  # noqa: F401 (re-exported)
 
 VERSION = 1
@@ -194,6 +195,14 @@ class TrainSection:
     """steps between checkpoints; 0 = only at the end"""
     log_every: int = _f(1, ge=1, le=MAX_STEPS)
     """steps between step events"""
+    fused_loss: bool = _f(False)
+    """loss without the whole vocabulary's logits (Liger on CUDA, else chunked); less memory"""
+    liger_kernels: bool = _f(False)
+    """Liger's RMSNorm/SwiGLU/RoPE kernels (CUDA; pip install 'peft-advisor[fast]')"""
+    offload_activations: bool = _f(False)
+    """keep activations saved for backward in pinned CPU memory; less GPU memory, slower"""
+    optimizer: str = _f("adamw", choices=OPTIMIZERS)
+    """adamw | adamw_8bit | paged_adamw_8bit | paged_adamw (the last three: bitsandbytes, CUDA)"""
 
 
 @dataclass(frozen=True)
@@ -449,7 +458,16 @@ def _cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
         out.append(("train.grad_accum", f"must be 1 with method.galore_layerwise = true, got {t.grad_accum}"))
     if t.max_steps == 0 and t.epochs <= 0:
         out.append(("train.epochs", "must be > 0 when train.max_steps = 0"))
-    return out + _distributed_checks(recipe)
+    return out + _technique_checks(recipe) + _distributed_checks(recipe)
+
+
+def _technique_checks(recipe: Recipe) -> list[tuple[str, str]]:
+    """The [train] techniques that cannot run with this method, these targets or this [distributed]."""
+    from peft_advisor.core.techniques import recipe_refusals
+
+    m, t, d = recipe.method, recipe.train, recipe.distributed
+    return recipe_refusals(m.name, m.targets, t.optimizer, t.fused_loss, d.strategy, world_size(d),
+                           qlora=m.name == "qlora")
 
 
 def _distributed_checks(recipe: Recipe) -> list[tuple[str, str]]:
@@ -683,6 +701,9 @@ def save(recipe: Recipe, path, force: bool = False, header: str = "") -> Path:
 # ---------------------------------------------------------------- from an estimate, and back
 
 
+TECHNIQUE_KEYS = ("fused_loss", "liger_kernels", "offload_activations", "optimizer")  # [train] <-> Settings
+
+
 def default_output_dir(model_id: str, method: str) -> str:
     """`runs/<model>-<method>`, the model's last path part in lower case (Qwen/Qwen2.5-7B -> qwen2.5-7b)."""
     slug = re.sub(r"[^a-z0-9.]+", "-", model_id.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-.")
@@ -736,6 +757,7 @@ def recipe_from_recommendation(
             grad_accum=settings.grad_accum,
             grad_ckpt=settings.grad_ckpt,
             lr=lr if lr is not None else default_lr(name) if known else 2e-4,
+            **{key: getattr(settings, key) for key in TECHNIQUE_KEYS if hasattr(settings, key)},
         ),
         output=OutputSection(dir=output_dir or default_output_dir(model_id, name)),
         budget=BudgetSection(vram_gib=float(vram_gib), adapter_mb=float(adapter_mb), priority=priority, gpu=gpu),
@@ -754,11 +776,16 @@ def recipe_from_recommendation(
 
 
 def settings_from_recipe(recipe: Recipe):
-    """The estimator's `Settings` for a recipe (imports core.estimate, which must exist)."""
+    """The estimator's `Settings` for a recipe (imports core.estimate, which must exist). The
+    [train] techniques go along where `Settings` has a field of the same name."""
+    from dataclasses import fields as dataclass_fields
+
     from peft_advisor.core.estimate import Settings
 
     m, t = recipe.method, recipe.train
+    known = {f.name for f in dataclass_fields(Settings)}
     return Settings(
+        **{key: getattr(t, key) for key in TECHNIQUE_KEYS if key in known},
         method=m.name,
         rank=m.rank,
         targets=m.targets,

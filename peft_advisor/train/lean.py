@@ -69,14 +69,27 @@ class LeanTrainer(Trainer):
         self.defer_logs = self.args.device.type == "cuda" and self.args.world_size == 1
         self._pending_log: PendingLog | None = None
 
+    fused_loss = None  # set by run.py: a train.fused_loss.FusedLoss when the recipe's fused_loss is on
+    offload_activations = False  # set by run.py: train.offload_activations
+    pin_memory = False  # offloaded activations go to pinned memory (CUDA only)
+
     def compute_loss(self, model, inputs, *args, **kwargs):
         """Counts the training tokens, and runs the forward without a KV cache: with the config's
         `use_cache` (on in most models) every forward copies each layer's keys and values into a
-        cache that nobody reads."""
+        cache that nobody reads. With `fused_loss` the model is called through it (Trainer's own
+        handling of the returned loss stays); with `offload_activations` every tensor saved for
+        backward during the forward and loss goes to (pinned) CPU memory and comes back in backward
+        (with checkpointing only the checkpoints' inputs are saved, so the two compose)."""
         if model.training:
             mask = inputs.get("attention_mask")
             self._tokens_pending = self._tokens_pending + (mask.sum() if mask is not None else inputs["input_ids"].numel())
-        return super().compute_loss(model, {**inputs, "use_cache": False}, *args, **kwargs)
+        call = model if self.fused_loss is None else _CallThrough(self.fused_loss, model)
+        if not (self.offload_activations and model.training):
+            return super().compute_loss(call, {**inputs, "use_cache": False}, *args, **kwargs)
+        import torch
+
+        with torch.autograd.graph.save_on_cpu(pin_memory=self.pin_memory):
+            return super().compute_loss(call, {**inputs, "use_cache": False}, *args, **kwargs)
 
     def log(self, logs, *args, **kwargs):
         """`state.num_input_tokens_seen` is brought up to date when there is something to log (every
@@ -242,6 +255,16 @@ class LeanTrainer(Trainer):
         if self._non_embedding_params is None:
             self._non_embedding_params = self.model.num_parameters(exclude_embeddings=True)
         return 6 * ids.numel() * self._non_embedding_params
+
+
+class _CallThrough:
+    """What Trainer.compute_loss calls as `model(**inputs)`: the model, through `fused`."""
+
+    def __init__(self, fused, model):
+        self.fused, self.model = fused, model
+
+    def __call__(self, **inputs):
+        return self.fused(self.model, inputs)
 
 
 def lighten(model) -> list:

@@ -149,15 +149,17 @@ def build_loraplus(model, recipe) -> Built:
     import torch
     from peft.optimizers import create_loraplus_optimizer
 
+    from peft_advisor.train.techniques import optimizer_class, optimizer_kwargs
+
     peft_model = _peft(model, _lora_config(model, recipe))
     t = recipe.train
-    optimizer = create_loraplus_optimizer(
+    optimizer = create_loraplus_optimizer(  # two learning-rate groups, whichever AdamW train.optimizer names
         peft_model,
-        torch.optim.AdamW,
+        optimizer_class(t.optimizer),
         lr=t.lr,
         loraplus_lr_ratio=recipe.method.loraplus_lr_ratio,
         weight_decay=t.weight_decay,
-        fused=torch.cuda.is_available(),  # as Trainer's default adamw_torch_fused
+        **optimizer_kwargs(t.optimizer, torch.cuda.is_available()),
     )
     return Built(peft_model, optimizers=(optimizer, None))
 
@@ -340,5 +342,21 @@ BUILDERS = {  # one per catalog id (tests/core/test_catalog.py checks the two na
 def build(model, recipe, ranks=None) -> Built:
     world = ranks.world if ranks is not None else 1
     if recipe.method.name == "qlora":
-        return build_qlora(model, recipe, world)
-    return BUILDERS[recipe.method.name](model, recipe)
+        built = build_qlora(model, recipe, world)
+    else:
+        built = BUILDERS[recipe.method.name](model, recipe)
+    return with_optimizer(built, recipe)
+
+
+def with_optimizer(built: Built, recipe) -> Built:
+    """`train.optimizer` for the methods Trainer builds the optimizer of: its `optim` name for
+    bitsandbytes' 8-bit or paged AdamW (Trainer keeps embeddings' states in 32 bits, as bitsandbytes
+    advises). LoRA+ passes the class to its own builder; GaLore and LoRA-FA, which have their own
+    optimizers, are refused by the recipe checks."""
+    from peft_advisor.train.techniques import TRAINER_OPTIM
+
+    name = recipe.train.optimizer
+    if name == "adamw" or built.optimizers[0] is not None:
+        return built
+    built.args["optim"] = TRAINER_OPTIM[name]
+    return built

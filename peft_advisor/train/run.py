@@ -98,11 +98,12 @@ class Run:
         self.check_report_to()
         import torch
 
-        from peft_advisor.train import data, dist, methods
+        from peft_advisor.train import data, dist, methods, techniques
 
         r, ranks = self.recipe, self.ranks
         self.cuda = torch.cuda.is_available()
         methods.check_device(r, self.cuda)  # before transformers and peft: those imports take seconds
+        techniques.check_device(r, self.cuda)
         dist.check_gpus(ranks, r, self.cuda)
         dist.init(ranks, r, self.cuda)
         self.cap_gpu_memory()
@@ -121,7 +122,11 @@ class Run:
         model = load_model(self.model_path, r, self.cuda, ranks)
         self.estimate = estimate_for(model, r, ranks.world, self.data.estimate_shape(self.tokenizer, not self.fsdp()))
         self.fsdp_wrap = dist.wrap_classes(model)
+        self.techniques = {"optimizer": r.train.optimizer}
+        if r.train.liger_kernels:  # into the base model's own modules, before an adapter wraps them
+            self.techniques["liger_kernels"] = techniques.apply_liger_kernels(model)
         self.built = methods.build(model, r, ranks)
+        self.set_up_loss_and_offload()
         self.base_hub_id = hub_id_for(r.model.id, self.model_path)
         name_base_model(self.built.model, self.base_hub_id)  # portable adapter_config.json
         if self.stop.requested:  # a stop swallowed by a library during setup still stops the run here
@@ -130,6 +135,25 @@ class Run:
             self.create_run_folder()
         dist.barrier(ranks)  # nobody writes into the run folder before it exists
         self.make_callback()
+
+    def set_up_loss_and_offload(self) -> None:
+        """The loss the trainer computes (`train.fused_loss`: Liger's or the chunked one) and where
+        activations are kept, as recorded in the start event and run.json."""
+        from peft_advisor.train.fused_loss import FusedLoss, choose_impl
+
+        t = self.recipe.train
+        self.fused_loss = FusedLoss(self.built.model, choose_impl(self.cuda)) if t.fused_loss else None
+        self.techniques["loss_impl"] = self.fused_loss.impl if self.fused_loss else "full"
+        if self.fused_loss and self.fused_loss.impl == "chunked" and self.cuda:
+            from peft_advisor.core.techniques import LIGER_INSTALL
+
+            self.say(f"peft-advisor: note: train.fused_loss runs chunked in PyTorch; Liger's fused kernel is faster: "
+                     f"{LIGER_INSTALL}")
+        if t.offload_activations:
+            self.techniques["offload_activations"] = "pinned" if self.cuda else "cpu, no-op"
+            if not self.cuda:
+                self.say("peft-advisor: note: train.offload_activations on the CPU is a no-op (activations are in "
+                         "CPU memory already); the run goes on")
 
     def cap_gpu_memory(self) -> None:
         """Rehearse a smaller card: PEFT_ADVISOR_GPU_CAP_GIB caps this process's PyTorch allocator
@@ -190,7 +214,8 @@ class Run:
         return os.getppid() if self.ranks.distributed else os.getpid()
 
     def run_info(self) -> dict:
-        info = {"pid": self.launcher_pid(), "argv": list(self.argv), "started": self.started, "run_dir": str(self.run_dir)}
+        info = {"pid": self.launcher_pid(), "argv": list(self.argv), "started": self.started, "run_dir": str(self.run_dir),
+                **getattr(self, "techniques", {})}
         if self.ranks.distributed:
             info.update(rank0_pid=os.getpid(), world_size=self.ranks.world)
         return info
@@ -263,6 +288,7 @@ class Run:
         if ranks.distributed:
             start.update(launcher=r.distributed.launcher, nnodes=r.distributed.nnodes, backend=self.backend())
         start.update(d.start_fields())  # rows cut at max_seq_len, for the terminal's start line
+        start.update(self.techniques)
         tok = self.tokenizer
         accuracy = None
         # Exact match generates on rank 0 alone: fine with DDP (the module is unwrapped), but under
@@ -306,6 +332,8 @@ class Run:
             callbacks=[self.callback],
         )
         trainer.baseline_rows = self.recipe.train.baseline_eval_rows
+        trainer.fused_loss = self.fused_loss
+        trainer.offload_activations, trainer.pin_memory = self.recipe.train.offload_activations, self.cuda
         return trainer
 
     # ------------------------------------------------------------ train
