@@ -732,6 +732,7 @@ def recipe_from_recommendation(
             grad_accum=settings.grad_accum,
             grad_ckpt=settings.grad_ckpt,
             lr=lr if lr is not None else default_lr(name) if known else 2e-4,
+            **_technique_keys(settings),
         ),
         output=OutputSection(dir=output_dir or default_output_dir(model_id, name)),
         budget=BudgetSection(vram_gib=float(vram_gib), adapter_mb=float(adapter_mb), priority=priority, gpu=gpu),
@@ -749,11 +750,24 @@ def recipe_from_recommendation(
     return recipe
 
 
+TECHNIQUE_KEYS = {"fused_loss": False, "liger_kernels": False, "offload_activations": False, "optimizer": "adamw"}
+"""The [train] keys of the memory-saving techniques, named as `estimate.Settings` names them, with
+their defaults (issue 15)."""
+
+
+def _technique_keys(settings) -> dict:
+    """The techniques of a `Settings` as [train] keys, only those the recipe's TrainSection has
+    (read and written here by name, so the advice works with recipes from before the keys)."""
+    have = {f.name for f in fields(TrainSection)}
+    return {key: getattr(settings, key, default) for key, default in TECHNIQUE_KEYS.items() if key in have}
+
+
 def settings_from_recipe(recipe: Recipe):
     """The estimator's `Settings` for a recipe (imports core.estimate, which must exist)."""
     from peft_advisor.core.estimate import Settings
 
     m, t = recipe.method, recipe.train
+    techniques = {key: getattr(t, key, default) for key, default in TECHNIQUE_KEYS.items()}
     return Settings(
         method=m.name,
         rank=m.rank,
@@ -770,4 +784,5 @@ def settings_from_recipe(recipe: Recipe):
         oft_block_size=m.oft_block_size,
         lokr_factor=m.lokr_factor,
         c3a_block_size=m.c3a_block_size,
+        **techniques,
     )

@@ -312,16 +312,23 @@ def _ram_fits(est: Estimate, budget: Budget) -> bool:
     return budget.ram_bytes is None or est.cpu_bytes <= budget.ram_bytes
 
 
-def _without_needless_8bit(est: Estimate, adjustments: tuple, budget: Budget, estimate) -> tuple[Estimate, tuple]:
-    """8-bit AdamW comes before checkpointing in the ladder but carries a small quality risk: when
-    a later step (checkpointing, offloading, a smaller micro-batch) made the run fit, and it still
-    fits with room under plain AdamW, keep plain AdamW. Returns (estimate, adjustments)."""
-    label = TECHNIQUE_WORDS["adamw_8bit"]
-    if est.settings.optimizer != "adamw_8bit" or adjustments[-1:] == (label,):
-        return est, adjustments
-    plain = estimate(replace(est.settings, optimizer="adamw"))
-    if fit_of(plain, budget.vram_bytes) == "ok" and _ram_fits(plain, budget):
-        return plain, tuple(a for a in adjustments if a != label)
+UNDO = ((TECHNIQUE_WORDS["adamw_8bit"], {"optimizer": "adamw"}),
+        (TECHNIQUE_WORDS["offload_activations"] + " on", {"offload_activations": False}))
+"""Costly techniques the ladder turns on before a later step, which may make them needless; tried
+off in this order (quality first, then speed)."""
+
+
+def _without_needless(est: Estimate, adjustments: tuple, budget: Budget, estimate) -> tuple[Estimate, tuple]:
+    """The ladder is cumulative: 8-bit AdamW (a small quality risk) and offloading (time) stay on
+    for every later step. When a later step (checkpointing, a smaller micro-batch) made the run
+    fit, each is turned back off if the run still fits with room without it. Returns
+    (estimate, adjustments)."""
+    for label, off in UNDO:
+        if label not in adjustments[:-1]:
+            continue
+        plain = estimate(replace(est.settings, **off))
+        if fit_of(plain, budget.vram_bytes) == "ok" and _ram_fits(plain, budget):
+            est, adjustments = plain, tuple(a for a in adjustments if a != label)
     return est, adjustments
 
 
@@ -358,7 +365,7 @@ def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parall
                 short_of_ram = short_of_ram or est
                 continue
             if fit == "ok":
-                return _without_needless_8bit(est, size_adj + adj, budget,
+                return _without_needless(est, size_adj + adj, budget,
                                               lambda x: estimate(spec, x, budget.total_vram_bytes)) + (None,)
             if fit == "tight" and tight is None:
                 tight = est, size_adj + adj, None  # kept unless a later setting fits with room
@@ -492,11 +499,20 @@ def _sort_key(rec: Recommendation, m: Method, priority: str, request: Settings):
     time = speed_figure(rec.method, rec.settings)
     evidence = -evidence_level(m, rec.settings, requested)
     return (rec.fit != "ok",) + {
-        "quality": (quality, evidence, len(rec.adjustments), time, peak),
+        "quality": (quality, evidence, _costly_changes(rec.adjustments), time, peak),
         "speed": (round(time, 2), quality, peak),
         "memory": (peak, quality, time),
         "size": (size, quality, peak),
     }[priority]
+
+
+FREE_CHANGES = tuple(TECHNIQUE_WORDS[t] + " on" for t in ("fused_loss", "liger_kernels"))
+"""Ladder steps that cost neither quality nor speed: the ranking does not count them as changes."""
+
+
+def _costly_changes(adjustments: tuple) -> int:
+    """How many of the changes made to fit cost quality or speed (the quality ranking's tie-break)."""
+    return sum(1 for a in adjustments if a not in FREE_CHANGES)
 
 
 def _reasons(rec: Recommendation, m: Method, budget: Budget, request: Settings) -> tuple[str, ...]:
