@@ -340,33 +340,39 @@ def _adapter_fits(est: Estimate, budget: Budget) -> bool:
     return budget.adapter_bytes is None or est.adapter_bytes <= budget.adapter_bytes
 
 
+def _estimator(spec: ModelSpec, par: Parallel, calibrate, total_vram_bytes: int | None):
+    """settings -> the estimate the advice judges by: per GPU, with the local calibration on one GPU."""
+
+    def estimate(settings: Settings) -> Estimate:
+        est = per_gpu_estimate(spec, settings, par, total_vram_bytes)
+        return calibrate(est) if calibrate and par.gpus == 1 else est
+
+    return estimate
+
+
 def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parallel(), calibrate=None,
             techniques: tuple[str, ...] = ()):
     """First setting that fits both budgets -> (estimate, adjustments) or (None, closest, reason).
     A setting whose offloaded activations need more CPU RAM than is free does not fit either."""
 
-    def estimate(spec, settings, total=None):
-        est = per_gpu_estimate(spec, settings, par, total)
-        return calibrate(est) if calibrate and par.gpus == 1 else est
-
+    estimate = _estimator(spec, par, calibrate, budget.total_vram_bytes)
     closest, tight, short_of_ram = None, None, None
     size_ok_any = False
     for sized, size_adj in _size_ladder(s):
         try:
-            if not _adapter_fits(estimate(spec, sized, budget.total_vram_bytes), budget):
+            if not _adapter_fits(estimate(sized), budget):
                 continue
         except UserError:
             continue  # e.g. q_proj/v_proj does not exist in this architecture
         size_ok_any = True
         for cand, adj in _ladder(sized, par.gpus > 1, techniques):
-            est = estimate(spec, cand, budget.total_vram_bytes)
+            est = estimate(cand)
             fit = fit_of(est, budget.vram_bytes)
             if fit and not _ram_fits(est, budget):
                 short_of_ram = short_of_ram or est
                 continue
             if fit == "ok":
-                return _without_needless(est, size_adj + adj, budget,
-                                              lambda x: estimate(spec, x, budget.total_vram_bytes)) + (None,)
+                return _without_needless(est, size_adj + adj, budget, estimate) + (None,)
             if fit == "tight" and tight is None:
                 tight = est, size_adj + adj, None  # kept unless a later setting fits with room
             if closest is None or est.total_bytes < closest.total_bytes:
@@ -374,7 +380,7 @@ def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parall
         if tight is not None:
             return tight
     if not size_ok_any:
-        smallest = min((estimate(spec, x, budget.total_vram_bytes) for x, _ in _size_ladder(s)
+        smallest = min((estimate(x) for x, _ in _size_ladder(s)
                         if _valid(spec, x)), key=lambda e: e.adapter_bytes)
         reason = (f"adapter {fmt_file_bytes(smallest.adapter_bytes)} at best > budget "
                   f"{fmt_file_bytes(budget.adapter_bytes)}")
@@ -607,16 +613,19 @@ def _techniques_reason(rec: Recommendation) -> str:
     return f"techniques: {saved}" + (f"; {rec.without_techniques}" if rec.without_techniques else "")
 
 
-def _without_words(rec_est: Estimate, rec_adjustments: tuple, plain) -> str:
+def _without_words(rec_adjustments: tuple, plain, budget: Budget) -> str:
     """How the advice without the techniques differs, in words, from `plain` = _search's answer
-    without them; "" when the same knobs would have fitted anyway."""
+    without them; "" when the same knobs would have fitted as well."""
     est, adjustments, reason = plain
     if est is None:
         return f"without them ruled out: {reason}"
     extra = [a for a in adjustments if a not in rec_adjustments]
-    if not extra:
+    tight = fit_of(est, budget.vram_bytes) == "tight"
+    if not extra and not tight:
         return ""
-    return f"without them it would need {'; '.join(extra)} ({fmt_bytes(est.total_bytes)})"
+    if not extra:
+        return f"without them the same settings fit only tight ({fmt_bytes(est.total_bytes)})"
+    return f"without them it would need {'; '.join(extra)} ({fmt_bytes(est.total_bytes)}{', tight' if tight else ''})"
 
 
 def _technique_effect(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel, calibrate, est: Estimate,
@@ -624,13 +633,9 @@ def _technique_effect(spec: ModelSpec, s: Settings, budget: Budget, par: Paralle
     """(what each technique on saves, what the method needed without any) for one offer."""
     if not _techniques_on(est.settings):
         return (), ""
-
-    def estimate(settings):
-        e = per_gpu_estimate(spec, settings, par, budget.total_vram_bytes)
-        return calibrate(e) if calibrate and par.gpus == 1 else e
-
     plain = _search(spec, s, budget, par, calibrate)
-    return technique_savings(estimate, est), _without_words(est, adjustments, plain)
+    estimate = _estimator(spec, par, calibrate, budget.total_vram_bytes)
+    return technique_savings(estimate, est), _without_words(adjustments, plain, budget)
 
 
 def _techniques_on(s: Settings) -> bool:
