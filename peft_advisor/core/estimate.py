@@ -413,7 +413,8 @@ def _fused_loss_bytes(spec: ModelSpec, s: Settings) -> int:
     fp32 per-token losses, and when the output projection trains (full fine-tuning, GaLore) its
     gradient, allocated in forward. The whole-vocabulary log-softmax is never built. Counted from
     Liger's code; assumed, not yet measured. The chunked torch loss used where Liger is not (no
-    CUDA) is not modelled: the advice is for CUDA cards."""
+    CUDA) is not modelled: the advice is for CUDA cards. Evaluation still builds the whole logits
+    (transformers' Liger path skips them only in training), so `_eval_bytes` is unchanged."""
     a = FP32 if s.method == "qlora" else BF16  # prepare_model_for_kbit_training: fp32 hidden states
     chunk = fused_loss_chunk_tokens(spec, s) * spec.vocab_size * a
     grad_hidden = s.tokens * spec.hidden_size * a

@@ -732,7 +732,7 @@ def recipe_from_recommendation(
             grad_accum=settings.grad_accum,
             grad_ckpt=settings.grad_ckpt,
             lr=lr if lr is not None else default_lr(name) if known else 2e-4,
-            **_technique_keys(settings),
+            **technique_keys(settings),
         ),
         output=OutputSection(dir=output_dir or default_output_dir(model_id, name)),
         budget=BudgetSection(vram_gib=float(vram_gib), adapter_mb=float(adapter_mb), priority=priority, gpu=gpu),
@@ -755,9 +755,10 @@ TECHNIQUE_KEYS = {"fused_loss": False, "liger_kernels": False, "offload_activati
 their defaults (issue 15)."""
 
 
-def _technique_keys(settings) -> dict:
-    """The techniques of a `Settings` as [train] keys, only those the recipe's TrainSection has
-    (read and written here by name, so the advice works with recipes from before the keys)."""
+def technique_keys(settings=None) -> dict:
+    """The techniques of a `Settings` (None: all off) as [train] keys, only those the recipe's
+    TrainSection has (read and written here by name, so the advice works with recipes from before
+    the keys)."""
     have = {f.name for f in fields(TrainSection)}
     return {key: getattr(settings, key, default) for key, default in TECHNIQUE_KEYS.items() if key in have}
 

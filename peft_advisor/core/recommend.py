@@ -86,7 +86,8 @@ class Budget:
     total_vram_bytes: int | None = None
     """The card's size, if known (sizes the CUDA context estimate)."""
     ram_bytes: int | None = None
-    """Free CPU RAM that offloaded activations may take (None: not checked)."""
+    """Free CPU RAM that one GPU's offloaded activations may pin: the machine's free RAM shared by
+    the run's GPUs on it (None: not checked)."""
 
     def to_dict(self) -> dict:
         return {
@@ -385,11 +386,12 @@ def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parall
         reason = (f"adapter {fmt_file_bytes(smallest.adapter_bytes)} at best > budget "
                   f"{fmt_file_bytes(budget.adapter_bytes)}")
         return None, smallest, reason
-    if short_of_ram is not None:
-        return None, short_of_ram, (f"needs {fmt_bytes(short_of_ram.cpu_bytes)} of CPU RAM for its offloaded activations "
-                                    f"> {fmt_bytes(budget.ram_bytes)} free (with {_describe(short_of_ram.settings)})")
-    miss = closest.total_bytes - budget.vram_bytes
     per_gpu = " per GPU" if par.gpus > 1 else ""
+    if short_of_ram is not None:
+        return None, short_of_ram, (f"needs {fmt_bytes(short_of_ram.cpu_bytes)} of CPU RAM{per_gpu} for its offloaded "
+                                    f"activations > {fmt_bytes(budget.ram_bytes)} free{per_gpu} "
+                                    f"(with {_describe(short_of_ram.settings)})")
+    miss = closest.total_bytes - budget.vram_bytes
     reason = (f"needs {fmt_bytes(closest.total_bytes)}{per_gpu} even with {_describe(closest.settings)} "
               f"> budget {fmt_bytes(budget.vram_bytes)} (misses by {fmt_bytes(miss)})")
     return None, closest, reason

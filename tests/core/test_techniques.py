@@ -182,6 +182,9 @@ def test_offloaded_activations_must_fit_the_free_ram():
     assert not short.recommendations
     assert "of CPU RAM for its offloaded activations" in short.ruled_out[0].reason
     assert advise(req, ram=lambda: None).best.settings.offload_activations  # RAM unknown: not checked
+    # each GPU's process pins its own activations: the free RAM is shared by the run's GPUs
+    assert advise(AdviceRequest(vram_gib=24, gpus=2), ram=lambda: 64 * GIB).budget.ram_bytes == 32 * GIB
+    assert advise(AdviceRequest(vram_gib=24, techniques=False), ram=lambda: 64 * GIB).budget.ram_bytes is None
 
 
 def test_settings_words_name_the_techniques():
@@ -212,10 +215,8 @@ def test_settings_from_recipe_reads_the_technique_keys():
 
 
 def test_recipe_round_trip_keeps_the_technique_keys():
-    from dataclasses import fields
-
-    if not {"fused_loss", "optimizer"} <= {f.name for f in fields(rc.TrainSection)}:
-        pytest.skip("[train] has no technique keys yet (they come with the trainer's side of issue 15)")
+    if not _recipe_has_technique_keys():
+        pytest.skip("[train] has no technique keys yet (the trainer's side of issue 15)")
     s = Settings("lora", seq_len=1024, fused_loss=True, liger_kernels=True, offload_activations=True,
                  optimizer="paged_adamw_8bit")
     recipe = rc.recipe_from_recommendation("llama-3.2-1b", s)
@@ -223,3 +224,27 @@ def test_recipe_round_trip_keeps_the_technique_keys():
     back = rc.settings_from_recipe(rc.loads(rc.dumps(recipe)))
     assert (back.fused_loss, back.liger_kernels, back.offload_activations, back.optimizer) == \
         (True, True, True, "paged_adamw_8bit")
+
+
+def _recipe_has_technique_keys() -> bool:
+    from dataclasses import fields
+
+    return {"fused_loss", "liger_kernels", "offload_activations", "optimizer"} <= {f.name for f in fields(rc.TrainSection)}
+
+
+needs_keys = pytest.mark.skipif(not _recipe_has_technique_keys(),
+                                reason="[train] has no technique keys yet (the trainer's side of issue 15)")
+
+
+@needs_keys
+def test_exported_recipes_carry_the_advice_techniques_or_none(tmp_path, capsys):
+    from peft_advisor.cli import main
+
+    on, off = tmp_path / "on.toml", tmp_path / "off.toml"
+    assert main(["recommend", "--vram", "12", "--export", str(on)]) == 0
+    assert main(["recommend", "--vram", "12", "--no-techniques", "--export", str(off)]) == 0
+    assert rc.load(on).train.fused_loss and not rc.load(off).train.fused_loss
+    assert rc.settings_from_recipe(rc.load(on)).fused_loss
+    capsys.readouterr()
+    assert main(["export", "--model", "llama-3.2-1b", "--set", "train.fused_loss=true", "--no-techniques"]) == 0
+    assert not rc.loads(capsys.readouterr().out).train.fused_loss
