@@ -5,9 +5,10 @@ order that costs the least (quality first, then speed): the memory-saving techni
 nothing (a fused loss, Liger's kernels; on a CUDA card only), 8-bit AdamW (a small quality risk),
 gradient checkpointing, activation offloading (time), a smaller micro-batch with more gradient
 accumulation (same effective batch), fewer adapted modules or a lower rank, GaLore's layer-wise
-and 8-bit forms. The first setting that fits is that method's
-offer. Methods that fit are ranked by the priority the person chose, with reasons drawn from the
-trade-off matrix; the others are ruled out with what they would need.
+and 8-bit forms. The first setting that fits is that method's offer. Methods that fit are ranked
+by the priority the person chose, with reasons drawn from the trade-off matrix (and, for the
+techniques, what each saved and what the method needed without them); the others are ruled out
+with what they would need.
 
 Pure: the catalog, the estimator and the budget come in, plain data goes out.
 """
