@@ -576,7 +576,7 @@ def from_breakdown(spec: ModelSpec, s: Settings, breakdown: dict[str, int], n_tr
         adapter_bytes=adapter_bytes(spec, s),
         trainable_params=n_trainable,
         breakdown=breakdown,
-        cpu_bytes=dict(_components(spec, s))["cpu"],
+        cpu_bytes=_offloaded_bytes(spec, s),
     )
 
 
