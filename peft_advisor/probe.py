@@ -267,3 +267,23 @@ def probe() -> ProbeResult:
 def snapshot() -> ProbeResult:
     """Like `probe()`, but cheap enough to call every second: NVML stays initialised."""
     return _default.snapshot()
+
+
+def free_ram_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """The machine's available RAM (what offloaded activations may pin without swapping): psutil's
+    `available` when it is installed, else MemAvailable from /proc/meminfo; None when neither can
+    be read (the advice then does not check RAM)."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        return int(psutil.virtual_memory().available)
+    try:
+        with open(meminfo, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

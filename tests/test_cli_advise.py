@@ -59,6 +59,9 @@ def test_recommend_table_for_a_12_gib_card():
         (["estimate"], ExitCode.USAGE, "peft-advisor: estimate: the following arguments are required: --method"),
         (["recommend", "--vram", "24", "--gpus", "1000000000000000000000"], ExitCode.USAGE, "--gpus 1000000000000000000000 is absurd"),
         (["estimate", "--method", "lora", "--vram", "0"], ExitCode.USAGE, "--vram must be a positive number of GiB"),
+        (["estimate", "--method", "lora", "--optimizer", "adam8"], ExitCode.USAGE, "unknown optimizer 'adam8'"),
+        (["estimate", "--method", "galore", "--optimizer", "adamw_8bit"], ExitCode.USAGE, "galore_8bit"),
+        (["estimate", "--method", "lora", "--no-techniques", "--fused-loss"], ExitCode.USAGE, "--no-techniques turns every"),
     ],
 )
 def test_bad_input_is_one_line_and_a_distinct_exit_code(args, code, words, capsys):
@@ -102,3 +105,25 @@ def test_recommend_export_writes_a_valid_recipe_and_refuses_to_overwrite(tmp_pat
     before = out.read_text()
     again = cli("recommend", "--vram", "24", "--model", "llama-3.2-3b", "--export", str(out))
     assert again.returncode == ExitCode.EXISTS and out.read_text() == before
+
+
+def test_estimate_technique_flags_and_cpu_ram():
+    proc = cli("estimate", "--model", "gemma-2-2b", "--method", "lora", "--batch", "1", "--seq", "2048", "--vram", "8",
+               "--fused-loss", "--liger", "--offload", "--optimizer", "adamw_8bit", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    s = data["settings"]
+    assert (s["fused_loss"], s["liger_kernels"], s["offload_activations"], s["optimizer"]) == (True, True, True, "adamw_8bit")
+    assert data["cpu_bytes"] > 0 and data["fit"] == "ok"
+    text = cli("estimate", "--model", "gemma-2-2b", "--method", "lora", "--seq", "2048", "--batch", "1", "--offload").stdout
+    assert "CPU RAM (pinned)" in text and "activations offloaded to CPU" in text
+
+
+def test_recommend_no_techniques_is_todays_advice():
+    on = json.loads(cli("recommend", "--vram", "12", "--json").stdout)["recommendations"][0]
+    assert on["settings"]["fused_loss"] and "cpu_bytes" in on and on["technique_savings"]
+    proc = cli("recommend", "--vram", "12", "--no-techniques", "--json")
+    assert proc.returncode == 0, proc.stderr
+    off = json.loads(proc.stdout)["recommendations"]
+    assert not any(r["settings"]["fused_loss"] or r["settings"]["optimizer"] != "adamw" for r in off)
+    assert off[0]["fit"] == "tight" and off[0]["cpu_bytes"] == 0

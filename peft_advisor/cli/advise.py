@@ -12,7 +12,7 @@ import sys
 
 from peft_advisor.core.advise import DEFAULT_MODEL, AdviceRequest
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.estimate import METHODS, Estimate, Settings
+from peft_advisor.core.estimate import METHODS, OPTIMIZERS, Estimate, Settings
 from peft_advisor.core.units import GIB, fmt_bytes, fmt_count, fmt_file_bytes
 
 _D = AdviceRequest()
@@ -33,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--methods", help="comma list to consider (default: all eight)")
     p.add_argument("--export", metavar="FILE", help="write the top recommendation as a recipe TOML (data.path: --data, else demo)")
     p.add_argument("--force", action="store_true", help="overwrite the --export file")
+    _add_no_techniques(p, "the advice never turns on a fused loss, Liger kernels, 8-bit AdamW or activation offloading")
     _add_parallel(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_recommend)
@@ -50,9 +51,19 @@ def register(sub) -> None:
     e.add_argument("--vera-rank", type=int, default=256, metavar="R",
                    help="rank of VeRA's shared random matrices (default 256; VeRA only)")
     e.add_argument("--no-vera-projection", action="store_true", help="VeRA adapter without its projections")
+    e.add_argument("--fused-loss", action="store_true",
+                   help="Liger's fused linear cross-entropy: the loss one chunk of tokens at a time (CUDA)")
+    e.add_argument("--liger", action="store_true", help="Liger's RMSNorm, SwiGLU and RoPE kernels (CUDA)")
+    e.add_argument("--offload", action="store_true", help="saved activations offloaded to pinned CPU memory")
+    e.add_argument("--optimizer", default="adamw", help=" | ".join(OPTIMIZERS) + " (default adamw)")
+    _add_no_techniques(e, "every technique off (not with the technique flags)")
     _add_parallel(e)
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=run_estimate)
+
+
+def _add_no_techniques(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--no-techniques", action="store_true", help=f"without the memory-saving techniques: {what}")
 
 
 def _add_card(p: argparse.ArgumentParser) -> None:
@@ -92,7 +103,7 @@ def request_from_args(args) -> AdviceRequest:
         priority=getattr(args, "priority", _D.priority).strip().lower(),
         methods=tuple(m.strip().lower() for m in methods.split(",")) if methods else None,
         gpus=args.gpus, strategy=args.strategy.strip().lower(), gpu_index=args.gpu, gpu_name=args.gpu_name,
-        data=args.data, packing=args.packing,
+        data=args.data, packing=args.packing, techniques=not args.no_techniques,
     )
 
 
@@ -100,6 +111,12 @@ def _probe():
     from peft_advisor.probe import probe
 
     return probe()
+
+
+def _free_ram():
+    from peft_advisor.probe import free_ram_bytes
+
+    return free_ram_bytes()
 
 
 def _calibration(gpu_name: str, model_id: str):
@@ -120,10 +137,15 @@ def run_estimate(args) -> int:
     from peft_advisor.core.advise import estimate_one
 
     req = request_from_args(args)
+    optimizer = args.optimizer.strip().lower()
+    if args.no_techniques and (args.fused_loss or args.liger or args.offload or optimizer != "adamw"):
+        raise UserError("--no-techniques turns every technique off: drop it or the technique flags", ExitCode.USAGE)
     s = Settings(method=_method(args.method), rank=args.rank, targets=args.targets, batch_size=args.batch,
                  seq_len=args.seq, grad_ckpt=args.grad_ckpt, galore_rank=args.galore_rank,
                  galore_layerwise=args.galore_layerwise, galore_8bit=args.galore_8bit,
-                 vera_rank=args.vera_rank, vera_save_projection=not args.no_vera_projection)
+                 vera_rank=args.vera_rank, vera_save_projection=not args.no_vera_projection,
+                 fused_loss=args.fused_loss, liger_kernels=args.liger, offload_activations=args.offload,
+                 optimizer=optimizer)
     result = estimate_one(req, s, _probe if args.vram is None else None, _calibration, LABELS)
     est, par = result.estimate, result.parallel
     if args.json:
@@ -156,6 +178,7 @@ def format_estimate(model: str, result) -> str:
         f"CUDA context      {fmt_bytes(est.context_bytes):>12}   {result.card_note}"
         + (" (give --vram or --gpu)" if result.card.total_bytes is None else ""),
         f"total on the card {fmt_bytes(est.total_bytes):>12}",
+        *([f"CPU RAM (pinned) {fmt_bytes(est.cpu_bytes):>13}   offloaded activations"] if est.cpu_bytes else []),
         f"adapter file      {fmt_file_bytes(est.adapter_bytes):>12}",
         f"trainable params  {fmt_count(est.trainable_params):>12}",
     ]
@@ -181,7 +204,7 @@ def run_recommend(args) -> int:
 
     req = request_from_args(args)
     try:
-        advice = advise(req, _probe, _calibration, LABELS)
+        advice = advise(req, _probe, _calibration, LABELS, ram=_free_ram)
     except UserError as err:
         raise _with_hint(err) from None
     if args.json:

@@ -46,6 +46,9 @@ def register(sub) -> None:
         help="any recipe key, e.g. --set train.warmup_ratio=0.1 (VALUE in TOML syntax; repeatable)",
     )
     p.add_argument("--no-estimate", action="store_true", help="do not compute the estimate")
+    p.add_argument("--no-techniques", action="store_true",
+                   help="the memory-saving techniques off in [train] (fused loss, Liger, offloading; plain AdamW), "
+                        "whatever --set says")
     p.set_defaults(func=run_export)
 
     v = sub.add_parser("validate", help="check recipe files: ok, or one line naming the key and line")
@@ -92,6 +95,8 @@ def changes_from_args(args) -> dict:
         if not sep:
             raise UserError(f"--set {item}: expected KEY=VALUE", ExitCode.USAGE)
         changes[key.strip()] = _toml_value(value.strip())
+    if args.no_techniques:
+        changes.update({f"train.{key}": value for key, value in rc.technique_keys().items()})
     return changes
 
 

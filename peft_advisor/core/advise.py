@@ -63,6 +63,10 @@ class AdviceRequest:
     None: every row is `seq_len` long and no evaluation is counted."""
     packing: bool = False
     """Rows packed into `seq_len`-token rows (data.packing)."""
+    techniques: bool = True
+    """Let the advice turn on the memory-saving techniques (fused loss, Liger kernels, 8-bit AdamW,
+    activation offloading) where the card runs them; False: the advice without them, and
+    `estimate_one` turns off any its settings have."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,9 @@ class Card:
     """The probed GPU's name (its calibration applies); None for a typed budget."""
     same_gpus: int = 1
     """Probed GPUs of the same model (the default GPU count)."""
+    cuda: bool = True
+    """An NVIDIA card runs CUDA: a probed GPU, or a typed budget (the advisor's budgets are NVIDIA
+    cards); False for the reference card used when none is known."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,7 @@ def card_for(req: AdviceRequest, probe: Callable | None, labels: dict | None = N
             from peft_advisor.core.hardware import NO_GPU_MESSAGE
 
             raise UserError(getattr(result, "message", None) or NO_GPU_MESSAGE, ExitCode.NO_GPU)
-        return Card(None, None, f"no card given: CUDA context of a {REFERENCE_CARD_GIB} GiB card")
+        return Card(None, None, f"no card given: CUDA context of a {REFERENCE_CARD_GIB} GiB card", cuda=False)
     gpu = result.gpu(req.gpu_index)
     if gpu is None:
         found = ", ".join(str(g.index) for g in result.gpus)
@@ -183,16 +190,18 @@ def _calibrate(req: AdviceRequest, card: Card, spec_id: str, gpus: int, calibrat
 
 
 def advise(req: AdviceRequest, probe: Callable | None = None, calibration: Callable | None = None,
-           labels: dict | None = None, profile: Callable | None = None):
+           labels: dict | None = None, profile: Callable | None = None, ram: Callable | None = None):
     """The advice (`recommend.Advice`) for a request. `probe() -> ProbeResult` is called only
     when no budget is typed; `calibration(gpu_name, model_id) -> (est -> est) | None` applies
     local measurements (calibration_store.calibrator); `profile(data, model) -> DataProfile`
-    counts the data's tokens when the request names data (default `data_scan.profile`)."""
+    counts the data's tokens when the request names data (default `data_scan.profile`);
+    `ram() -> free bytes | None` is the machine's free RAM, which offloaded activations must fit
+    (None or not given: not checked)."""
     from peft_advisor.core.catalog import METHOD_IDS
     from peft_advisor.core.distributed import Parallel
     from peft_advisor.core.estimate import resolve_targets
     from peft_advisor.core.model_spec import load_model_spec
-    from peft_advisor.core.recommend import Budget, recommend
+    from peft_advisor.core.recommend import Budget, available_techniques, recommend
 
     check(req, labels)
     spec = load_model_spec(req.model)
@@ -200,12 +209,16 @@ def advise(req: AdviceRequest, probe: Callable | None = None, calibration: Calla
     card = card_for(req, probe, labels)
     par = Parallel(req.gpus or card.same_gpus, req.strategy)
     adapter = int(req.adapter_mb * MB) if req.adapter_mb else None
-    budget = Budget(card.budget_bytes, adapter, card.source, card.total_bytes)
+    techniques = available_techniques(spec, card.cuda, req.techniques)
+    free_ram = ram() if ram is not None and "offload_activations" in techniques else None
+    ram_bytes = None if free_ram is None else free_ram // par.gpus  # each GPU's process pins its own
+    budget = Budget(card.budget_bytes, adapter, card.source, card.total_bytes, ram_bytes)
     prof = data_profile(req, profile)
     seq_len, evaluation = data_shape(prof, req, par)
     advice = recommend(spec, budget, seq_len=seq_len, batch_size=req.batch_size, priority=req.priority,
                        methods=req.methods or METHOD_IDS, rank=req.rank, targets=req.targets, parallel=par,
-                       calibrate=_calibrate(req, card, spec.id, par.gpus, calibration), evaluation=evaluation)
+                       calibrate=_calibrate(req, card, spec.id, par.gpus, calibration), evaluation=evaluation,
+                       techniques=techniques)
     return with_data_reasons(advice, prof, req)
 
 
@@ -216,11 +229,13 @@ def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, ca
     With data, its sequence length and evaluation pass replace the settings' (see `advise`)."""
     from peft_advisor.core.distributed import Parallel, per_gpu_estimate
     from peft_advisor.core.model_spec import load_model_spec
-    from peft_advisor.core.recommend import fit_of, settings_words
+    from peft_advisor.core.recommend import fit_of, settings_words, without_techniques
 
     check(req, labels)
     spec = load_model_spec(req.model)
     card = card_for(req, probe, labels, required=False)
+    if not req.techniques:
+        settings = without_techniques(settings)
     par = Parallel(req.gpus or 1, req.strategy)
     prof = data_profile(req, profile)
     if prof is not None:
@@ -296,25 +311,27 @@ def card_note(card: Card) -> str:
 
 def needs(req: AdviceRequest) -> dict:
     """Before a budget is known: what each method needs at least at the requested rank and
-    targets (the memory ladder walked to its cheapest setting: checkpointing, micro-batch 1, …),
-    as the smallest card on which it fits with room (`recommend.card_needed_bytes`);
-    method id -> (bytes, Estimate)."""
+    targets (the memory ladder walked to its cheapest setting: the techniques, checkpointing,
+    micro-batch 1, …), as the smallest card on which it fits with room
+    (`recommend.card_needed_bytes`); the budget to come is an NVIDIA card, so the techniques count
+    unless the request turns them off; method id -> (bytes, Estimate)."""
     from peft_advisor.core.catalog import METHOD_IDS
     from peft_advisor.core.distributed import Parallel, per_gpu_estimate
     from peft_advisor.core.estimate import Settings
     from peft_advisor.core.model_spec import load_model_spec
     from peft_advisor.core.catalog import multi_gpu_refusal
-    from peft_advisor.core.recommend import card_needed_bytes, memory_ladder
+    from peft_advisor.core.recommend import available_techniques, card_needed_bytes, memory_ladder
 
     check(req)
     spec = load_model_spec(req.model)
     par = Parallel(req.gpus or 1, req.strategy)
+    techniques = available_techniques(spec, cuda=True, enabled=req.techniques)
     out = {}
     for method in req.methods or METHOD_IDS:
         if multi_gpu_refusal(method, par.gpus, par.strategy):
             continue
         s = Settings(method=method, rank=req.rank, targets=req.targets, batch_size=req.batch_size, seq_len=req.seq_len)
-        est = min((per_gpu_estimate(spec, c, par) for c, _ in memory_ladder(s, par.gpus > 1)),
+        est = min((per_gpu_estimate(spec, c, par) for c, _ in memory_ladder(s, par.gpus > 1, techniques)),
                   key=lambda e: e.total_bytes)
         out[method] = (card_needed_bytes(est), est)
     return out

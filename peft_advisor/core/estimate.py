@@ -49,6 +49,12 @@ BAND = (0.90, 1.16)
 `peft-advisor train` on architectures and shapes outside it (bench/results/h100_fits_*.jsonl, ten
 runs that ended ok and one out of memory) measured up to 14 % above the estimate: the high end
 covers that, so advice marked "ok" (the whole band fits) holds there too."""
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw")
+"""The recipe's `train.optimizer` choices: torch's fused AdamW, bitsandbytes' 8-bit AdamW, and the
+paged forms of both (their states live in CUDA unified memory, which can spill pages to CPU)."""
+LIGER_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
+"""Architectures liger-kernel's `MODEL_TYPE_TO_APPLY_LIGER_FN` patches (RMSNorm, SwiGLU/GeGLU,
+RoPE, fused linear cross-entropy): every architecture the estimator supports today."""
 CONTEXT_BASE_BYTES = int(0.45 * GIB)
 CONTEXT_PER_TOTAL = 0.0065
 """CUDA context + libraries + driver reservation: NVML used minus torch reserved measured 1.35 GiB
@@ -85,6 +91,15 @@ class Settings:
     generate_len: int = 0
     """Prompt plus new tokens per sequence of exact match's greedy generation (EVAL_GENERATE_BATCH
     sequences at a time); 0: no generation counted."""
+    fused_loss: bool = False
+    """Liger's fused linear cross-entropy: the loss over the vocabulary one chunk of tokens at a
+    time, never the whole (tokens x vocabulary) logits (`_fused_loss_bytes`)."""
+    liger_kernels: bool = False
+    """Liger's RMSNorm, SwiGLU/GeGLU and RoPE kernels: fewer and smaller saved activations."""
+    offload_activations: bool = False
+    """Saved activations go to pinned CPU memory (`torch.autograd.graph.save_on_cpu`)."""
+    optimizer: str = "adamw"
+    """One of OPTIMIZERS; 8-bit states take 2 bytes per trainable parameter for both moments."""
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -103,6 +118,21 @@ class Settings:
                 raise UserError(f"{name} must be a whole number >= 0, got {value!r}", ExitCode.USAGE)
         if isinstance(self.targets, list):
             object.__setattr__(self, "targets", tuple(self.targets))
+        self._check_techniques()
+
+    def _check_techniques(self) -> None:
+        """The techniques' switches are booleans and the optimizer one of OPTIMIZERS; GaLore has
+        its own 8-bit form (`galore_8bit`) and steps its projected states itself, so a bitsandbytes
+        optimizer is refused for it, as the trainer does."""
+        for name in ("fused_loss", "liger_kernels", "offload_activations"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}", ExitCode.USAGE)
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"unknown optimizer {self.optimizer!r}{did_you_mean(str(self.optimizer), OPTIMIZERS)} "
+                            f"(choose from {', '.join(OPTIMIZERS)})", ExitCode.USAGE)
+        if self.method == "galore" and self.optimizer != "adamw":
+            raise UserError(f"optimizer {self.optimizer} does not apply to galore (it has its own 8-bit states: "
+                            "galore_8bit)", ExitCode.USAGE)
 
     @property
     def tokens(self) -> int:
@@ -133,6 +163,9 @@ class Estimate:
     """weights, trainable, gradients, optimizer, activations, logits, overhead (sum = peak)."""
     calibrated: str | None = None
     """Set when a local measurement adjusted this estimate (says which)."""
+    cpu_bytes: int = 0
+    """Pinned CPU RAM the run holds beyond the usual: activations offloaded by
+    `offload_activations` (0 without it). The advice checks it against the machine's free RAM."""
 
     @property
     def total_bytes(self) -> int:
@@ -152,6 +185,7 @@ class Estimate:
             "trainable_params": self.trainable_params,
             "breakdown": dict(self.breakdown),
             "calibrated": self.calibrated,
+            "cpu_bytes": self.cpu_bytes,
         }
 
 
@@ -260,9 +294,21 @@ def _galore_state_bytes(spec: ModelSpec, s: Settings) -> int:
     return spec.num_layers * per_layer + rest * 2 * state
 
 
+EIGHT_BIT_STATE_BYTES = 1 + 4 / 256
+"""Bytes per parameter of one bitsandbytes 8-bit Adam moment: the 8-bit code plus an fp32 absmax
+per block of 256 (block-wise quantisation). Assumed, not yet measured: bitsandbytes keeps tensors
+under 4,096 elements (`min_8bit_size`) in 32-bit, which this ignores (a few norm-sized vectors)."""
+
+
 def _optimizer_bytes(spec: ModelSpec, s: Settings, n_trainable: int) -> int:
+    """Adam's two moments per trainable parameter: fp32 for adapters (they train in fp32), bf16 for
+    full fine-tuning (states follow the parameters' dtype), about one byte each with a bitsandbytes
+    8-bit optimizer (a quarter of fp32 Adam's). A paged optimizer holds the same bytes on the GPU
+    while there is room; its pages can spill to CPU RAM under pressure (not counted as saved)."""
     if s.method == "galore":
         return _galore_state_bytes(spec, s)
+    if s.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        return int(2 * n_trainable * EIGHT_BIT_STATE_BYTES)
     return 2 * n_trainable * (BF16 if s.method == "full" else FP32)
 
 
@@ -285,13 +331,13 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     a = FP32 if fp32_acts else BF16
     norms = spec.norm_params_per_layer // h if spec.norm_params_per_layer >= h else 2
     norms = min(norms, 4)
-    total = norms * 4 * h  # RMSNorm keeps its fp32 input for backward
+    total = norms * _norm_saved_bytes(spec, s)
     if fp32_acts and spec.num_kv_heads < spec.num_heads:
         # fp32 + grouped KV: SDPA's math kernel (expanded K/V, the probability matrix)
         total += FP32 * 3 * q + FP32 * heads * s.seq_len
     else:  # flash / memory-efficient: q, k, v, output and the log-sum-exp
         total += a * (2 * q + 2 * kv) + FP32 * heads
-    total += 3 * a * i  # gate output (SiLU), SiLU output and up output (their product)
+    total += _mlp_saved_tensors(s) * a * i
     if trains_all_weights(s.method):
         # trainable weights also need every linear input and the norms' bf16 outputs
         total += norms * BF16 * h + BF16 * (2 * h + q + i) + BF16 * i
@@ -307,6 +353,25 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     if s.method == "dora":  # base result (bf16) and LoRA result (fp32) kept for the magnitude
         total += (BF16 + FP32) * sum(t.d_out for t in targets)
     return total
+
+
+def _norm_saved_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Per token, what one RMSNorm saves for backward. transformers' RMSNorm upcasts its input and
+    keeps that fp32 copy (4 bytes per feature, calibrated); LigerRMSNorm keeps its input in the
+    model's dtype plus one fp32 rstd per token (bf16: about half; assumed, not yet measured)."""
+    h = spec.hidden_size
+    if not s.liger_kernels:
+        return FP32 * h
+    return (FP32 if s.method == "qlora" else BF16) * h + FP32
+
+
+def _mlp_saved_tensors(s: Settings) -> int:
+    """Intermediate-sized tensors the gated MLP saves: transformers keeps the gate output (for
+    SiLU/GELU), the activation's output and the up output (for their product), calibrated;
+    Liger's SwiGLU/GeGLU keeps only gate and up and recomputes the activation in backward
+    (assumed, not yet measured). Liger's RoPE works in place on q and k: torch's RoPE saves only
+    cos/sin, so it changes no counted term."""
+    return 2 if s.liger_kernels else 3
 
 
 def _input_of(lin) -> str:
@@ -325,9 +390,37 @@ upcast) add the tanh output autograd saves and the gradient through it: two bf16
 
 
 def _logits_bytes(spec: ModelSpec, s: Settings) -> int:
-    """Peak of the loss over the whole vocabulary."""
+    """Peak of the loss over the whole vocabulary (or, fused, over one chunk of tokens)."""
+    if s.fused_loss:
+        return _fused_loss_bytes(spec, s)
     per_entry = LOGIT_BYTES + (SOFTCAP_BYTES if spec.logit_softcap else 0)
     return per_entry * s.tokens * spec.vocab_size
+
+
+def fused_loss_chunk_tokens(spec: ModelSpec, s: Settings) -> int:
+    """Tokens per chunk of Liger's fused linear cross-entropy (ops/fused_linear_cross_entropy.py):
+    it bounds one chunk's logits to about tokens x hidden elements, so the chunk is the next power
+    of two of ceil(tokens / ceil(vocab / hidden)), never more than the tokens."""
+    per_hidden = -(-spec.vocab_size // spec.hidden_size)
+    chunk = 1 << max(0, (-(-s.tokens // per_hidden) - 1).bit_length())
+    return min(chunk, s.tokens)
+
+
+def _fused_loss_bytes(spec: ModelSpec, s: Settings) -> int:
+    """What Liger's fused linear cross-entropy holds at its peak, in forward: one chunk's logits in
+    the hidden states' dtype (the kernel writes their gradient in place, and softcapping happens
+    inside it), the gradient of every hidden state (computed in forward, held until backward), the
+    fp32 per-token losses, and when the output projection trains (full fine-tuning, GaLore) its
+    gradient, allocated in forward. The whole-vocabulary log-softmax is never built. Counted from
+    Liger's code; assumed, not yet measured. The chunked torch loss used where Liger is not (no
+    CUDA) is not modelled: the advice is for CUDA cards. Evaluation still builds the whole logits
+    (transformers' Liger path skips them only in training), so `_eval_bytes` is unchanged."""
+    a = FP32 if s.method == "qlora" else BF16  # prepare_model_for_kbit_training: fp32 hidden states
+    chunk = fused_loss_chunk_tokens(spec, s) * spec.vocab_size * a
+    grad_hidden = s.tokens * spec.hidden_size * a
+    losses = s.tokens * FP32
+    head_grad = spec.vocab_size * spec.hidden_size * BF16 if trains_all_weights(s.method) else 0
+    return chunk + grad_hidden + losses + head_grad
 
 
 EVAL_LOGIT_BYTES = 10
@@ -359,14 +452,40 @@ def _eval_bytes(spec: ModelSpec, s: Settings) -> int:
     return max(forward, generate) + _kernel_scratch_bytes(spec, s)
 
 
+OFFLOAD_BLOCKS_ON_GPU = 2
+"""With activation offloading, the saved tensors of about this many blocks are on the GPU at once:
+the one being computed and the one being copied to (forward) or back from (backward) pinned CPU
+memory. Assumed, not yet measured."""
+
+
+def _saved_per_block_bytes(spec: ModelSpec, s: Settings) -> int:
+    """What one decoder block saves for backward: its input with checkpointing, else everything."""
+    if s.grad_ckpt:
+        return s.tokens * (FP32 if s.method == "qlora" else BF16) * spec.hidden_size
+    return s.tokens * _act_bytes_per_token_layer(spec, s)
+
+
+def _saved_activation_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Every activation saved for backward at its start (logits excluded), wherever it is kept."""
+    final = _norm_saved_bytes(spec, s) + (BF16 * spec.hidden_size if trains_all_weights(s.method) else 0)
+    return spec.num_layers * _saved_per_block_bytes(spec, s) + s.tokens * final
+
+
+def _offloaded_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Saved activations that `save_on_cpu` moves to pinned CPU memory: the decoder blocks' beyond
+    the OFFLOAD_BLOCKS_ON_GPU in flight (the final norm and the loss stay on the GPU; parameters
+    are assumed kept on the GPU by the trainer's pack hook). The pinned allocator's rounding of
+    host blocks is not counted (assumed, not yet measured)."""
+    if not s.offload_activations:
+        return 0
+    offloaded_blocks = max(0, spec.num_layers - OFFLOAD_BLOCKS_ON_GPU)
+    return offloaded_blocks * _saved_per_block_bytes(spec, s)
+
+
 def _activation_bytes(spec: ModelSpec, s: Settings) -> int:
-    """Saved activations at the start of backward (logits excluded)."""
-    per_layer = _act_bytes_per_token_layer(spec, s)
-    h, a = spec.hidden_size, FP32 if s.method == "qlora" else BF16
-    final = 4 * h + (BF16 * h if trains_all_weights(s.method) else 0)
-    if s.grad_ckpt:  # each block keeps its input; one block is recomputed at a time
-        return s.tokens * (spec.num_layers * a * h + final)
-    return s.tokens * (spec.num_layers * per_layer + final)
+    """Saved activations on the GPU at the start of backward (logits excluded); with checkpointing
+    each block keeps its input and one block is recomputed at a time (`_recompute_bytes`)."""
+    return _saved_activation_bytes(spec, s) - _offloaded_bytes(spec, s)
 
 
 def _recompute_bytes(spec: ModelSpec, s: Settings) -> int:
@@ -405,6 +524,7 @@ def _components(spec: ModelSpec, s: Settings) -> tuple:
         "scratch": _kernel_scratch_bytes(spec, s),
         "recompute": _recompute_bytes(spec, s),
         "eval": _eval_bytes(spec, s),
+        "cpu": _offloaded_bytes(spec, s),
     }.items())
 
 
@@ -456,6 +576,7 @@ def from_breakdown(spec: ModelSpec, s: Settings, breakdown: dict[str, int], n_tr
         adapter_bytes=adapter_bytes(spec, s),
         trainable_params=n_trainable,
         breakdown=breakdown,
+        cpu_bytes=_offloaded_bytes(spec, s),
     )
 
 

@@ -701,7 +701,6 @@ def save(recipe: Recipe, path, force: bool = False, header: str = "") -> Path:
 # ---------------------------------------------------------------- from an estimate, and back
 
 
-TECHNIQUE_KEYS = ("fused_loss", "liger_kernels", "offload_activations", "optimizer")  # [train] <-> Settings
 
 
 def default_output_dir(model_id: str, method: str) -> str:
@@ -757,7 +756,7 @@ def recipe_from_recommendation(
             grad_accum=settings.grad_accum,
             grad_ckpt=settings.grad_ckpt,
             lr=lr if lr is not None else default_lr(name) if known else 2e-4,
-            **{key: getattr(settings, key) for key in TECHNIQUE_KEYS if hasattr(settings, key)},
+            **technique_keys(settings),
         ),
         output=OutputSection(dir=output_dir or default_output_dir(model_id, name)),
         budget=BudgetSection(vram_gib=float(vram_gib), adapter_mb=float(adapter_mb), priority=priority, gpu=gpu),
@@ -775,17 +774,24 @@ def recipe_from_recommendation(
     return recipe
 
 
+TECHNIQUE_KEYS = {"fused_loss": False, "liger_kernels": False, "offload_activations": False, "optimizer": "adamw"}
+"""The [train] keys of the memory-saving techniques, named as `estimate.Settings` names them, with
+their defaults (issue 15)."""
+
+
+def technique_keys(settings=None) -> dict:
+    """The techniques of a `Settings` (None: all off) as [train] keys."""
+    return {key: getattr(settings, key, default) for key, default in TECHNIQUE_KEYS.items()}
+
+
 def settings_from_recipe(recipe: Recipe):
     """The estimator's `Settings` for a recipe (imports core.estimate, which must exist). The
     [train] techniques go along where `Settings` has a field of the same name."""
-    from dataclasses import fields as dataclass_fields
 
     from peft_advisor.core.estimate import Settings
 
     m, t = recipe.method, recipe.train
-    known = {f.name for f in dataclass_fields(Settings)}
     return Settings(
-        **{key: getattr(t, key) for key in TECHNIQUE_KEYS if key in known},
         method=m.name,
         rank=m.rank,
         targets=m.targets,
@@ -801,4 +807,5 @@ def settings_from_recipe(recipe: Recipe):
         oft_block_size=m.oft_block_size,
         lokr_factor=m.lokr_factor,
         c3a_block_size=m.c3a_block_size,
+        **{key: getattr(t, key) for key in TECHNIQUE_KEYS},
     )

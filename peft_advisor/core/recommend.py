@@ -1,11 +1,14 @@
 """Which method, with which settings, fits the budgets, and why.
 
 For each method the recommender walks the knobs a person would turn to make a run fit, in the
-order that costs the least (quality first, then speed): gradient checkpointing, a smaller
-micro-batch with more gradient accumulation (same effective batch), fewer adapted modules or a
-lower rank, GaLore's layer-wise and 8-bit forms. The first setting that fits is that method's
-offer. Methods that fit are ranked by the priority the person chose, with reasons drawn from the
-trade-off matrix; the others are ruled out with what they would need.
+order that costs the least (quality first, then speed): the memory-saving techniques that cost
+nothing (a fused loss, Liger's kernels; on a CUDA card only), 8-bit AdamW (a small quality risk),
+gradient checkpointing, activation offloading (time), a smaller micro-batch with more gradient
+accumulation (same effective batch), fewer adapted modules or a lower rank, GaLore's layer-wise
+and 8-bit forms. The first setting that fits is that method's offer. Methods that fit are ranked
+by the priority the person chose, with reasons drawn from the trade-off matrix (and, for the
+techniques, what each saved and what the method needed without them); the others are ruled out
+with what they would need.
 
 Pure: the catalog, the estimator and the budget come in, plain data goes out.
 """
@@ -17,7 +20,8 @@ from dataclasses import dataclass, replace
 from peft_advisor.core.catalog import Method, alpha_for, load_catalog, method_info, multi_gpu_refusal
 from peft_advisor.core.distributed import Parallel, per_gpu_estimate
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
-from peft_advisor.core.estimate import CONTEXT_BASE_BYTES, CONTEXT_PER_TOTAL, METHODS, Estimate, Settings, resolve_targets
+from peft_advisor.core.estimate import (CONTEXT_BASE_BYTES, CONTEXT_PER_TOTAL, LIGER_MODEL_TYPES, METHODS, Estimate,
+                                        Settings, resolve_targets)
 from peft_advisor.core.limits import MAX_ADAPTER_MB
 from peft_advisor.core.model_spec import ModelSpec
 from peft_advisor.core.speed import measured_shapes, measured_step_time, step_time_range, step_time_vs_lora
@@ -31,6 +35,14 @@ FIT_MARGIN = 0.0
 before a fit counts as "ok". The band already holds the measured residuals of the tuning set;
 re-tune this from the fits benchmark on capped GPUs (issue 13, item 5), not by hand."""
 FITS = ("ok", "tight")
+TECHNIQUES = ("fused_loss", "liger_kernels", "adamw_8bit", "offload_activations")
+"""The memory-saving techniques the ladder may turn on, cheapest first (issue 15): the fused loss
+is free or faster, Liger's kernels free, 8-bit AdamW a small quality risk, offloading costs time
+(tried after checkpointing). Their order is assumed from the tools' own reports, not yet measured."""
+TECHNIQUE_WORDS = {"fused_loss": "fused loss", "liger_kernels": "Liger kernels", "adamw_8bit": "8-bit AdamW",
+                   "paged_adamw_8bit": "paged 8-bit AdamW", "paged_adamw": "paged AdamW",
+                   "offload_activations": "activations offloaded to CPU"}
+"""How each technique (or optimizer) is named to the person: settings words and reasons."""
 
 
 def fit_of(est: Estimate, budget_bytes: int) -> str | None:
@@ -74,6 +86,9 @@ class Budget:
     """Where the VRAM figure came from, e.g. `GPU 0 NVIDIA H200: free memory`."""
     total_vram_bytes: int | None = None
     """The card's size, if known (sizes the CUDA context estimate)."""
+    ram_bytes: int | None = None
+    """Free CPU RAM that one GPU's offloaded activations may pin: the machine's free RAM shared by
+    the run's GPUs on it (None: not checked)."""
 
     def to_dict(self) -> dict:
         return {
@@ -81,6 +96,7 @@ class Budget:
             "vram_gib": round(self.vram_bytes / GIB, 3),
             "adapter_bytes": self.adapter_bytes,
             "source": self.source,
+            "ram_bytes": self.ram_bytes,
         }
 
 
@@ -97,6 +113,11 @@ class Recommendation:
     """"ok": the whole band fits; "tight": only the expected peak does (see `fit_of`)."""
     requested_batch: int | None = None
     """The effective batch asked for (settings words say when it changed)."""
+    savings: tuple[tuple[str, int], ...] = ()
+    """(technique words, bytes on the card it saves at these settings) for each technique on."""
+    without_techniques: str = ""
+    """What this method needed, or why it did not fit, without the techniques ("" when it would
+    have fitted with the same knobs or no technique is on)."""
 
     def to_dict(self) -> dict:
         return {
@@ -107,12 +128,14 @@ class Recommendation:
             "settings_words": settings_words(self.settings, self.requested_batch),
             "peak_bytes": self.estimate.peak_bytes,
             "total_bytes": self.estimate.total_bytes,
+            "cpu_bytes": self.estimate.cpu_bytes,
             "low_bytes": self.estimate.low_bytes,
             "high_bytes": self.estimate.high_bytes,
             "adapter_bytes": self.estimate.adapter_bytes,
             "trainable_params": self.estimate.trainable_params,
             "step_time_vs_lora": round(speed_figure(self.method, self.settings), 2),
             "adjustments": list(self.adjustments),
+            "technique_savings": {words: saved for words, saved in self.savings},
             "reasons": list(self.reasons),
             "breakdown": dict(self.estimate.breakdown),
         }
@@ -170,17 +193,27 @@ class Advice:
 # ---------------------------------------------------------------- search for settings that fit
 
 
-def _ladder(s: Settings, multi_gpu: bool = False):
+def _ladder(s: Settings, multi_gpu: bool = False, techniques: tuple[str, ...] = ()):
     """Settings to try for one method, cheapest change first; yields (settings, adjustments).
-    The effective batch (micro-batch × accumulation) stays what was asked, except for layer-wise
-    GaLore (no accumulation; single-GPU only), tried first at the asked batch, and only then at
-    the smaller micro-batch, which says so as a change."""
+    `techniques` (of TECHNIQUES) are the ones this card and model can run: the free ones and
+    8-bit AdamW come before checkpointing, offloading after it. The effective batch (micro-batch ×
+    accumulation) stays what was asked, except for layer-wise GaLore (no accumulation; single-GPU
+    only), tried first at the asked batch, and only then at the smaller micro-batch, which says
+    so as a change."""
     yield s, ()
     steps: list[tuple[str, Settings]] = []
     cur = s
+    for change in _technique_steps(s, techniques, before_ckpt=True):
+        cur = replace(cur, **change)
+        steps.append((_technique_label(change), cur))
+        yield cur, tuple(a for a, _ in steps)
     if not cur.grad_ckpt:
         cur = replace(cur, grad_ckpt=True)
         steps.append(("gradient checkpointing on", cur))
+        yield cur, tuple(a for a, _ in steps)
+    for change in _technique_steps(s, techniques, before_ckpt=False):
+        cur = replace(cur, **change)
+        steps.append((_technique_label(change), cur))
         yield cur, tuple(a for a, _ in steps)
     while cur.batch_size > 1:
         cur = replace(cur, batch_size=cur.batch_size // 2, grad_accum=cur.grad_accum * 2)
@@ -206,6 +239,60 @@ def _ladder(s: Settings, multi_gpu: bool = False):
 memory_ladder = _ladder  # for `advise.needs`: the same knobs, walked to the cheapest
 
 
+def _technique_steps(s: Settings, techniques: tuple[str, ...], before_ckpt: bool) -> list[dict]:
+    """The Settings changes of the available techniques not yet on, in TECHNIQUES order: those
+    cheaper than checkpointing, or those after it. 8-bit AdamW replaces only the plain optimizer,
+    never GaLore's (which has `galore_8bit`)."""
+    changes = []
+    for name in TECHNIQUES:
+        if name not in techniques or (name == "offload_activations") == before_ckpt:
+            continue
+        if name == "adamw_8bit":
+            if s.optimizer == "adamw" and s.method != "galore":
+                changes.append({"optimizer": "adamw_8bit"})
+        elif not getattr(s, name):
+            changes.append({name: True})
+    return changes
+
+
+def _technique_label(change: dict) -> str:
+    """The ladder's words for one technique change ("fused loss on", "8-bit AdamW")."""
+    (key, value), = change.items()
+    return TECHNIQUE_WORDS[value] if key == "optimizer" else TECHNIQUE_WORDS[key] + " on"
+
+
+def available_techniques(spec: ModelSpec, cuda: bool, enabled: bool = True) -> tuple[str, ...]:
+    """The techniques the ladder may use for this model on this card: none when the person turned
+    them off or the card is not a CUDA card (Liger's Triton kernels, bitsandbytes and pinned
+    memory all need one); Liger's kernels only on an architecture it patches."""
+    if not (enabled and cuda):
+        return ()
+    return tuple(t for t in TECHNIQUES if t != "liger_kernels" or spec.model_type in LIGER_MODEL_TYPES)
+
+
+def without_techniques(s: Settings) -> Settings:
+    """The settings with every memory-saving technique off (plain AdamW): `--no-techniques`."""
+    return replace(s, fused_loss=False, liger_kernels=False, offload_activations=False, optimizer="adamw")
+
+
+def technique_savings(estimate, est: Estimate) -> tuple[tuple[str, int], ...]:
+    """What each technique on in `est` saves on the card: its total with that one technique off
+    minus its total (`estimate(settings) -> Estimate`, e.g. the per-GPU, calibrated one)."""
+    s = est.settings
+    out = []
+    for name in TECHNIQUES:
+        if name == "adamw_8bit":
+            name, off = s.optimizer, {"optimizer": "adamw"}
+            if name == "adamw":
+                continue
+        elif getattr(s, name):
+            off = {name: False}
+        else:
+            continue
+        out.append((TECHNIQUE_WORDS[name], estimate(replace(s, **off)).total_bytes - est.total_bytes))
+    return tuple(out)
+
+
 def _size_ladder(s: Settings):
     """Ways to shrink the saved adapter: lower rank, fewer modules, VeRA without projections."""
     yield s, ()
@@ -222,6 +309,31 @@ def _size_ladder(s: Settings):
         yield replace(s, rank=4, targets=targets), ("rank 4", label)
 
 
+def _ram_fits(est: Estimate, budget: Budget) -> bool:
+    """Offloaded activations (pinned CPU memory) fit the machine's free RAM, when it is known."""
+    return budget.ram_bytes is None or est.cpu_bytes <= budget.ram_bytes
+
+
+UNDO = ((TECHNIQUE_WORDS["adamw_8bit"], {"optimizer": "adamw"}),
+        (TECHNIQUE_WORDS["offload_activations"] + " on", {"offload_activations": False}))
+"""Costly techniques the ladder turns on before a later step, which may make them needless; tried
+off in this order (quality first, then speed)."""
+
+
+def _without_needless(est: Estimate, adjustments: tuple, budget: Budget, estimate) -> tuple[Estimate, tuple]:
+    """The ladder is cumulative: 8-bit AdamW (a small quality risk) and offloading (time) stay on
+    for every later step. When a later step (checkpointing, a smaller micro-batch) made the run
+    fit, each is turned back off if the run still fits with room without it. Returns
+    (estimate, adjustments)."""
+    for label, off in UNDO:
+        if label not in adjustments[:-1]:
+            continue
+        plain = estimate(replace(est.settings, **off))
+        if fit_of(plain, budget.vram_bytes) == "ok" and _ram_fits(plain, budget):
+            est, adjustments = plain, tuple(a for a in adjustments if a != label)
+    return est, adjustments
+
+
 def _fits(est: Estimate, budget: Budget) -> bool:
     return fit_of(est, budget.vram_bytes) is not None
 
@@ -230,27 +342,39 @@ def _adapter_fits(est: Estimate, budget: Budget) -> bool:
     return budget.adapter_bytes is None or est.adapter_bytes <= budget.adapter_bytes
 
 
-def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parallel(), calibrate=None):
-    """First setting that fits both budgets -> (estimate, adjustments) or (None, closest, reason)."""
+def _estimator(spec: ModelSpec, par: Parallel, calibrate, total_vram_bytes: int | None):
+    """settings -> the estimate the advice judges by: per GPU, with the local calibration on one GPU."""
 
-    def estimate(spec, settings, total=None):
-        est = per_gpu_estimate(spec, settings, par, total)
+    def estimate(settings: Settings) -> Estimate:
+        est = per_gpu_estimate(spec, settings, par, total_vram_bytes)
         return calibrate(est) if calibrate and par.gpus == 1 else est
 
-    closest, tight = None, None
+    return estimate
+
+
+def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parallel(), calibrate=None,
+            techniques: tuple[str, ...] = ()):
+    """First setting that fits both budgets -> (estimate, adjustments) or (None, closest, reason).
+    A setting whose offloaded activations need more CPU RAM than is free does not fit either."""
+
+    estimate = _estimator(spec, par, calibrate, budget.total_vram_bytes)
+    closest, tight, short_of_ram = None, None, None
     size_ok_any = False
     for sized, size_adj in _size_ladder(s):
         try:
-            if not _adapter_fits(estimate(spec, sized, budget.total_vram_bytes), budget):
+            if not _adapter_fits(estimate(sized), budget):
                 continue
         except UserError:
             continue  # e.g. q_proj/v_proj does not exist in this architecture
         size_ok_any = True
-        for cand, adj in _ladder(sized, par.gpus > 1):
-            est = estimate(spec, cand, budget.total_vram_bytes)
+        for cand, adj in _ladder(sized, par.gpus > 1, techniques):
+            est = estimate(cand)
             fit = fit_of(est, budget.vram_bytes)
+            if fit and not _ram_fits(est, budget):
+                short_of_ram = short_of_ram or est
+                continue
             if fit == "ok":
-                return est, size_adj + adj, None
+                return _without_needless(est, size_adj + adj, budget, estimate) + (None,)
             if fit == "tight" and tight is None:
                 tight = est, size_adj + adj, None  # kept unless a later setting fits with room
             if closest is None or est.total_bytes < closest.total_bytes:
@@ -258,13 +382,17 @@ def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parall
         if tight is not None:
             return tight
     if not size_ok_any:
-        smallest = min((estimate(spec, x, budget.total_vram_bytes) for x, _ in _size_ladder(s)
+        smallest = min((estimate(x) for x, _ in _size_ladder(s)
                         if _valid(spec, x)), key=lambda e: e.adapter_bytes)
         reason = (f"adapter {fmt_file_bytes(smallest.adapter_bytes)} at best > budget "
                   f"{fmt_file_bytes(budget.adapter_bytes)}")
         return None, smallest, reason
-    miss = closest.total_bytes - budget.vram_bytes
     per_gpu = " per GPU" if par.gpus > 1 else ""
+    if short_of_ram is not None:
+        return None, short_of_ram, (f"needs {fmt_bytes(short_of_ram.cpu_bytes)} of CPU RAM{per_gpu} for its offloaded "
+                                    f"activations > {fmt_bytes(budget.ram_bytes)} free{per_gpu} "
+                                    f"(with {_describe(short_of_ram.settings)})")
+    miss = closest.total_bytes - budget.vram_bytes
     reason = (f"needs {fmt_bytes(closest.total_bytes)}{per_gpu} even with {_describe(closest.settings)} "
               f"> budget {fmt_bytes(budget.vram_bytes)} (misses by {fmt_bytes(miss)})")
     return None, closest, reason
@@ -275,7 +403,7 @@ def _unsupported(method: str, par: Parallel) -> str | None:
     return multi_gpu_refusal(method, par.gpus, par.strategy)
 
 
-def _more_gpus_hint(spec: ModelSpec, s: Settings, budget: Budget, start: int) -> str:
+def _more_gpus_hint(spec: ModelSpec, s: Settings, budget: Budget, start: int, techniques: tuple[str, ...] = ()) -> str:
     """'fits on 2 GPUs with FSDP': the fewest GPUs (same budget each) on which a method fits."""
     for gpus in (2, 4, 8):
         if gpus <= start:
@@ -283,7 +411,7 @@ def _more_gpus_hint(spec: ModelSpec, s: Settings, budget: Budget, start: int) ->
         for strategy in ("ddp", "fsdp"):
             if _unsupported(s.method, Parallel(gpus, strategy)):
                 continue
-            est, _, _ = _search(spec, s, budget, Parallel(gpus, strategy))
+            est, _, _ = _search(spec, s, budget, Parallel(gpus, strategy), techniques=techniques)
             if est is not None:
                 return f"; fits on {gpus} such GPUs with {strategy.upper()} ({fmt_bytes(est.total_bytes)} each)"
     return ""
@@ -321,6 +449,11 @@ def describe_knobs(s: Settings) -> list[str]:
         parts.append("layer-wise")
     if s.method == "galore" and s.galore_8bit:
         parts.append("8-bit states")
+    parts += [TECHNIQUE_WORDS[name] for name in ("fused_loss", "liger_kernels") if getattr(s, name)]
+    if s.optimizer != "adamw":
+        parts.append(TECHNIQUE_WORDS[s.optimizer])
+    if s.offload_activations:
+        parts.append(TECHNIQUE_WORDS["offload_activations"])
     if not isinstance(s.targets, str) or s.targets != "all-linear":
         parts.append(s.targets if isinstance(s.targets, str) else ",".join(s.targets))
     return parts
@@ -375,11 +508,20 @@ def _sort_key(rec: Recommendation, m: Method, priority: str, request: Settings):
     time = speed_figure(rec.method, rec.settings)
     evidence = -evidence_level(m, rec.settings, requested)
     return (rec.fit != "ok",) + {
-        "quality": (quality, evidence, len(rec.adjustments), time, peak),
+        "quality": (quality, evidence, _costly_changes(rec.adjustments), time, peak),
         "speed": (round(time, 2), quality, peak),
         "memory": (peak, quality, time),
         "size": (size, quality, peak),
     }[priority]
+
+
+FREE_CHANGES = tuple(TECHNIQUE_WORDS[t] + " on" for t in ("fused_loss", "liger_kernels"))
+"""Ladder steps that cost neither quality nor speed: the ranking does not count them as changes."""
+
+
+def _costly_changes(adjustments: tuple) -> int:
+    """How many of the changes made to fit cost quality or speed (the quality ranking's tie-break)."""
+    return sum(1 for a in adjustments if a not in FREE_CHANGES)
 
 
 def _reasons(rec: Recommendation, m: Method, budget: Budget, request: Settings) -> tuple[str, ...]:
@@ -390,6 +532,13 @@ def _reasons(rec: Recommendation, m: Method, budget: Budget, request: Settings) 
            f"{tight_risk(est, budget.vram_bytes)} (expected {fmt_bytes(est.total_bytes)}: {band})"]
     if rec.adjustments:
         out.append("to fit: " + "; ".join(rec.adjustments))
+    if rec.savings:
+        out.append(_techniques_reason(rec))
+    if est.cpu_bytes:
+        ram = f" of {fmt_bytes(budget.ram_bytes)} free" if budget.ram_bytes is not None else " (free RAM not checked)"
+        out.append(f"CPU RAM: {fmt_bytes(est.cpu_bytes)} of pinned memory for offloaded activations{ram}")
+    if rec.settings.optimizer.startswith("paged"):
+        out.append("paged optimizer: its states can spill pages to CPU RAM when the card runs short")
     out.append(_quality_reason(m, rec, request))
     out.append(_speed_reason(rec))
     if rec.method == "galore":
@@ -419,11 +568,14 @@ def recommend(
     parallel: Parallel = Parallel(),
     calibrate=None,
     evaluation: dict | None = None,
+    techniques: tuple[str, ...] = (),
 ) -> Advice:
     """Rank every method that fits; rule out the rest with the reason (and how many GPUs would do).
 
     `calibrate` (est -> est) applies local measurements of this GPU and model, when there are any.
     `evaluation` ({"eval_seq_len": …, "generate_len": …}) counts the run's evaluation pass.
+    `techniques` (see `available_techniques`) are the memory-saving techniques the ladder may
+    turn on; () gives the advice without them.
     """
     check_priority(priority)
     if budget.vram_bytes <= 0:
@@ -439,21 +591,58 @@ def recommend(
         if refused:
             ruled.append(RuledOut(method, catalog[method].name, refused, 0, None))
             continue
-        est, adjustments, reason = _search(spec, s, budget, parallel, calibrate)
+        est, adjustments, reason = _search(spec, s, budget, parallel, calibrate, techniques)
         name = catalog[method].name
         if est is None:
             if "adapter" not in reason:
-                reason += _more_gpus_hint(spec, s, budget, parallel.gpus)
+                reason += _more_gpus_hint(spec, s, budget, parallel.gpus, techniques)
             ruled.append(RuledOut(method, name, reason, adjustments.peak_bytes, adjustments))
             continue
+        savings, without = _technique_effect(spec, s, budget, parallel, calibrate, est, adjustments)
         fits.append(Recommendation(method, name, est.settings, est, (), adjustments,
-                                   fit_of(est, budget.vram_bytes), batch_size))
+                                   fit_of(est, budget.vram_bytes), batch_size, savings, without))
     fits.sort(key=lambda r: _sort_key(r, catalog[r.method], priority, request))
     recs = tuple(replace(r, reasons=_reasons(r, catalog[r.method], budget, request)) for r in fits)
     if recs:
         recs = (replace(recs[0], reasons=(_why_first(recs, catalog, priority, request),) + recs[0].reasons),) + recs[1:]
     ruled.sort(key=lambda r: (r.closest is None, r.peak_bytes))
     return Advice(spec.id, priority, budget, request, recs, tuple(ruled), parallel)
+
+
+def _techniques_reason(rec: Recommendation) -> str:
+    """Which techniques are on and what each saves by the numbers; and what the method needed
+    without them (checkpointing, a smaller micro-batch, or it did not fit at all)."""
+    saved = ", ".join(f"{words}: −{fmt_bytes(max(0, b))}" for words, b in rec.savings)
+    return f"techniques: {saved}" + (f"; {rec.without_techniques}" if rec.without_techniques else "")
+
+
+def _without_words(rec_adjustments: tuple, plain, budget: Budget) -> str:
+    """How the advice without the techniques differs, in words, from `plain` = _search's answer
+    without them; "" when the same knobs would have fitted as well."""
+    est, adjustments, reason = plain
+    if est is None:
+        return f"without them ruled out: {reason}"
+    extra = [a for a in adjustments if a not in rec_adjustments]
+    tight = fit_of(est, budget.vram_bytes) == "tight"
+    if not extra and not tight:
+        return ""
+    if not extra:
+        return f"without them the same settings fit only tight ({fmt_bytes(est.total_bytes)})"
+    return f"without them it would need {'; '.join(extra)} ({fmt_bytes(est.total_bytes)}{', tight' if tight else ''})"
+
+
+def _technique_effect(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel, calibrate, est: Estimate,
+                      adjustments: tuple) -> tuple[tuple, str]:
+    """(what each technique on saves, what the method needed without any) for one offer."""
+    if not _techniques_on(est.settings):
+        return (), ""
+    plain = _search(spec, s, budget, par, calibrate)
+    estimate = _estimator(spec, par, calibrate, budget.total_vram_bytes)
+    return technique_savings(estimate, est), _without_words(adjustments, plain, budget)
+
+
+def _techniques_on(s: Settings) -> bool:
+    return s.fused_loss or s.liger_kernels or s.offload_activations or s.optimizer != "adamw"
 
 
 def _quality_reason(m: Method, rec: Recommendation, request: Settings) -> str:

@@ -253,7 +253,9 @@ class AdvisorScreen(Screen):
             rows = rows_from_needs(needs(req), load_catalog())
             inputs = AdviceInputs(req.model, 0, None, req.seq_len, req.batch_size, req.priority, "", None)
         else:
-            advice = advise(req, lambda: probe_result, calibrator, LABELS)
+            from peft_advisor.probe import free_ram_bytes
+
+            advice = advise(req, lambda: probe_result, calibrator, LABELS, ram=free_ram_bytes)
             b = advice.budget
             inputs = AdviceInputs(req.model, b.vram_bytes, b.adapter_bytes, req.seq_len, req.batch_size, req.priority,
                                   b.source, b.total_vram_bytes, advice.parallel.gpus)

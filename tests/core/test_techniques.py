@@ -1,0 +1,250 @@
+"""The memory-saving techniques (issue 15, items 2-3): each estimator term moves the way it should,
+the ladder tries the cheap ones first, the reasons say what each saved, and `--no-techniques`
+gives the advice without them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from types import SimpleNamespace
+
+import pytest
+
+from peft_advisor.core import estimate as E
+from peft_advisor.core import recipe as rc
+from peft_advisor.core.advise import AdviceRequest, advise, card_for, estimate_one, needs
+from peft_advisor.core.errors import ExitCode, UserError
+from peft_advisor.core.estimate import Settings, estimate
+from peft_advisor.core.model_spec import load_preset
+from peft_advisor.core.recommend import (TECHNIQUES, Budget, _ladder, available_techniques, describe_knobs,
+                                         recommend)
+from peft_advisor.core.units import GIB
+
+LLAMA_1B = load_preset("llama-3.2-1b")
+GEMMA_2B = load_preset("gemma-2-2b")
+
+
+# ---------------------------------------------------------------- the estimator, term by term
+
+
+def test_fused_loss_chunk_follows_liger():
+    # Llama 3.2 1B: ceil(128256 / 2048) = 63; ceil(2048 / 63) = 33 -> next power of two 64
+    assert E.fused_loss_chunk_tokens(LLAMA_1B, Settings("lora", seq_len=2048)) == 64
+    assert E.fused_loss_chunk_tokens(LLAMA_1B, Settings("lora", seq_len=8, batch_size=1)) == 1
+    # never more than the tokens there are
+    wide = replace(LLAMA_1B, vocab_size=1000)
+    assert E.fused_loss_chunk_tokens(wide, Settings("lora", seq_len=100)) == 100
+
+
+def test_fused_loss_removes_the_whole_vocabulary_logits():
+    s = Settings("lora", seq_len=2048, batch_size=1)
+    plain, fused = E.components(LLAMA_1B, s), E.components(LLAMA_1B, replace(s, fused_loss=True))
+    T, V, H = s.tokens, LLAMA_1B.vocab_size, LLAMA_1B.hidden_size
+    assert plain["logits"] == 12 * T * V
+    assert fused["logits"] == 64 * V * 2 + T * H * 2 + T * 4  # one bf16 chunk, bf16 grad of the hidden states, losses
+    assert plain["logits"] - fused["logits"] > 0.97 * 12 * T * V
+    assert {k: v for k, v in fused.items() if k != "logits"} == {k: v for k, v in plain.items() if k != "logits"}
+    # full fine-tuning: Liger also holds the output projection's gradient from forward on
+    full = E.components(LLAMA_1B, replace(s, method="full", fused_loss=True))
+    assert full["logits"] == fused["logits"] + V * H * 2
+    assert estimate(LLAMA_1B, replace(s, fused_loss=True)).peak_bytes < estimate(LLAMA_1B, s).peak_bytes
+
+
+def test_liger_kernels_shrink_norms_and_the_mlp():
+    s = Settings("lora", seq_len=1024)
+    h, i = LLAMA_1B.hidden_size, LLAMA_1B.intermediate_size
+    saved = E._act_bytes_per_token_layer(LLAMA_1B, s) - E._act_bytes_per_token_layer(LLAMA_1B, replace(s, liger_kernels=True))
+    # two norms keep bf16 input + fp32 rstd instead of an fp32 copy; SwiGLU keeps gate and up only
+    assert saved == 2 * (4 * h - (2 * h + 4)) + 2 * i
+    assert estimate(LLAMA_1B, replace(s, liger_kernels=True)).peak_bytes < estimate(LLAMA_1B, s).peak_bytes
+
+
+def test_eight_bit_states_are_a_quarter_and_paged_keeps_the_bytes():
+    s = Settings("lora", seq_len=1024)
+    adamw = E.components(LLAMA_1B, s)["optimizer"]
+    eight = E.components(LLAMA_1B, replace(s, optimizer="adamw_8bit"))["optimizer"]
+    assert 0.25 <= eight / adamw < 0.26  # 1 byte a moment plus an fp32 absmax per 256
+    assert E.components(LLAMA_1B, replace(s, optimizer="paged_adamw"))["optimizer"] == adamw
+    assert E.components(LLAMA_1B, replace(s, optimizer="paged_adamw_8bit"))["optimizer"] == eight
+    full = E.components(LLAMA_1B, Settings("full"))["optimizer"]  # bf16 states: 8-bit halves them
+    assert E.components(LLAMA_1B, Settings("full", optimizer="adamw_8bit"))["optimizer"] < 0.51 * full
+
+
+@pytest.mark.parametrize("ckpt", [False, True])
+def test_offloaded_activations_leave_the_card_for_cpu_ram(ckpt):
+    s = Settings("lora", seq_len=2048, grad_ckpt=ckpt)
+    on = replace(s, offload_activations=True)
+    plain, off = E.components(LLAMA_1B, s), E.components(LLAMA_1B, on)
+    block = E._saved_per_block_bytes(LLAMA_1B, s)
+    assert off["cpu"] == (LLAMA_1B.num_layers - E.OFFLOAD_BLOCKS_ON_GPU) * block > 0
+    assert off["acts"] + off["cpu"] == plain["acts"] and plain["cpu"] == 0
+    est = estimate(LLAMA_1B, on)
+    assert est.cpu_bytes == off["cpu"] and est.to_dict()["cpu_bytes"] == off["cpu"]
+    assert estimate(LLAMA_1B, s).cpu_bytes == 0
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "dora", "full", "vera"])
+def test_every_technique_on_keeps_the_breakdown_summing_to_the_peak(method):
+    s = Settings(method, seq_len=1024, batch_size=2, fused_loss=True, liger_kernels=True, offload_activations=True,
+                 optimizer="paged_adamw_8bit")
+    est = estimate(LLAMA_1B, s)
+    assert sum(est.breakdown.values()) == est.peak_bytes
+    assert est.peak_bytes < estimate(LLAMA_1B, Settings(method, seq_len=1024, batch_size=2)).peak_bytes
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(optimizer="adam8"), "unknown optimizer 'adam8'"),
+    (dict(method="galore", optimizer="adamw_8bit"), "galore_8bit"),
+    (dict(fused_loss="yes"), "fused_loss must be true or false"),
+])
+def test_bad_technique_settings_are_one_line(kw, words):
+    with pytest.raises(UserError) as err:
+        Settings(**{"method": "lora", **kw})
+    assert words in str(err.value) and err.value.code == ExitCode.USAGE
+
+
+# ---------------------------------------------------------------- the ladder
+
+
+def test_ladder_tries_the_cheap_techniques_before_checkpointing():
+    s = Settings("lora", batch_size=4)
+    steps = [adj[-1] for _, adj in _ladder(s, techniques=TECHNIQUES) if adj]
+    assert steps[:6] == ["fused loss on", "Liger kernels on", "8-bit AdamW", "gradient checkpointing on",
+                         "activations offloaded to CPU on", "micro-batch 2 × 2 accumulation steps"]
+    plain = [adj[-1] for _, adj in _ladder(s) if adj]
+    assert plain[0] == "gradient checkpointing on" and not any("fused" in a or "Liger" in a for a in plain)
+    galore = [a for _, adj in _ladder(Settings("galore"), techniques=TECHNIQUES) for a in adj]
+    assert "8-bit AdamW" not in galore  # GaLore has its own 8-bit form
+
+
+def test_techniques_only_on_a_cuda_card_and_liger_only_where_it_patches():
+    assert available_techniques(LLAMA_1B, cuda=True) == TECHNIQUES
+    assert available_techniques(LLAMA_1B, cuda=False) == ()
+    assert available_techniques(LLAMA_1B, cuda=True, enabled=False) == ()
+    other = replace(LLAMA_1B, model_type="olmo")
+    assert "liger_kernels" not in available_techniques(other, cuda=True)
+    assert card_for(AdviceRequest(vram_gib=8), None).cuda
+    assert not card_for(AdviceRequest(), None, required=False).cuda
+
+
+def gemma_on_8_gib(techniques):
+    return recommend(GEMMA_2B, Budget(8 * GIB, None, "test", 8 * GIB), seq_len=2048, batch_size=1,
+                     methods=("lora",), techniques=techniques)
+
+
+def test_gemma2_2b_lora_on_8_gib_fits_with_the_fused_loss_and_says_so():
+    # measured on an H100: 13.3 GiB peak at 1 x 2048 with checkpointing; 5.9 GiB of it the loss
+    assert not gemma_on_8_gib(()).recommendations  # today: nothing fits
+    advice = gemma_on_8_gib(TECHNIQUES)
+    rec = advice.best
+    assert rec.method == "lora" and rec.settings.fused_loss and rec.fit == "ok"
+    assert rec.adjustments[0] == "fused loss on"
+    saved = dict(rec.savings)
+    assert saved["fused loss"] > 5 * GIB  # 12 bytes x 2048 tokens x 256k vocabulary, and more
+    line = next(r for r in rec.reasons if r.startswith("techniques:"))
+    assert "fused loss: −" in line and "GiB" in line and "without them ruled out" in line
+    assert rec.to_dict()["technique_savings"]["fused loss"] == saved["fused loss"]
+
+
+def test_a_method_that_needed_checkpointing_fits_without_it_and_the_reason_says_so():
+    budget = Budget(24 * GIB, None, "test", 24 * GIB)
+    plain = recommend(LLAMA_1B, budget, seq_len=2048, batch_size=4, methods=("lora",))
+    assert plain.best.settings.grad_ckpt
+    rec = recommend(LLAMA_1B, budget, seq_len=2048, batch_size=4, methods=("lora",), techniques=TECHNIQUES).best
+    assert not rec.settings.grad_ckpt and rec.settings.fused_loss
+    assert any("without them it would need gradient checkpointing on" in r for r in rec.reasons)
+
+
+def test_no_techniques_gives_the_advice_without_them():
+    req = dict(vram_gib=12, model="llama-3.2-3b", seq_len=2048)
+    off = advise(AdviceRequest(techniques=False, **req))
+    spec = load_preset("llama-3.2-3b")
+    today = recommend(spec, Budget(12 * GIB, None, "--vram 12", 12 * GIB), seq_len=2048, batch_size=4)
+    assert [r.to_dict() for r in off.recommendations] == [r.to_dict() for r in today.recommendations]
+    assert not any(r.savings or r.settings.fused_loss for r in off.recommendations)
+    on = advise(AdviceRequest(**req))
+    assert any(r.settings.fused_loss for r in on.recommendations)
+    assert needs(AdviceRequest(model="llama-3.2-3b", techniques=False))["lora"][0] > needs(AdviceRequest(model="llama-3.2-3b"))["lora"][0]
+
+
+def test_estimate_one_without_techniques_turns_them_off():
+    s = Settings("lora", fused_loss=True, offload_activations=True)
+    assert estimate_one(AdviceRequest(vram_gib=24), s).estimate.settings.fused_loss
+    off = estimate_one(AdviceRequest(vram_gib=24, techniques=False), s).estimate
+    assert not off.settings.fused_loss and off.cpu_bytes == 0
+
+
+def test_offloaded_activations_must_fit_the_free_ram():
+    req = AdviceRequest(vram_gib=9, methods=("qlora",))
+    roomy = advise(req, ram=lambda: 256 * GIB)
+    assert roomy.best.settings.offload_activations
+    assert any(r.startswith("CPU RAM:") and "free" in r for r in roomy.best.reasons)
+    short = advise(req, ram=lambda: 1)
+    assert not short.recommendations
+    assert "of CPU RAM for its offloaded activations" in short.ruled_out[0].reason
+    assert advise(req, ram=lambda: None).best.settings.offload_activations  # RAM unknown: not checked
+    # each GPU's process pins its own activations: the free RAM is shared by the run's GPUs
+    assert advise(AdviceRequest(vram_gib=24, gpus=2), ram=lambda: 64 * GIB).budget.ram_bytes == 32 * GIB
+    assert advise(AdviceRequest(vram_gib=24, techniques=False), ram=lambda: 64 * GIB).budget.ram_bytes is None
+
+
+def test_settings_words_name_the_techniques():
+    s = Settings("lora", fused_loss=True, liger_kernels=True, optimizer="paged_adamw_8bit", offload_activations=True)
+    assert describe_knobs(s)[1:] == ["fused loss", "Liger kernels", "paged 8-bit AdamW", "activations offloaded to CPU"]
+    assert describe_knobs(Settings("lora")) == ["micro-batch 1"]
+
+
+def test_recommend_json_carries_the_techniques_and_cpu_bytes():
+    d = advise(AdviceRequest(vram_gib=12)).to_dict()
+    best = d["recommendations"][0]
+    for key in ("fused_loss", "liger_kernels", "offload_activations", "optimizer"):
+        assert key in best["settings"]
+    assert "cpu_bytes" in best and best["settings"]["fused_loss"] is True
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def test_settings_from_recipe_reads_the_technique_keys():
+    recipe = rc.recipe_from_recommendation("llama-3.2-1b", Settings("lora"))
+    train = SimpleNamespace(**{**asdict(recipe.train), "fused_loss": True, "liger_kernels": True,
+                               "offload_activations": True, "optimizer": "adamw_8bit"})
+    s = rc.settings_from_recipe(SimpleNamespace(method=recipe.method, data=recipe.data, train=train))
+    assert (s.fused_loss, s.liger_kernels, s.offload_activations, s.optimizer) == (True, True, True, "adamw_8bit")
+    plain = rc.settings_from_recipe(recipe)  # a recipe from before the keys: all off
+    assert (plain.fused_loss, plain.liger_kernels, plain.offload_activations, plain.optimizer) == (False, False, False, "adamw")
+
+
+def test_recipe_round_trip_keeps_the_technique_keys():
+    if not _recipe_has_technique_keys():
+        pytest.skip("[train] has no technique keys yet (the trainer's side of issue 15)")
+    s = Settings("lora", seq_len=1024, fused_loss=True, liger_kernels=True, offload_activations=True,
+                 optimizer="paged_adamw_8bit")
+    recipe = rc.recipe_from_recommendation("llama-3.2-1b", s)
+    assert recipe.train.fused_loss and recipe.train.optimizer == "paged_adamw_8bit"
+    back = rc.settings_from_recipe(rc.loads(rc.dumps(recipe)))
+    assert (back.fused_loss, back.liger_kernels, back.offload_activations, back.optimizer) == \
+        (True, True, True, "paged_adamw_8bit")
+
+
+def _recipe_has_technique_keys() -> bool:
+    from dataclasses import fields
+
+    return {"fused_loss", "liger_kernels", "offload_activations", "optimizer"} <= {f.name for f in fields(rc.TrainSection)}
+
+
+needs_keys = pytest.mark.skipif(not _recipe_has_technique_keys(),
+                                reason="[train] has no technique keys yet (the trainer's side of issue 15)")
+
+
+@needs_keys
+def test_exported_recipes_carry_the_advice_techniques_or_none(tmp_path, capsys):
+    from peft_advisor.cli import main
+
+    on, off = tmp_path / "on.toml", tmp_path / "off.toml"
+    assert main(["recommend", "--vram", "12", "--export", str(on)]) == 0
+    assert main(["recommend", "--vram", "12", "--no-techniques", "--export", str(off)]) == 0
+    assert rc.load(on).train.fused_loss and not rc.load(off).train.fused_loss
+    assert rc.settings_from_recipe(rc.load(on)).fused_loss
+    capsys.readouterr()
+    assert main(["export", "--model", "llama-3.2-1b", "--set", "train.fused_loss=true", "--no-techniques"]) == 0
+    assert not rc.loads(capsys.readouterr().out).train.fused_loss
