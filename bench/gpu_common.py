@@ -112,6 +112,7 @@ def read_run(run_dir: Path) -> dict:
     steps = [e for e in events if e["kind"] == "step"]
     steady = [e["tokens_per_s"] for e in steps[3:] if e.get("tokens_per_s")]
     peak = max([e.get("mem_peak_bytes") or 0 for e in steps] + [end.get("mem_peak_bytes") or 0])
+    peak_allocated = max([e.get("mem_peak_allocated_bytes") or 0 for e in steps])
     ckpt = [e for e in events if e["kind"] == "checkpoint"]
     return {
         "status": end.get("status", "no end event"),
@@ -121,6 +122,8 @@ def read_run(run_dir: Path) -> dict:
         "last_loss": steps[-1]["loss"] if steps else None,
         "tokens_per_s": statistics.median(steady) if steady else None,
         "peak_bytes": peak or None,
+        "peak_allocated_bytes": peak_allocated or None,
+        "cuda_alloc_conf": start.get("cuda_alloc_conf"),
         "estimate_peak_bytes": start.get("estimate_peak_bytes"),
         "trainable_params": start.get("trainable_params"),
         "adapter_bytes": ckpt[-1].get("adapter_bytes") if ckpt else _saved_bytes(run_dir),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import json
 import sys
 from collections import Counter
@@ -109,7 +110,7 @@ def trace_case(case: dict, out: Path) -> dict:
     spec = load_preset(case["model"])
     s = Settings(method=case["method"], batch_size=case["batch"], seq_len=case["seq"], grad_ckpt=case["grad_ckpt"])
     est = estimate(spec, s)
-    row = dict(case, gpu=torch.cuda.get_device_name(), static_bytes=static,
+    row = dict(case, gpu=torch.cuda.get_device_name(), alloc_conf=os.environ.get("PYTORCH_CUDA_ALLOC_CONF"), static_bytes=static,
                peak_allocated_bytes=torch.cuda.max_memory_allocated(),
                peak_reserved_bytes=torch.cuda.max_memory_reserved(), replay_peak_bytes=peak_alloc,
                live_at_peak={k: v for k, v in groups.most_common(25)},
@@ -132,7 +133,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", action="append", required=True, help="MODEL:METHOD:BATCH:SEQ[:ckpt] (repeatable)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--expandable", action="store_true", help="the trainer's allocator setting (launch.allocator_env)")
     args = ap.parse_args()
+    if args.expandable:  # before the first CUDA allocation, which reads it
+        from peft_advisor.launch import ALLOCATOR_CONF
+
+        os.environ["PYTORCH_CUDA_ALLOC_CONF"] = ALLOCATOR_CONF
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for text in args.case:
         try:

@@ -156,6 +156,21 @@ class Launched:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
+ALLOCATOR_CONF = "expandable_segments:True"
+
+
+def allocator_env(env: dict) -> dict:
+    """The trainer's environment with PyTorch's CUDA allocator set to grow segments in place,
+    unless the person set it. With fixed segments the cache holds freed blocks of one size that a
+    request of another cannot use: on the fits benchmark reserved ran 0.7-2x one fp32 logits buffer
+    above allocated at the peak (bench/results/h100_memory_trace.md), memory no estimate can
+    predict; expandable segments map pages as needed, so the peak follows what is allocated.
+    PYTORCH_CUDA_ALLOC_CONF is the name every torch reads (2.9 ignores PYTORCH_ALLOC_CONF for CUDA)."""
+    if env.get("PYTORCH_CUDA_ALLOC_CONF") or env.get("PYTORCH_ALLOC_CONF"):
+        return env
+    return {**env, "PYTORCH_CUDA_ALLOC_CONF": ALLOCATOR_CONF}
+
+
 def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else 0
 
@@ -216,7 +231,7 @@ def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None, n
         if run_dir.exists():
             raise UserError(f"{run_dir}: run folder exists; pass --resume or another --run-dir", ExitCode.EXISTS)
         staging = folder = make_staging(run_dir)
-    child_env = {**os.environ, **dist_env, **(env or {})}
+    child_env = allocator_env({**os.environ, **dist_env, **(env or {})})
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), child_env.get("PYTHONPATH")]))
     if staging is not None:
         child_env[rf.STAGING_ENV] = str(staging)

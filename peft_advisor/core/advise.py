@@ -320,7 +320,7 @@ def needs(req: AdviceRequest) -> dict:
     from peft_advisor.core.estimate import Settings
     from peft_advisor.core.model_spec import load_model_spec
     from peft_advisor.core.catalog import multi_gpu_refusal
-    from peft_advisor.core.recommend import available_techniques, card_needed_bytes, memory_ladder
+    from peft_advisor.core.recommend import available_techniques, card_needed_bytes, memory_ladder, runnable_techniques
 
     check(req)
     spec = load_model_spec(req.model)
@@ -331,7 +331,8 @@ def needs(req: AdviceRequest) -> dict:
         if multi_gpu_refusal(method, par.gpus, par.strategy):
             continue
         s = Settings(method=method, rank=req.rank, targets=req.targets, batch_size=req.batch_size, seq_len=req.seq_len)
-        est = min((per_gpu_estimate(spec, c, par) for c, _ in memory_ladder(s, par.gpus > 1, techniques)),
+        ladder = memory_ladder(s, par.gpus > 1, runnable_techniques(s, par, techniques))
+        est = min((per_gpu_estimate(spec, c, par) for c, _ in ladder),
                   key=lambda e: e.total_bytes)
         out[method] = (card_needed_bytes(est), est)
     return out

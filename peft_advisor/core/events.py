@@ -55,6 +55,7 @@ class StartEvent(TypedDict, total=False):
     liger_kernels: str  # the model type Liger's kernels were patched into; absent when off
     offload_activations: str  # "pinned" (CUDA) | "cpu, no-op" (no GPU: activations are on the CPU already); absent when off
     optimizer: str  # train.optimizer
+    cuda_alloc_conf: str  # PYTORCH_CUDA_ALLOC_CONF as the trainer ran (launch.allocator_env); absent on the CPU
 
 
 class StepEvent(TypedDict, total=False):
@@ -70,6 +71,7 @@ class StepEvent(TypedDict, total=False):
     mem_allocated_bytes: int
     mem_reserved_bytes: int
     mem_peak_bytes: int  # with several GPUs: the largest over the ranks (as mem_allocated/reserved_bytes)
+    mem_peak_allocated_bytes: int  # the peak of what tensors held (mem_peak_bytes: of what the allocator reserved)
     epoch: float
     mem_reserved_bytes_by_rank: list  # several GPUs only: one entry per rank (None where not measured)
     mem_peak_bytes_by_rank: list

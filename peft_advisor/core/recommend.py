@@ -270,6 +270,23 @@ def available_techniques(spec: ModelSpec, cuda: bool, enabled: bool = True) -> t
     return tuple(t for t in TECHNIQUES if t != "liger_kernels" or spec.model_type in LIGER_MODEL_TYPES)
 
 
+def runnable_techniques(s: Settings, par: Parallel, techniques: tuple[str, ...]) -> tuple[str, ...]:
+    """Of `techniques`, those the trainer would run for this method on this run
+    (`core.techniques.recipe_refusals`: no fused loss under multi-GPU FSDP, no 8-bit AdamW for
+    methods with their own optimizer), so the advice never exports a recipe `train` refuses."""
+    from peft_advisor.core.techniques import recipe_refusals
+
+    def runs(name: str) -> bool:
+        try:
+            t = replace(s, **({"optimizer": "adamw_8bit"} if name == "adamw_8bit" else {name: True}))
+        except UserError:  # Settings refuses it too (8-bit AdamW for GaLore)
+            return False
+        return not recipe_refusals(t.method, t.targets, t.optimizer, t.fused_loss, par.strategy, par.gpus,
+                                   t.method == "qlora")
+
+    return tuple(name for name in techniques if runs(name))
+
+
 def without_techniques(s: Settings) -> Settings:
     """The settings with every memory-saving technique off (plain AdamW): `--no-techniques`."""
     return replace(s, fused_loss=False, liger_kernels=False, offload_activations=False, optimizer="adamw")
@@ -367,7 +384,7 @@ def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parall
         except UserError:
             continue  # e.g. q_proj/v_proj does not exist in this architecture
         size_ok_any = True
-        for cand, adj in _ladder(sized, par.gpus > 1, techniques):
+        for cand, adj in _ladder(sized, par.gpus > 1, runnable_techniques(sized, par, techniques)):
             est = estimate(cand)
             fit = fit_of(est, budget.vram_bytes)
             if fit and not _ram_fits(est, budget):

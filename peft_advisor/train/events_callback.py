@@ -49,17 +49,18 @@ def merge_memory(per_rank: list[dict]) -> dict:
     """Every rank's memory as lists in rank order (None where not measured: the CPU), plus the
     largest of each as the plain fields, which is what one GPU must hold."""
     out = {}
-    for key in ("mem_allocated_bytes", "mem_reserved_bytes", "mem_peak_bytes"):
+    for key in ("mem_allocated_bytes", "mem_reserved_bytes", "mem_peak_bytes", "mem_peak_allocated_bytes"):
         values = [m.get(key) for m in per_rank]
         known = [v for v in values if v is not None]
         out[key] = max(known) if known else None
-        if key != "mem_allocated_bytes":
+        if key in ("mem_reserved_bytes", "mem_peak_bytes"):
             out[f"{key}_by_rank"] = values
     return out
 
 
 def cuda_memory() -> dict:
-    """Allocated, reserved and peak reserved bytes of PyTorch's CUDA allocator; {} on CPU.
+    """Allocated, reserved and peak reserved bytes of PyTorch's CUDA allocator, and the peak
+    allocated (how far the reserved peak is above what tensors held: the allocator's own cost); {} on CPU.
 
     One `memory_stats()` read: `memory_allocated()` and its siblings each build the allocator's whole
     table of ~100 counters, and this runs after every logged step, while the GPU waits for the next."""
@@ -72,6 +73,7 @@ def cuda_memory() -> dict:
         "mem_allocated_bytes": stats.get("allocated_bytes.all.current", 0),
         "mem_reserved_bytes": stats.get("reserved_bytes.all.current", 0),
         "mem_peak_bytes": stats.get("reserved_bytes.all.peak", 0),
+        "mem_peak_allocated_bytes": stats.get("allocated_bytes.all.peak", 0),
     }
 
 

@@ -289,6 +289,8 @@ class Run:
             start.update(launcher=r.distributed.launcher, nnodes=r.distributed.nnodes, backend=self.backend())
         start.update(d.start_fields())  # rows cut at max_seq_len, for the terminal's start line
         start.update(self.techniques)
+        if self.cuda:
+            start["cuda_alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or os.environ.get("PYTORCH_ALLOC_CONF")
         tok = self.tokenizer
         accuracy = None
         # Exact match generates on rank 0 alone: fine with DDP (the module is unwrapped), but under

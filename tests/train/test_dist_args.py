@@ -79,3 +79,14 @@ def test_quantization_storage_only_for_sharded_qlora():
     assert quantization_config(fsdp, world=1).bnb_4bit_quant_storage == torch.uint8
     ddp = recipe(**{"method.name": "qlora"})
     assert quantization_config(ddp, world=2).bnb_4bit_quant_storage == torch.uint8
+
+
+def test_the_trainer_gets_expandable_segments_unless_the_person_set_the_allocator():
+    """Fixed segments cache freed blocks another size cannot use (reserved 0.7-2x a logits buffer
+    above allocated on the fits benchmark); the person's own setting, under either name, is kept."""
+    from peft_advisor.launch import ALLOCATOR_CONF, allocator_env
+
+    assert allocator_env({"PATH": "/bin"}) == {"PATH": "/bin", "PYTORCH_CUDA_ALLOC_CONF": ALLOCATOR_CONF}
+    mine = {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"}
+    assert allocator_env(mine) == mine
+    assert allocator_env({"PYTORCH_ALLOC_CONF": "backend:cudaMallocAsync"}) == {"PYTORCH_ALLOC_CONF": "backend:cudaMallocAsync"}
