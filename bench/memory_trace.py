@@ -129,12 +129,35 @@ def trace_case(case: dict, out: Path) -> dict:
     return row
 
 
+def table(rows: list[dict]) -> str:
+    """Per case: what tensors held at the peak against the estimate's terms without the allocator's
+    overhead, and what the allocator reserved above that."""
+    lines = ["| case | allocator | allocated peak GiB | estimate without overhead GiB | error | reserved peak GiB | "
+             "reserved − allocated GiB | estimate's overhead GiB | fp32 logits buffer GiB |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        b = r["estimate_breakdown"]
+        bare = sum(v for k, v in b.items() if k != "overhead")
+        logits_fp32 = r["estimate_components"]["logits"] / 3  # LOGIT_BYTES 12 = three fp32 buffers
+        case = f"{r['model']} {r['method']} {r['batch']}×{r['seq']}{' ckpt' if r['grad_ckpt'] else ''}"
+        lines.append(f"| {case} | {r.get('alloc_conf') or 'default'} | {r['peak_allocated_bytes'] / GIB:.2f} | "
+                     f"{bare / GIB:.2f} | {(bare - r['peak_allocated_bytes']) / r['peak_allocated_bytes'] * 100:+.1f} % | "
+                     f"{r['peak_reserved_bytes'] / GIB:.2f} | {(r['peak_reserved_bytes'] - r['peak_allocated_bytes']) / GIB:.2f} | "
+                     f"{b.get('overhead', 0) / GIB:.2f} | {logits_fp32 / GIB:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--case", action="append", required=True, help="MODEL:METHOD:BATCH:SEQ[:ckpt] (repeatable)")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--case", action="append", help="MODEL:METHOD:BATCH:SEQ[:ckpt] (repeatable)")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--table", type=Path, help="print the Markdown table of a results file and exit (no GPU)")
     ap.add_argument("--expandable", action="store_true", help="the trainer's allocator setting (launch.allocator_env)")
     args = ap.parse_args()
+    if args.table:
+        print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]), end="")
+        return 0
+    if not (args.case and args.out):
+        ap.error("--case and --out are needed to measure")
     if args.expandable:  # before the first CUDA allocation, which reads it
         from peft_advisor.launch import ALLOCATOR_CONF
 

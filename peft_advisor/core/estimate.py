@@ -331,7 +331,9 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     a = FP32 if fp32_acts else BF16
     norms = spec.norm_params_per_layer // h if spec.norm_params_per_layer >= h else 2
     norms = min(norms, 4)
-    total = norms * _norm_saved_bytes(spec, s)
+    total = norms * _norm_saved_bytes(s, spec.hidden_size)
+    if spec.qk_norm:  # the per-head query and key norms save theirs too
+        total += _norm_saved_bytes(s, q + kv)
     if fp32_acts and spec.num_kv_heads < spec.num_heads:
         # fp32 + grouped KV: SDPA's math kernel (expanded K/V, the probability matrix)
         total += FP32 * 3 * q + FP32 * heads * s.seq_len
@@ -355,14 +357,14 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     return total
 
 
-def _norm_saved_bytes(spec: ModelSpec, s: Settings) -> int:
-    """Per token, what one RMSNorm saves for backward. transformers' RMSNorm upcasts its input and
-    keeps that fp32 copy (4 bytes per feature, calibrated); LigerRMSNorm keeps its input in the
-    model's dtype plus one fp32 rstd per token (bf16: about half; assumed, not yet measured)."""
-    h = spec.hidden_size
+def _norm_saved_bytes(s: Settings, width: int) -> int:
+    """Per token, what RMSNorms over `width` features save for backward. transformers' RMSNorm
+    upcasts its input and keeps that fp32 copy (4 bytes per feature, calibrated); LigerRMSNorm keeps
+    its input in the model's dtype plus one fp32 rstd per row (bf16: about half; assumed, not yet
+    measured)."""
     if not s.liger_kernels:
-        return FP32 * h
-    return (FP32 if s.method == "qlora" else BF16) * h + FP32
+        return FP32 * width
+    return (FP32 if s.method == "qlora" else BF16) * width + FP32
 
 
 def _mlp_saved_tensors(s: Settings) -> int:
@@ -467,7 +469,7 @@ def _saved_per_block_bytes(spec: ModelSpec, s: Settings) -> int:
 
 def _saved_activation_bytes(spec: ModelSpec, s: Settings) -> int:
     """Every activation saved for backward at its start (logits excluded), wherever it is kept."""
-    final = _norm_saved_bytes(spec, s) + (BF16 * spec.hidden_size if trains_all_weights(s.method) else 0)
+    final = _norm_saved_bytes(s, spec.hidden_size) + (BF16 * spec.hidden_size if trains_all_weights(s.method) else 0)
     return spec.num_layers * _saved_per_block_bytes(spec, s) + s.tokens * final
 
 

@@ -65,6 +65,9 @@ class ModelSpec:
     """Hugging Face Hub id of the real model, for recipes (presets only)."""
     logit_softcap: bool = False
     """Gemma 2's tanh soft-capping of the logits: two more vocabulary-wide tensors in the loss."""
+    qk_norm: bool = False
+    """RMSNorm on every head's queries and keys (Qwen3, Gemma 3): each keeps its fp32 input for
+    backward, q + kv values per token per block (bench/results/h100_memory_trace.md)."""
 
     @property
     def embedding_params(self) -> int:
@@ -233,6 +236,7 @@ def _build(c: dict, model_type: str, source: str) -> ModelSpec:
         max_position_embeddings=_optional(c, "max_position_embeddings", 0),
         hf_id=c.get("_name_or_path") or None,
         logit_softcap=bool(c.get("final_logit_softcapping")),
+        qk_norm=model_type in ("qwen3", "gemma3_text"),
     )
 
 
