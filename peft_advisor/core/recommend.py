@@ -446,15 +446,23 @@ def settings_words(s: Settings, requested_batch: int | None = None) -> list[str]
     """The one wording of a method's settings (the CLI's table, the app's detail, JSON): the rank
     and alpha (by the catalog's rule), then the knobs that change memory; an effective batch other
     than the one asked for is said as a change."""
-    family = method_info(s.method).family
-    head = {"lora": [f"rank {s.rank}", f"alpha {alpha_for(s.method, s.rank)}"],
-            "vera": [f"vera rank {s.vera_rank}"]}.get(family)
-    if head is None:
-        head = [f"galore rank {s.galore_rank}"] if s.method == "galore" else ["all weights"]
-    words = head + describe_knobs(s)
+    words = _size_words(s) + describe_knobs(s)
     if requested_batch and s.batch_size * s.grad_accum != requested_batch:
         words.append(f"effective batch {s.batch_size * s.grad_accum}, not {requested_batch}")
     return words
+
+
+def _size_words(s: Settings) -> list[str]:
+    """The knob that sizes the adapter, as each family names it (OFT and C3A by block size, IA3 has
+    none); "all weights" only for full fine-tuning."""
+    family = method_info(s.method).family
+    if family == "lora":
+        return [f"rank {s.rank}", f"alpha {alpha_for(s.method, s.rank)}"]
+    if s.method == "galore":
+        return [f"galore rank {s.galore_rank}"]
+    return {"vera": [f"vera rank {s.vera_rank}"], "oft": [f"block size {s.oft_block_size}"],
+            "c3a": [f"block size {s.c3a_block_size}"], "ia3": ["scaling vectors"],
+            "full": ["all weights"]}.get(family, [f"rank {s.rank}"])
 
 
 def describe_knobs(s: Settings) -> list[str]:
