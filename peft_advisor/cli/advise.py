@@ -64,7 +64,7 @@ def _add_card(p: argparse.ArgumentParser) -> None:
 def _add_parallel(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-name", help="use local calibration runs measured on this GPU (default: the probed GPU)")
     p.add_argument("--gpus", type=int, help="GPU count (default: the probed GPUs of the same model, or 1 with --vram)")
-    p.add_argument("--strategy", default=_D.strategy, help="ddp | fsdp: how several GPUs share the run (default fsdp)")
+    p.add_argument("--strategy", default=_D.strategy, help="ddp | fsdp | zero2 | zero3 (DeepSpeed ZeRO): how several GPUs share the run (default fsdp)")
 
 
 def _add_model_and_shape(p: argparse.ArgumentParser) -> None:

@@ -250,9 +250,11 @@ def data_profile(req: AdviceRequest, profile: Callable | None):
 def data_shape(prof, req: AdviceRequest, par) -> tuple[int, dict]:
     """(tokens per row of the longest training batch, the evaluation fields of `Settings`): eval
     rows are never packed; exact match generates on one GPU or under DDP, not under FSDP."""
+    from peft_advisor.core.distributed import shards_forward
+
     if prof is None:
         return req.seq_len, {}
-    generate = 0 if par.gpus > 1 and par.strategy == "fsdp" else prof.generate_len()
+    generate = 0 if par.gpus > 1 and shards_forward(par.strategy) else prof.generate_len()
     evaluation = {"eval_seq_len": prof.seq_len_for(req.seq_len, packing=False), "generate_len": generate}
     return prof.seq_len_for(req.seq_len, req.packing), evaluation
 
@@ -340,7 +342,7 @@ def with_estimate(recipe):
     try:
         spec = load_model_spec(recipe.model.id)
         d = recipe.distributed
-        par = Parallel(rc.world_size(d), d.strategy)
+        par = Parallel(rc.world_size(d), d.strategy, d.zero_offload)
         est = per_gpu_estimate(spec, rc.settings_from_recipe(recipe), par)
     except UserError as err:
         return recipe, f"no estimate ({err})"

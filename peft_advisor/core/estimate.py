@@ -133,6 +133,8 @@ class Estimate:
     """weights, trainable, gradients, optimizer, activations, logits, overhead (sum = peak)."""
     calibrated: str | None = None
     """Set when a local measurement adjusted this estimate (says which)."""
+    cpu_bytes: int = 0
+    """Host RAM the run keeps off the GPU per training process (ZeRO offload); 0 on the GPU alone."""
 
     @property
     def total_bytes(self) -> int:
