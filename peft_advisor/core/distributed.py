@@ -62,6 +62,18 @@ class Parallel:
         return "1 GPU" if self.gpus == 1 else f"{self.gpus} GPUs with {self.label}"
 
 
+DEEPSPEED_INSTALL = 'pip install "peft-advisor[deepspeed]"'
+
+
+def deepspeed_missing(strategy: str) -> str | None:
+    """ZeRO needs the optional deepspeed package: the one line that says so and how to install it."""
+    import importlib.util
+
+    if strategy in ZERO_STRATEGIES and importlib.util.find_spec("deepspeed") is None:
+        return f'distributed.strategy = "{strategy}" needs DeepSpeed, which is not installed: {DEEPSPEED_INSTALL}'
+    return None
+
+
 def shards_forward(strategy: str) -> bool:
     """Every forward is a collective (weights gathered per block): exact match's generation on rank 0
     alone would hang, so it is skipped (FSDP, ZeRO-3)."""

@@ -79,3 +79,30 @@ def test_quantization_storage_only_for_sharded_qlora():
     assert quantization_config(fsdp, world=1).bnb_4bit_quant_storage == torch.uint8
     ddp = recipe(**{"method.name": "qlora"})
     assert quantization_config(ddp, world=2).bnb_4bit_quant_storage == torch.uint8
+
+
+def test_zero_hands_the_trainer_its_config_file(tmp_path):
+    r = recipe(**{"distributed.strategy": "zero3", "distributed.zero_offload": "optimizer+params", "train.grad_accum": 2})
+    assert dist.training_args(r, TWO, True, [], tmp_path / "ds_config.json")["deepspeed"] == str(tmp_path / "ds_config.json")
+    config = dist.ds_config(r, cuda=True, hidden_size=64)
+    assert config["train_batch_size"] == r.train.micro_batch * 2 * 2 and config["bf16"] == {"enabled": True}
+    zero = config["zero_optimization"]
+    assert zero["stage"] == 3 and zero["reduce_bucket_size"] == 64 * 64 and zero["stage3_prefetch_bucket_size"] == 3686
+    assert zero["offload_optimizer"]["device"] == zero["offload_param"]["device"] == "cpu"
+    assert "auto" not in str(config)  # every value explicit: accelerate launch alone repeats the run
+    two = dist.ds_config(recipe(**{"distributed.strategy": "zero2"}), cuda=False, hidden_size=64)
+    assert two["zero_optimization"]["stage"] == 2 and two["bf16"] == two["fp16"] == {"enabled": False}
+    assert "offload_optimizer" not in two["zero_optimization"]
+
+
+def test_zero_without_deepspeed_is_one_line(monkeypatch):
+    import importlib.util
+
+    from peft_advisor.core.errors import ExitCode, UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    with pytest.raises(UserError) as info:
+        dist.check_gpus(TWO, recipe(**{"distributed.strategy": "zero2"}), cuda=False)
+    assert info.value.code == ExitCode.BAD_RECIPE and 'pip install "peft-advisor[deepspeed]"' in str(info.value)
+    dist.check_gpus(TWO, recipe(), cuda=False)  # ddp needs no deepspeed
