@@ -196,12 +196,23 @@ class Run:
             self.lock = rf.acquire_or_refuse(self.run_dir)
             rf.discard_partial(self.run_dir)
             rf.check_resumable(self.run_dir, self.recipe)
+            self.say_world_change()
             write_json(self.run_dir / rf.RUN_JSON, self.run_info())  # who holds it, for stop and monitor
         self.checkpoint, skipped = rf.last_complete_checkpoint(self.run_dir)
         for torn in skipped:
             self.say(f"peft-advisor: skipping {torn.name}: incomplete (no {rf.CHECKPOINT_LAST_FILE})")
         if self.checkpoint is None:
             raise UserError(f"{self.run_dir}: no checkpoint-N folder to resume from", ExitCode.USAGE)
+
+    def say_world_change(self) -> None:
+        """Rank 0, resuming: a checkpoint from another number of processes (allowed ones only reach here)."""
+        try:
+            before = recipes.load(self.run_dir / rf.RECIPE)
+        except UserError:
+            return
+        note = rf.world_change(self.run_dir, before, self.recipe)
+        if note:
+            self.say(f"peft-advisor: note: {note}")
 
     def resolved_recipe(self):
         """The recipe as run: its run folder, and a local data path made absolute."""

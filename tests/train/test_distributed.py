@@ -118,3 +118,40 @@ def test_a_setup_error_keeps_its_exit_code_through_torchrun(make_recipe, tmp_pat
     assert done.returncode == ExitCode.NO_GPU, done.stderr[-2000:]
     assert 'distributed.strategy = "fsdp" needs CUDA GPUs' in done.stderr.strip().splitlines()[-1]
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
+def test_a_ddp_checkpoint_resumes_on_another_process_count(before, after, make_recipe, tmp_path):
+    """DDP checkpoints are whole (every rank holds the full model and optimizer state), so a run
+    checkpointed on N processes goes on on M; the global batch follows the count, and the log says so."""
+    quick = {**QUICK, "train.eval_every": 0, "data.eval_split": 0, "distributed.master_port": 0}
+    first = make_recipe("lora", name="first.toml", **{**quick, "train.max_steps": 2, "distributed.gpus": before})
+    run = tmp_path / "runs" / "r"
+    done = cli("train", first, "--run-dir", run)
+    assert done.returncode == 0, done.stderr[-2000:]
+    second = make_recipe("lora", name="second.toml", **{**quick, "train.max_steps": 4, "distributed.gpus": after})
+    done = cli("train", second, "--run-dir", run, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = read_events(run / "events.jsonl")[0]
+    assert [e["step"] for e in steps_of(events)] == [1, 2, 3, 4]
+    assert [e["status"] for e in events if e["kind"] == "end"] == ["ok", "ok"]
+    assert [e["gpus"] for e in events if e["kind"] == "start"] == [before, after]
+    hint = "; set train.grad_accum = 2 to keep it" if after < before else "\n"  # none can halve an accumulation of 1
+    assert f"global batch changes from {2 * before} to {2 * after}{hint}" in (run / "train.log").read_text()
+
+
+def test_a_zero_checkpoint_on_another_count_is_refused_in_one_line(make_recipe, tmp_path):
+    """ZeRO's optimizer states are partitioned per rank: another count is refused before any process starts."""
+    from peft_advisor.core import run_folder as rf
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rf.atomic_write_json(run / rf.RUN_JSON, {"pid": 1, "world_size": 2})
+    zero = {"distributed.gpus": 2, "distributed.strategy": "zero2"}
+    (run / rf.RECIPE).write_text(make_recipe("lora", name="z.toml", **zero).read_text())
+    (run / "checkpoint-2").mkdir()
+    done = cli("train", make_recipe("lora", **{**zero, "distributed.gpus": 4}), "--run-dir", run, "--resume")
+    assert done.returncode == ExitCode.BAD_RECIPE
+    assert "resumes only on 2" in done.stderr.strip().splitlines()[-1]
+    done = cli("train", make_recipe("lora", name="ddp.toml", **{"distributed.gpus": 2}), "--run-dir", run, "--resume")
+    assert done.returncode == ExitCode.BAD_RECIPE and "cannot resume with ddp" in done.stderr.strip().splitlines()[-1]
