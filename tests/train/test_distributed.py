@@ -155,3 +155,47 @@ def test_a_zero_checkpoint_on_another_count_is_refused_in_one_line(make_recipe, 
     assert "resumes only on 2" in done.stderr.strip().splitlines()[-1]
     done = cli("train", make_recipe("lora", name="ddp.toml", **{"distributed.gpus": 2}), "--run-dir", run, "--resume")
     assert done.returncode == ExitCode.BAD_RECIPE and "cannot resume with ddp" in done.stderr.strip().splitlines()[-1]
+
+
+def this_hosts_address() -> str | None:
+    """A non-loopback address of this machine (what node 0's master_addr is on a real cluster), or None."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address = sock.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
+
+
+def test_two_nodes_on_one_host_train_as_one_run(make_recipe, tmp_path):
+    """Two `peft-advisor train` launches as on two machines (nnodes 2, node_rank 0 and 1, one process
+    each, the same master address and port; the run folder on a 'shared' path): both end ok, rank 0
+    (node 0) writes the one run folder, and the losses are one process's with the same global batch."""
+    from peft_advisor.train.__main__ import main
+
+    address = this_hosts_address()
+    if address is None:
+        pytest.skip("no non-loopback network address on this machine for the simulated nodes")
+    nodes = {"distributed.nnodes": 2, "distributed.master_addr": address, "distributed.master_port": launch.free_port()}
+    recipe = make_recipe("lora", name="nodes.toml", **{**QUICK, **nodes})
+    run = tmp_path / "runs" / "nodes"
+    argv = [sys.executable, "-m", "peft_advisor", "train", str(recipe), "--run-dir", str(run)]
+    node1 = subprocess.Popen([*argv, "--node-rank", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node0 = cli("train", recipe, "--run-dir", run)
+    out1, _ = node1.communicate(timeout=240)
+    assert node0.returncode == 0, node0.stderr[-2000:]
+    assert node1.returncode == 0, out1[-2000:]
+    assert "node 1 of 2" in out1
+    events, skipped = read_events(run / "events.jsonl")
+    start = events[0]
+    assert skipped == 0 and [e["kind"] for e in events].count("start") == 1 and events[-1]["status"] == "ok"
+    assert (start["gpus"], start["nnodes"], start["global_batch"]) == (2, 2, 4)
+    assert launch.read_run_json(run)["world_size"] == 2
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["nodes"]  # one folder, no staging left
+    one = make_recipe("lora", name="one.toml", **{**QUICK, "train.micro_batch": 4})
+    assert main([str(one), "--run-dir", str(tmp_path / "one")]) == 0
+    single = steps_of(read_events(tmp_path / "one" / "events.jsonl")[0])
+    assert [s["loss"] for s in steps_of(events)] == pytest.approx([s["loss"] for s in single], rel=1e-4)
