@@ -196,8 +196,9 @@ def training_args(recipe, ranks: Ranks, cuda: bool, wrap: list[str], ds_config_p
         return {}
     d = recipe.distributed
     args = {"ddp_backend": backend(recipe, cuda), "ddp_find_unused_parameters": False}
-    if is_zero(recipe):
-        return {**args, "deepspeed": str(ds_config_path)} if ds_config_path else args
+    if is_zero(recipe):  # the Trainer checks its precision flags against the config's
+        bf16, fp16 = zero_precision(recipe, cuda)
+        return {**args, "deepspeed": str(ds_config_path), "bf16": bf16, "fp16": fp16} if ds_config_path else args
     if d.strategy != "fsdp":
         return args
     from transformers import TrainingArguments
@@ -240,6 +241,15 @@ def check_deepspeed(recipe) -> None:
         raise UserError(missing, ExitCode.BAD_RECIPE)
 
 
+def zero_precision(recipe, cuda: bool) -> tuple[bool, bool]:
+    """(bf16, fp16) of DeepSpeed's mode: the model's dtype on GPUs (a bf16 model is trained in DeepSpeed's
+    bf16 mode, with its fp32 master copy, not autocast), or what mixed_precision asks; fp32 on the CPU."""
+    d = recipe.distributed
+    bf16 = cuda and (d.mixed_precision == "bf16" or (d.mixed_precision == "no" and recipe.model.dtype == "bfloat16"))
+    fp16 = cuda and not bf16 and (d.mixed_precision == "fp16" or recipe.model.dtype == "float16")
+    return bf16, fp16
+
+
 def ds_config(recipe, cuda: bool, hidden_size: int) -> dict:
     """The DeepSpeed config the run uses, every value explicit (no "auto"), so `accelerate launch
     --deepspeed_config_file` alone repeats it. The optimizer and schedule stay the Trainer's (AdamW
@@ -250,9 +260,7 @@ def ds_config(recipe, cuda: bool, hidden_size: int) -> dict:
 
     d, t = recipe.distributed, recipe.train
     stage = 3 if d.strategy == "zero3" else 2
-    dtype = recipe.model.dtype if cuda else "float32"
-    bf16 = cuda and (d.mixed_precision == "bf16" or (d.mixed_precision == "no" and dtype == "bfloat16"))
-    fp16 = cuda and not bf16 and (d.mixed_precision == "fp16" or dtype == "float16")
+    bf16, fp16 = zero_precision(recipe, cuda)
     buckets = zero_buckets(hidden_size)
     zero = {"stage": stage, "overlap_comm": cuda, "contiguous_gradients": True,
             "reduce_bucket_size": buckets["reduce_bucket_size"]}

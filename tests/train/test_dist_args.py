@@ -83,7 +83,9 @@ def test_quantization_storage_only_for_sharded_qlora():
 
 def test_zero_hands_the_trainer_its_config_file(tmp_path):
     r = recipe(**{"distributed.strategy": "zero3", "distributed.zero_offload": "optimizer+params", "train.grad_accum": 2})
-    assert dist.training_args(r, TWO, True, [], tmp_path / "ds_config.json")["deepspeed"] == str(tmp_path / "ds_config.json")
+    args = dist.training_args(r, TWO, True, [], tmp_path / "ds_config.json")
+    assert args["deepspeed"] == str(tmp_path / "ds_config.json")
+    assert (args["bf16"], args["fp16"]) == (True, False)  # as the config says, or the Trainer refuses the mismatch
     config = dist.ds_config(r, cuda=True, hidden_size=64)
     assert config["train_batch_size"] == r.train.micro_batch * 2 * 2 and config["bf16"] == {"enabled": True}
     zero = config["zero_optimization"]
