@@ -60,3 +60,29 @@ def test_zero_offload_needs_gpus(make_recipe, tmp_path):
     done = cli("train", recipe, "--run-dir", tmp_path / "runs" / "x")
     assert done.returncode == ExitCode.NO_GPU, done.stderr[-2000:]
     assert "distributed.zero_offload" in done.stderr.strip().splitlines()[-1]
+
+
+def test_the_logged_accelerate_command_repeats_the_run(make_recipe, tmp_path):
+    """The run is reproducible with `accelerate launch` alone: the command train.log prints (the run
+    folder's ds_config.json and recipe copy) trains the same losses into a new folder."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    recipe = make_recipe("lora", name="zero.toml", **{**QUICK, "train.eval_every": 0, "data.eval_split": 0},
+                         **{"distributed.gpus": 2, "distributed.strategy": "zero2", "distributed.master_port": 0})
+    run = tmp_path / "runs" / "zero"
+    done = cli("train", recipe, "--run-dir", run, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in (run / "train.log").read_text().splitlines() if "accelerate launch --use_deepspeed" in x)
+    argv = shlex.split(line[line.index("accelerate launch"):])
+    assert argv[-2:] == ["--run-dir", str(run) + "-again"]
+    port = argv.index("--main_process_port") + 1
+    argv[port] = str(__import__("peft_advisor.launch", fromlist=["free_port"]).free_port())  # the first run's is gone
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    again = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *argv[2:]], capture_output=True,
+                           text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    losses = [[s["loss"] for s in steps_of(read_events(folder / "events.jsonl")[0])] for folder in (run, run.parent / "zero-again")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6) and len(losses[0]) == 4
