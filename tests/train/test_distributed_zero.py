@@ -86,3 +86,18 @@ def test_the_logged_accelerate_command_repeats_the_run(make_recipe, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     losses = [[s["loss"] for s in steps_of(read_events(folder / "events.jsonl")[0])] for folder in (run, run.parent / "zero-again")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-6) and len(losses[0]) == 4
+
+
+def test_a_zero3_checkpoint_resumes_on_the_same_count(make_recipe, tmp_path):
+    """DeepSpeed's partitioned checkpoint (global_stepN/, one file per rank) goes on where it stopped."""
+    quick = {**QUICK, "train.eval_every": 0, "data.eval_split": 0, "distributed.gpus": 2,
+             "distributed.strategy": "zero3", "distributed.master_port": 0}
+    run = tmp_path / "runs" / "z"
+    done = cli("train", make_recipe("lora", name="a.toml", **{**quick, "train.max_steps": 2}), "--run-dir", run, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run / "checkpoint-2" / "global_step2").is_dir()
+    done = cli("train", make_recipe("lora", name="b.toml", **quick), "--run-dir", run, "--resume", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = read_events(run / "events.jsonl")[0]
+    assert [e["step"] for e in steps_of(events)] == [1, 2, 3, 4]
+    assert [e["status"] for e in events if e["kind"] == "end"] == ["ok", "ok"]
