@@ -12,6 +12,8 @@ arithmetic; in fp32 on the CPU the updates are DDP's, up to float rounding in th
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 
@@ -19,7 +21,11 @@ from peft_advisor.core.events import read_events
 from tests.train.test_distributed import QUICK, cli, steps_of
 
 pytest.importorskip("deepspeed", reason='needs the optional deepspeed package: pip install "peft-advisor[deepspeed]"')
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None,
+                       reason="DeepSpeed compiles its CPU collective (shm_comm) on first use: needs a C++ compiler"),
+]
 
 
 def one_process_losses(make_recipe, tmp_path):
