@@ -102,3 +102,16 @@ def test_recommend_export_writes_a_valid_recipe_and_refuses_to_overwrite(tmp_pat
     before = out.read_text()
     again = cli("recommend", "--vram", "24", "--model", "llama-3.2-3b", "--export", str(out))
     assert again.returncode == ExitCode.EXISTS and out.read_text() == before
+
+
+def test_zero3_with_offload_is_advised_per_gpu_with_its_cpu_ram(capsys):
+    from peft_advisor.cli import main
+
+    assert main(["estimate", "--model", "llama-3.1-8b", "--method", "full", "--vram", "40", "--gpus", "4",
+                 "--strategy", "zero3", "--zero-offload", "optimizer"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU RAM (offload)" in out and "per GPU process" in out
+    assert main(["recommend", "--vram", "40", "--gpus", "4", "--strategy", "zero2", "--zero-offload",
+                 "optimizer+params"]) == 2
+    assert capsys.readouterr().err.strip() == ('peft-advisor: --zero-offload = "optimizer+params" needs strategy '
+                                               '"zero3" (ZeRO-2 does not partition the weights)')

@@ -28,7 +28,7 @@ REFERENCE_CARD_GIB = 140
 LABELS = {
     "model": "model", "vram_gib": "VRAM budget", "adapter_mb": "adapter budget", "seq_len": "sequence length",
     "batch_size": "batch", "rank": "rank", "targets": "targets", "priority": "priority", "methods": "methods",
-    "gpus": "GPU count", "strategy": "strategy", "gpu_index": "GPU index",
+    "gpus": "GPU count", "strategy": "strategy", "gpu_index": "GPU index", "zero_offload": "ZeRO offload",
 }
 """How a field is named in messages; each front end passes its own (flags, field labels)."""
 
@@ -54,6 +54,8 @@ class AdviceRequest:
     gpus: int | None = None
     """GPU count; None: the probed GPUs of the same model as `gpu_index`, or 1 with a typed budget."""
     strategy: str = "fsdp"
+    zero_offload: str = "none"
+    """ZeRO only: "optimizer" | "optimizer+params" (zero3) kept in CPU RAM."""
     gpu_index: int = 0
     gpu_name: str | None = None
     """Use local calibration measured on this GPU; None: the probed GPU's, when one is used."""
@@ -120,7 +122,12 @@ def check(req: AdviceRequest, labels: dict | None = None) -> AdviceRequest:
     check_priority(req.priority)
     for method in req.methods or METHOD_IDS:
         Settings(method=method)  # 'unknown method … did you mean'
+    from peft_advisor.core.distributed import offload_problem
+
     Parallel(1, req.strategy)  # the strategy is checked whatever the count
+    problem = offload_problem(req.strategy, req.zero_offload)
+    if problem:
+        raise UserError(f"{name['zero_offload']} {problem}", ExitCode.USAGE)
     return req
 
 
@@ -198,7 +205,7 @@ def advise(req: AdviceRequest, probe: Callable | None = None, calibration: Calla
     spec = load_model_spec(req.model)
     resolve_targets(spec, req.targets)  # a typo is named before the GPUs are probed
     card = card_for(req, probe, labels)
-    par = Parallel(req.gpus or card.same_gpus, req.strategy)
+    par = Parallel(req.gpus or card.same_gpus, req.strategy, req.zero_offload)
     adapter = int(req.adapter_mb * MB) if req.adapter_mb else None
     budget = Budget(card.budget_bytes, adapter, card.source, card.total_bytes)
     prof = data_profile(req, profile)
@@ -221,7 +228,7 @@ def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, ca
     check(req, labels)
     spec = load_model_spec(req.model)
     card = card_for(req, probe, labels, required=False)
-    par = Parallel(req.gpus or 1, req.strategy)
+    par = Parallel(req.gpus or 1, req.strategy, req.zero_offload)
     prof = data_profile(req, profile)
     if prof is not None:
         seq_len, evaluation = data_shape(prof, req, par)
@@ -310,7 +317,7 @@ def needs(req: AdviceRequest) -> dict:
 
     check(req)
     spec = load_model_spec(req.model)
-    par = Parallel(req.gpus or 1, req.strategy)
+    par = Parallel(req.gpus or 1, req.strategy, req.zero_offload)
     out = {}
     for method in req.methods or METHOD_IDS:
         if multi_gpu_refusal(method, par.gpus, par.strategy):

@@ -154,6 +154,7 @@ class Estimate:
             "trainable_params": self.trainable_params,
             "breakdown": dict(self.breakdown),
             "calibrated": self.calibrated,
+            **({"cpu_bytes": self.cpu_bytes} if self.cpu_bytes else {}),  # ZeRO offload only
         }
 
 
