@@ -205,3 +205,16 @@ def test_what_a_resume_on_another_process_count_may_do(tmp_path):
         assert needle in str(info.value) and info.value.code == ExitCode.BAD_RECIPE
     rf.atomic_write_json(tmp_path / rf.RUN_JSON, {})  # a one-process run records no world size
     assert "of 1 process(es) on 2" in rf.world_change(tmp_path, recipe(1), recipe(2))
+
+
+def test_zero_without_deepspeed_is_refused_before_any_process_starts(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    path = rc.save(rc.updated(rc.Recipe(), {"distributed.gpus": 2, "distributed.strategy": "zero3"}), tmp_path / "r.toml")
+    assert main(["train", str(path), "--run-dir", str(tmp_path / "run")]) == ExitCode.BAD_RECIPE
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        'peft-advisor: distributed.strategy = "zero3" needs DeepSpeed, which is not installed: '
+        'pip install "peft-advisor[deepspeed]"')
+    assert not (tmp_path / "run").exists()
