@@ -238,8 +238,7 @@ class DistributedSection:
     gpu_ids: tuple[int, ...] = _f((), parse=_as_gpu_ids)
     """which GPUs of this node, e.g. [0, 1] (sets CUDA_VISIBLE_DEVICES); [] = the first `gpus`"""
     strategy: str = _f("ddp", choices=STRATEGIES)
-    """ddp (a full copy per GPU) | fsdp (weights, grads and optimizer sharded per decoder block) |
-    zero2 | zero3 (DeepSpeed ZeRO: optimizer and grads sharded; zero3 the weights too)"""
+    """ddp (a full copy per GPU) | fsdp (all sharded per decoder block) | zero2 | zero3 (DeepSpeed ZeRO)"""
     zero_offload: str = _f("none", choices=ZERO_OFFLOADS)
     """none | optimizer | optimizer+params (zero3 only): what DeepSpeed keeps in CPU RAM"""
     mixed_precision: str = _f("no", choices=MIXED_PRECISION)
