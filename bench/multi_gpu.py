@@ -1,4 +1,4 @@
-"""DDP and FSDP through `peft-advisor train` on several GPUs of one machine: each GPU's measured peak
+"""DDP, FSDP and DeepSpeed ZeRO-2/3 through `peft-advisor train` on several GPUs of one machine: each GPU's measured peak
 against the per-GPU estimate (`core.distributed.per_gpu_estimate`), on a real architecture with
 random weights (memory does not depend on weight values).
 
@@ -11,6 +11,10 @@ runs the real command (torchrun starts one trainer process per GPU), and reads r
 `estimate_peak_bytes` of the start event, which it also recomputes here as a cross-check. An NVML
 sampler records each GPU's total used memory as well, which adds the CUDA context and NCCL's own
 buffers (both outside PyTorch's allocator and the estimate). `--baseline` adds each method on one GPU.
+
+ZeRO cases (`zero2`, `zero3`, and with offload `zero3+optimizer`, `zero3+optimizer+params`) need
+`pip install "peft-advisor[deepspeed]"`; for them the host's used RAM (MemTotal - MemAvailable) is
+sampled too, against the estimate's `cpu_bytes` x GPUs (offload keeps states in CPU RAM).
 
 Status: written and checked by reading only; no multi-GPU machine was available when it was written.
 """
@@ -31,7 +35,24 @@ from gpu_common import ROOT, make_model_folder, make_text_data, write_recipe, wr
 
 GIB = 2**30
 CASES = [("lora", "ddp"), ("lora", "fsdp"), ("qlora", "ddp"), ("qlora", "fsdp"), ("dora", "fsdp"),
-         ("full", "ddp"), ("full", "fsdp")]
+         ("full", "ddp"), ("full", "fsdp"),
+         ("lora", "zero2"), ("lora", "zero3"), ("qlora", "zero2"), ("full", "zero2"), ("full", "zero3"),
+         ("lora", "zero2+optimizer"), ("full", "zero3+optimizer"), ("full", "zero3+optimizer+params")]
+
+
+def split_strategy(strategy: str) -> tuple[str, str]:
+    """'zero3+optimizer+params' -> ('zero3', 'optimizer+params'); 'fsdp' -> ('fsdp', 'none')."""
+    name, _, offload = strategy.partition("+")
+    return name, offload or "none"
+
+
+def host_used_bytes() -> int | None:
+    """MemTotal - MemAvailable from /proc/meminfo (Linux), or None."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        return (int(fields["MemTotal"].split()[0]) - int(fields["MemAvailable"].split()[0])) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 class NvmlPeaks:
@@ -40,6 +61,8 @@ class NvmlPeaks:
     def __init__(self, indices: list[int], every_s: float = 0.2):
         self.indices, self.every_s = indices, every_s
         self.peaks = {i: 0 for i in indices}
+        self.host_before = host_used_bytes()
+        self.host_peak = self.host_before
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -64,6 +87,9 @@ class NvmlPeaks:
             while not self._stop.is_set():
                 for i, handle in handles.items():
                     self.peaks[i] = max(self.peaks[i], nv.nvmlDeviceGetMemoryInfo(handle).used)
+                host = host_used_bytes()
+                if host is not None and self.host_peak is not None:
+                    self.host_peak = max(self.host_peak, host)
                 time.sleep(self.every_s)
         finally:
             nv.nvmlShutdown()
@@ -71,18 +97,20 @@ class NvmlPeaks:
 
 def distributed_table(gpus: int, strategy: str) -> str:
     """The only part of the recipe that changes between the runs."""
-    return f'\n[distributed]\ngpus = {gpus}\nstrategy = "{strategy}"\nmaster_port = 0\n'
+    name, offload = split_strategy(strategy)
+    return (f'\n[distributed]\ngpus = {gpus}\nstrategy = "{name}"\nzero_offload = "{offload}"\n'
+            f'master_port = 0\n')
 
 
-def expected_estimate(recipe: Path, gpus: int, strategy: str) -> int | None:
-    """What the trainer's start event should say, computed from the recipe alone."""
+def expected_estimate(recipe: Path, gpus: int, strategy: str):
+    """What the trainer's start event should say, computed from the recipe alone (the whole Estimate)."""
     sys.path.insert(0, str(ROOT))
     from peft_advisor.core import recipe as rc
     from peft_advisor.core.distributed import Parallel, per_gpu_estimate
     from peft_advisor.core.model_spec import load_model_spec
 
     r = rc.load(recipe)
-    return per_gpu_estimate(load_model_spec(r.model.id), rc.settings_from_recipe(r), Parallel(gpus, strategy)).peak_bytes
+    return per_gpu_estimate(load_model_spec(r.model.id), rc.settings_from_recipe(r), Parallel(gpus, *split_strategy(strategy)))
 
 
 def read_ranks(run_dir: Path) -> dict:
@@ -129,7 +157,9 @@ def run_case(args, work: Path, model: Path, data: Path, method: str, strategy: s
                               text=True, cwd=ROOT)
     row = {"model": args.model, "method": method, "strategy": strategy if gpus > 1 else "—", "gpus_asked": gpus,
            "batch": args.batch, "seq": args.seq, "grad_ckpt": args.ckpt, "exit_code": proc.returncode,
-           "process_s": round(time.time() - t0, 1), "expected_estimate_bytes": expected,
+           "process_s": round(time.time() - t0, 1), "expected_estimate_bytes": expected.peak_bytes,
+           "expected_cpu_bytes": expected.cpu_bytes * gpus,
+           "host_ram_added_bytes": None if nvml.host_peak is None else nvml.host_peak - nvml.host_before,
            "nvml_used_bytes_by_gpu": [nvml.peaks[i] for i in range(gpus)]}
     if (run_dir / "events.jsonl").exists():
         row.update(read_ranks(run_dir))
@@ -138,8 +168,12 @@ def run_case(args, work: Path, model: Path, data: Path, method: str, strategy: s
     return row
 
 
+def gib(value: int | None) -> str:
+    return "—" if value is None else f"{value / GIB:.2f}"
+
+
 def render(rows: list[dict], args) -> str:
-    lines = [f"# DDP and FSDP on {args.gpus} GPUs: {args.model} (random weights), per-GPU peak against the estimate", "",
+    lines = [f"# DDP, FSDP and ZeRO on {args.gpus} GPUs: {args.model} (random weights), per-GPU peak against the estimate", "",
              f"Command: `python bench/multi_gpu.py --model {args.model} --gpus {args.gpus} --steps {args.steps} "
              f"--batch {args.batch} --seq {args.seq}{' --grad-ckpt' if args.ckpt else ''}"
              f"{' --baseline' if args.baseline else ''} --out {args.out}`", "",
@@ -161,6 +195,12 @@ def render(rows: list[dict], args) -> str:
         err = f"{100 * (est - peak) / peak:+.1f} %" if est else "—"
         lines.append(f"| {r['method']} | {r['strategy']} | {r['gpus_asked']} | {r['status']} | {each} | "
                      f"{peak / GIB:.2f} | {(est or 0) / GIB:.2f} | {err} | {nvml} | {r.get('tokens_per_s') or 0:.0f} |")
+    offload = [r for r in rows if r.get("expected_cpu_bytes")]
+    if offload:
+        lines += ["", "| method | strategy | CPU RAM estimate, all ranks (GiB) | host RAM added at peak (GiB) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['strategy']} | {gib(r['expected_cpu_bytes'])} | {gib(r['host_ram_added_bytes'])} |"
+                  for r in offload]
     mismatched = [r for r in rows if r.get("estimate_peak_bytes") not in (None, r.get("expected_estimate_bytes"))]
     if mismatched:
         lines += ["", "Start events whose estimate differs from `per_gpu_estimate` recomputed here: "

@@ -30,6 +30,7 @@ from pathlib import Path
 from peft_advisor.core import recipe as rc
 from peft_advisor.core import run_folder as rf
 from peft_advisor.core.catalog import method_info
+from peft_advisor.core.distributed import deepspeed_missing
 from peft_advisor.core.errors import ExitCode, UserError
 from peft_advisor.core.sources import check_sources
 
@@ -108,6 +109,9 @@ def child_argv_env(recipe_path, run_dir, resume: bool = False, node_rank: int | 
     # a local model folder or data file that is not there: said now, not after the child's imports
     check_sources(recipe.model.id, recipe.data.path, Path(recipe_path).parent)
     d = recipe.distributed
+    missing = deepspeed_missing(d.strategy) if rc.world_size(d) > 1 else None
+    if missing:  # said now, not from every rank
+        raise UserError(missing, ExitCode.BAD_RECIPE)
     pinned = method_info(recipe.method.name).fsdp_version  # QLoRA: FSDP1 only (the catalog says why)
     if d.strategy == "fsdp" and not d.fsdp_version and pinned:
         d = replace(d, fsdp_version=pinned)  # as the trainer decides (train/dist.py fsdp_version)

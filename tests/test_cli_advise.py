@@ -127,3 +127,16 @@ def test_recommend_no_techniques_is_todays_advice():
     off = json.loads(proc.stdout)["recommendations"]
     assert not any(r["settings"]["fused_loss"] or r["settings"]["optimizer"] != "adamw" for r in off)
     assert off[0]["fit"] == "tight" and off[0]["cpu_bytes"] == 0
+
+
+def test_zero3_with_offload_is_advised_per_gpu_with_its_cpu_ram(capsys):
+    from peft_advisor.cli import main
+
+    assert main(["estimate", "--model", "llama-3.1-8b", "--method", "full", "--vram", "40", "--gpus", "4",
+                 "--strategy", "zero3", "--zero-offload", "optimizer"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU RAM (offload)" in out and "per GPU process" in out
+    assert main(["recommend", "--vram", "40", "--gpus", "4", "--strategy", "zero2", "--zero-offload",
+                 "optimizer+params"]) == 2
+    assert capsys.readouterr().err.strip() == ('peft-advisor: --zero-offload = "optimizer+params" needs strategy '
+                                               '"zero3" (ZeRO-2 does not partition the weights)')

@@ -19,7 +19,7 @@ _D = AdviceRequest()
 """The advice core's defaults: the terminal app starts from the same ones."""
 LABELS = {"vram_gib": "--vram", "adapter_mb": "--adapter-mb", "seq_len": "--seq", "batch_size": "--batch",
           "rank": "--rank", "gpus": "--gpus", "gpu_index": "--gpu", "model": "--model", "targets": "--targets",
-          "priority": "--priority", "methods": "--methods", "strategy": "--strategy"}
+          "priority": "--priority", "methods": "--methods", "strategy": "--strategy", "zero_offload": "--zero-offload"}
 """Fields named as the flags that set them, in the core's messages."""
 NO_GPU_HINT = ": give --vram"
 
@@ -75,7 +75,9 @@ def _add_card(p: argparse.ArgumentParser) -> None:
 def _add_parallel(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-name", help="use local calibration runs measured on this GPU (default: the probed GPU)")
     p.add_argument("--gpus", type=int, help="GPU count (default: the probed GPUs of the same model, or 1 with --vram)")
-    p.add_argument("--strategy", default=_D.strategy, help="ddp | fsdp: how several GPUs share the run (default fsdp)")
+    p.add_argument("--strategy", default=_D.strategy, help="ddp | fsdp | zero2 | zero3 (DeepSpeed ZeRO): how several GPUs share the run (default fsdp)")
+    p.add_argument("--zero-offload", default=_D.zero_offload,
+                   help="none | optimizer | optimizer+params (zero3): what ZeRO keeps in CPU RAM (default none)")
 
 
 def _add_model_and_shape(p: argparse.ArgumentParser) -> None:
@@ -103,6 +105,7 @@ def request_from_args(args) -> AdviceRequest:
         priority=getattr(args, "priority", _D.priority).strip().lower(),
         methods=tuple(m.strip().lower() for m in methods.split(",")) if methods else None,
         gpus=args.gpus, strategy=args.strategy.strip().lower(), gpu_index=args.gpu, gpu_name=args.gpu_name,
+        zero_offload=args.zero_offload.strip().lower(),
         data=args.data, packing=args.packing, techniques=not args.no_techniques,
     )
 
@@ -182,6 +185,8 @@ def format_estimate(model: str, result) -> str:
         f"adapter file      {fmt_file_bytes(est.adapter_bytes):>12}",
         f"trainable params  {fmt_count(est.trainable_params):>12}",
     ]
+    if est.cpu_bytes:
+        lines.append(f"CPU RAM (offload) {fmt_bytes(est.cpu_bytes):>12}   per GPU process (ZeRO offload)")
     if result.fit == "ok":
         lines.append(f"fits              {'ok':>12}   the whole range fits {fmt_bytes(result.card.budget_bytes)}")
     elif result.fit == "tight":
@@ -233,6 +238,8 @@ def _export(args, advice) -> None:
         priority=advice.priority, gpu=advice.budget.source, data_path=args.data or "demo",
         gpus=advice.parallel.gpus, strategy=advice.parallel.strategy,
     )
+    if advice.parallel.gpus > 1 and advice.parallel.offload != "none":
+        recipe = updated(recipe, {"distributed.zero_offload": advice.parallel.offload})
     if args.packing:
         recipe = updated(recipe, {"data.packing": True})
     write_recipe(recipe, args.export, args.force)

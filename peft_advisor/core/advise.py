@@ -28,7 +28,7 @@ REFERENCE_CARD_GIB = 140
 LABELS = {
     "model": "model", "vram_gib": "VRAM budget", "adapter_mb": "adapter budget", "seq_len": "sequence length",
     "batch_size": "batch", "rank": "rank", "targets": "targets", "priority": "priority", "methods": "methods",
-    "gpus": "GPU count", "strategy": "strategy", "gpu_index": "GPU index",
+    "gpus": "GPU count", "strategy": "strategy", "gpu_index": "GPU index", "zero_offload": "ZeRO offload",
 }
 """How a field is named in messages; each front end passes its own (flags, field labels)."""
 
@@ -54,6 +54,8 @@ class AdviceRequest:
     gpus: int | None = None
     """GPU count; None: the probed GPUs of the same model as `gpu_index`, or 1 with a typed budget."""
     strategy: str = "fsdp"
+    zero_offload: str = "none"
+    """ZeRO only: "optimizer" | "optimizer+params" (zero3) kept in CPU RAM."""
     gpu_index: int = 0
     gpu_name: str | None = None
     """Use local calibration measured on this GPU; None: the probed GPU's, when one is used."""
@@ -127,7 +129,12 @@ def check(req: AdviceRequest, labels: dict | None = None) -> AdviceRequest:
     check_priority(req.priority)
     for method in req.methods or METHOD_IDS:
         Settings(method=method)  # 'unknown method … did you mean'
+    from peft_advisor.core.distributed import offload_problem
+
     Parallel(1, req.strategy)  # the strategy is checked whatever the count
+    problem = offload_problem(req.strategy, req.zero_offload)
+    if problem:
+        raise UserError(f"{name['zero_offload']} {problem}", ExitCode.USAGE)
     return req
 
 
@@ -207,7 +214,7 @@ def advise(req: AdviceRequest, probe: Callable | None = None, calibration: Calla
     spec = load_model_spec(req.model)
     resolve_targets(spec, req.targets)  # a typo is named before the GPUs are probed
     card = card_for(req, probe, labels)
-    par = Parallel(req.gpus or card.same_gpus, req.strategy)
+    par = Parallel(req.gpus or card.same_gpus, req.strategy, req.zero_offload)
     adapter = int(req.adapter_mb * MB) if req.adapter_mb else None
     techniques = available_techniques(spec, card.cuda, req.techniques)
     free_ram = ram() if ram is not None and "offload_activations" in techniques else None
@@ -236,7 +243,7 @@ def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, ca
     card = card_for(req, probe, labels, required=False)
     if not req.techniques:
         settings = without_techniques(settings)
-    par = Parallel(req.gpus or 1, req.strategy)
+    par = Parallel(req.gpus or 1, req.strategy, req.zero_offload)
     prof = data_profile(req, profile)
     if prof is not None:
         seq_len, evaluation = data_shape(prof, req, par)
@@ -265,9 +272,11 @@ def data_profile(req: AdviceRequest, profile: Callable | None):
 def data_shape(prof, req: AdviceRequest, par) -> tuple[int, dict]:
     """(tokens per row of the longest training batch, the evaluation fields of `Settings`): eval
     rows are never packed; exact match generates on one GPU or under DDP, not under FSDP."""
+    from peft_advisor.core.distributed import shards_forward
+
     if prof is None:
         return req.seq_len, {}
-    generate = 0 if par.gpus > 1 and par.strategy == "fsdp" else prof.generate_len()
+    generate = 0 if par.gpus > 1 and shards_forward(par.strategy) else prof.generate_len()
     evaluation = {"eval_seq_len": prof.seq_len_for(req.seq_len, packing=False), "generate_len": generate}
     return prof.seq_len_for(req.seq_len, req.packing), evaluation
 
@@ -324,7 +333,7 @@ def needs(req: AdviceRequest) -> dict:
 
     check(req)
     spec = load_model_spec(req.model)
-    par = Parallel(req.gpus or 1, req.strategy)
+    par = Parallel(req.gpus or 1, req.strategy, req.zero_offload)
     techniques = available_techniques(spec, cuda=True, enabled=req.techniques)
     out = {}
     for method in req.methods or METHOD_IDS:
@@ -358,7 +367,7 @@ def with_estimate(recipe):
     try:
         spec = load_model_spec(recipe.model.id)
         d = recipe.distributed
-        par = Parallel(rc.world_size(d), d.strategy)
+        par = Parallel(rc.world_size(d), d.strategy, d.zero_offload)
         est = per_gpu_estimate(spec, rc.settings_from_recipe(recipe), par)
     except UserError as err:
         return recipe, f"no estimate ({err})"

@@ -321,4 +321,20 @@ def multi_gpu_refusal(method_id: str, gpus: int, strategy: str, switches: dict |
         return f"{method_id} with {on[0]} runs on one GPU only (transformers supports it with neither DDP nor FSDP)"
     if strategy == "fsdp" and not m.fsdp:
         return f"{method_id} is not supported with FSDP (it {m.fsdp_refusal}); use DDP"
-    return None
+    return zero_refusal(method_id, strategy)
+
+
+# Sharded alike: what cannot run under FSDP (whole matrices, its own optimizer) cannot under ZeRO either.
+ZERO_ONLY_REFUSALS = {("qlora", "zero3"): "needs 4-bit weights stored for partitioning, not run by peft-advisor "
+                                          "yet; use zero2 or fsdp"}
+
+
+def zero_refusal(method_id: str, strategy: str) -> str | None:
+    """Why this method cannot run under DeepSpeed ZeRO (`strategy` zero2/zero3), or None."""
+    if strategy not in ("zero2", "zero3"):
+        return None
+    m = method_info(method_id)
+    if not m.fsdp:
+        return f"{method_id} is not supported with DeepSpeed {strategy} (it {m.fsdp_refusal}; ZeRO shards as FSDP does); use ddp"
+    why = ZERO_ONLY_REFUSALS.get((method_id, strategy))
+    return f"{method_id} is not supported with DeepSpeed {strategy}: it {why}" if why else None

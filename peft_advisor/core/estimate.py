@@ -164,8 +164,9 @@ class Estimate:
     calibrated: str | None = None
     """Set when a local measurement adjusted this estimate (says which)."""
     cpu_bytes: int = 0
-    """Pinned CPU RAM the run holds beyond the usual: activations offloaded by
-    `offload_activations` (0 without it). The advice checks it against the machine's free RAM."""
+    """Host RAM per training process beyond the usual: activations offloaded by `offload_activations`
+    (pinned) and ZeRO's offloaded optimizer states and weights; 0 with neither. The advice checks it
+    against the machine's free RAM."""
 
     @property
     def total_bytes(self) -> int:

@@ -58,11 +58,12 @@ DTYPES = ("bfloat16", "float16", "float32")
 DATA_FORMATS = ("auto", "instruction", "chat", "prompt_completion", "text")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
-STRATEGIES = ("ddp", "fsdp")  # as core.distributed.STRATEGIES (not imported: that pulls in the estimator)
+STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")  # as core.distributed.STRATEGIES (not imported: that pulls in the estimator)
 MIXED_PRECISION = ("no", "bf16", "fp16")
 LAUNCHERS = ("torchrun", "accelerate")
 BACKENDS = ("auto", "nccl", "gloo")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+ZERO_OFFLOADS = ("none", "optimizer", "optimizer+params")  # as core.distributed.OFFLOADS
 
 
 
@@ -250,7 +251,9 @@ class DistributedSection:
     gpu_ids: tuple[int, ...] = _f((), parse=_as_gpu_ids)
     """which GPUs of this node, e.g. [0, 1] (sets CUDA_VISIBLE_DEVICES); [] = the first `gpus`"""
     strategy: str = _f("ddp", choices=STRATEGIES)
-    """ddp (a full copy per GPU) | fsdp (weights, grads and optimizer sharded per decoder block)"""
+    """ddp (a full copy per GPU) | fsdp (all sharded per decoder block) | zero2 | zero3 (DeepSpeed ZeRO)"""
+    zero_offload: str = _f("none", choices=ZERO_OFFLOADS)
+    """none | optimizer | optimizer+params (zero3 only): what DeepSpeed keeps in CPU RAM"""
     mixed_precision: str = _f("no", choices=MIXED_PRECISION)
     """no (pure model.dtype, what the estimate assumes) | bf16 | fp16 autocast"""
     launcher: str = _f("torchrun", choices=LAUNCHERS)
@@ -482,9 +485,15 @@ def _distributed_checks(recipe: Recipe) -> list[tuple[str, str]]:
         out.append(("distributed.master_addr", f"must be node 0's address, reachable from all {d.nnodes} nodes"))
     if d.nnodes > 1 and d.master_port == 0:
         out.append(("distributed.master_port", "must be a fixed port when nnodes > 1 (every node must use the same)"))
+    if d.zero_offload != "none" and d.strategy not in ("zero2", "zero3"):
+        out.append(("distributed.zero_offload", f'"{d.zero_offload}" needs distributed.strategy "zero2" or "zero3", '
+                    f'got "{d.strategy}"'))
+    elif d.zero_offload == "optimizer+params" and d.strategy != "zero3":
+        out.append(("distributed.zero_offload", '"optimizer+params" needs distributed.strategy "zero3" (ZeRO-2 does '
+                    'not partition the weights); use "optimizer"'))
     if world_size(d) == 1 or m.name not in methods():
         return out
-    from peft_advisor.core.catalog import method_info  # the per-method facts: data/methods.toml
+    from peft_advisor.core.catalog import method_info, zero_refusal  # the per-method facts: data/methods.toml
 
     info = method_info(m.name)
     for switch in (s for s in info.single_gpu_switches if getattr(m, s, False)):
@@ -492,6 +501,9 @@ def _distributed_checks(recipe: Recipe) -> list[tuple[str, str]]:
                     "supports it with neither DDP nor FSDP); set it to false or distributed.gpus = 1"))
     if d.strategy == "fsdp" and not info.fsdp:
         out.append(("distributed.strategy", f'method "{m.name}" {info.fsdp_refusal}; use "ddp"'))
+    zero = zero_refusal(m.name, d.strategy)
+    if zero:
+        out.append(("distributed.strategy", zero))
     if d.strategy == "fsdp" and info.fsdp_version and d.fsdp_version not in (0, info.fsdp_version):
         out.append(("distributed.fsdp_version", f"{info.name} with FSDP runs on FSDP{info.fsdp_version} only (FSDP2 "
                     f"drops bitsandbytes' 4-bit metadata when it gathers the weights); set it to 0 (auto) or "

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from peft_advisor.core.catalog import Method, alpha_for, load_catalog, method_info, multi_gpu_refusal
-from peft_advisor.core.distributed import Parallel, per_gpu_estimate
+from peft_advisor.core.distributed import Parallel, cheapest_first, per_gpu_estimate
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.estimate import (CONTEXT_BASE_BYTES, CONTEXT_PER_TOTAL, LIGER_MODEL_TYPES, METHODS, Estimate,
                                         Settings, resolve_targets)
@@ -183,7 +183,8 @@ class Advice:
             "priority": self.priority,
             "budget": self.budget.to_dict(),
             "request": {"seq_len": self.request.seq_len, "batch_size": self.request.batch_size},
-            "parallel": {"gpus": self.parallel.gpus, "strategy": self.parallel.strategy},
+            "parallel": {"gpus": self.parallel.gpus, "strategy": self.parallel.strategy,
+                         "offload": self.parallel.offload},
             "recommendations": [r.to_dict() for r in self.recommendations],
             "ruled_out": [r.to_dict() for r in self.ruled_out],
             **({"data": self.data} if self.data else {}),
@@ -421,16 +422,18 @@ def _unsupported(method: str, par: Parallel) -> str | None:
 
 
 def _more_gpus_hint(spec: ModelSpec, s: Settings, budget: Budget, start: int, techniques: tuple[str, ...] = ()) -> str:
-    """'fits on 2 GPUs with FSDP': the fewest GPUs (same budget each) on which a method fits."""
+    """'fits on 2 GPUs with FSDP': the fewest GPUs (same budget each) on which a method fits, with the
+    strategy that communicates least (`cheapest_first`); offload also names the CPU RAM it needs."""
     for gpus in (2, 4, 8):
         if gpus <= start:
             continue
-        for strategy in ("ddp", "fsdp"):
-            if _unsupported(s.method, Parallel(gpus, strategy)):
+        for par in cheapest_first(gpus):
+            if _unsupported(s.method, par):
                 continue
-            est, _, _ = _search(spec, s, budget, Parallel(gpus, strategy), techniques=techniques)
+            est, _, _ = _search(spec, s, budget, par, techniques=techniques)
             if est is not None:
-                return f"; fits on {gpus} such GPUs with {strategy.upper()} ({fmt_bytes(est.total_bytes)} each)"
+                ram = f", {fmt_bytes(est.cpu_bytes)} CPU RAM per GPU" if est.cpu_bytes else ""
+                return f"; fits on {gpus} such GPUs with {par.label} ({fmt_bytes(est.total_bytes)} each{ram})"
     return ""
 
 

@@ -348,6 +348,7 @@ def check_resumable(run_dir, recipe) -> None:
                 raise UserError(f"{run_dir}: {key} changed since the run started ({_show(old)} -> {_show(new)}); "
                                 f"a checkpoint cannot resume with it: resume with {run_dir / RECIPE} "
                                 f"or start a new run", ExitCode.BAD_RECIPE)
+        world_change(run_dir, before, recipe)
     # Trainer's state at the top of the folder is written when a run ends (ok or cancelled), after
     # its last step; a finished run is one whose state reached the steps the recipe asks for.
     state = read_json(run_dir / CHECKPOINT_LAST_FILE)
@@ -356,6 +357,37 @@ def check_resumable(run_dir, recipe) -> None:
     if isinstance(done, int) and isinstance(wanted, int) and 0 < wanted <= done:
         raise RunComplete(f"{run_dir}: the run is complete (step {done} of {wanted}); nothing to resume. "
                           f"Raise train.max_steps to train further")
+
+
+def world_change(run_dir, before, recipe) -> str | None:
+    """A resume on another number of processes than the checkpoint was written with: the one-line
+    note when it can (DDP and one-process checkpoints hold every rank's full state; FSDP's are
+    saved as full state dicts, see train/dist.py), a refusal when it cannot (ZeRO's optimizer
+    states are partitioned per rank; a change of engine changes the checkpoint's layout)."""
+    from peft_advisor.core import recipe as rc
+    from peft_advisor.core.errors import UserError
+
+    was, now = read_run_json(run_dir).get("world_size") or 1, rc.world_size(recipe.distributed)
+    old, new = (before.distributed.strategy if was > 1 else "single"), (recipe.distributed.strategy if now > 1 else "single")
+    if was == now and old == new:
+        return None
+    engines = {"single": "plain", "ddp": "plain", "fsdp": "fsdp", "zero2": "zero", "zero3": "zero"}
+    if engines[old] != engines[new] or (engines[old] == "zero" and old != new):
+        raise UserError(f"{run_dir}: the checkpoint was written with {old} on {was} process(es); it cannot resume "
+                        f"with {new}: keep distributed.strategy = \"{before.distributed.strategy}\" or start a new run",
+                        ExitCode.BAD_RECIPE)
+    if engines[old] == "zero":
+        raise UserError(f"{run_dir}: a DeepSpeed {old} checkpoint holds optimizer states partitioned over {was} "
+                        f"processes and resumes only on {was}; for another count convert it with DeepSpeed's "
+                        "ds_to_universal.py (not automated here), or train on from its weights (zero_to_fp32.py) "
+                        "in a new run", ExitCode.BAD_RECIPE)
+    t = recipe.train
+    batch_was, batch_now = before.train.micro_batch * before.train.grad_accum * was, t.micro_batch * t.grad_accum * now
+    if batch_was == batch_now:
+        return f"resuming a checkpoint of {was} process(es) on {now}; global batch {batch_now} as before"
+    keep = batch_was // (t.micro_batch * now) if batch_was % (t.micro_batch * now) == 0 else None
+    hint = f"; set train.grad_accum = {keep} to keep it" if keep else ""
+    return f"resuming a checkpoint of {was} process(es) on {now}: the global batch changes from {batch_was} to {batch_now}{hint}"
 
 
 def _key(recipe, dotted: str):

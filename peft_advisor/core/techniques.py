@@ -54,11 +54,14 @@ def recipe_refusals(method: str, targets, optimizer: str, fused_loss: bool, stra
         if on_head:
             out.append(("train.fused_loss", f"cannot run with an adapter on {on_head[0]} (method.targets): the fused "
                         "loss reads the output head's own weight; drop it from the targets or set fused_loss = false"))
-    if fused_loss and strategy == "fsdp" and world > 1:
-        out.append(("train.fused_loss", "is not supported with FSDP (the output head is sharded outside its "
-                    'forward); use distributed.strategy = "ddp" or fused_loss = false'))
+    if fused_loss and strategy in ("fsdp", "zero3") and world > 1:
+        out.append(("train.fused_loss", f"is not supported with {strategy.upper()} (the output head is sharded "
+                    'outside its forward); use distributed.strategy = "ddp" or fused_loss = false'))
     if optimizer == "adamw":
         return out
+    if strategy in ("zero2", "zero3") and world > 1:
+        out.append(("train.optimizer", f'"{optimizer}" cannot be used with DeepSpeed {strategy.upper()}, which keeps '
+                    'its own fp32 optimizer partitions; set optimizer = "adamw"'))
     if method == "galore":
         out.append(("train.optimizer", f'"{optimizer}" cannot be used with galore, which has its own optimizer; '
                     'set optimizer = "adamw" (method.galore_8bit = true gives GaLore 8-bit states)'))

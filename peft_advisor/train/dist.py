@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
+
+DS_CONFIG = "ds_config.json"
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,13 @@ def check_gpus(ranks: Ranks, recipe, cuda: bool) -> None:
 
     if not ranks.distributed:
         return
+    check_deepspeed(recipe)
     if not cuda and recipe.distributed.strategy == "fsdp":  # accelerate would silently fall back to DDP
         raise UserError('distributed.strategy = "fsdp" needs CUDA GPUs (accelerate shards only on GPUs); '
                         'use "ddp" to run several CPU processes', ExitCode.NO_GPU)
+    if not cuda and recipe.distributed.zero_offload != "none":
+        raise UserError("distributed.zero_offload moves GPU memory to CPU RAM; without CUDA GPUs everything is "
+                        'in RAM already: set it to "none"', ExitCode.NO_GPU)
     if not cuda and recipe.distributed.backend == "nccl":
         raise UserError('distributed.backend = "nccl" needs CUDA GPUs; use "auto" or "gloo" on the CPU', ExitCode.NO_GPU)
     if not cuda:
@@ -61,7 +69,7 @@ def check_gpus(ranks: Ranks, recipe, cuda: bool) -> None:
                         "visible GPU(s)", ExitCode.NO_GPU)
 
 
-def notes(recipe, ranks: Ranks, cuda: bool) -> list[str]:
+def notes(recipe, ranks: Ranks, cuda: bool, run_dir=None) -> list[str]:
     """What the user should know about this multi-process run (printed once, by rank 0)."""
     if not ranks.distributed:
         return []
@@ -74,6 +82,9 @@ def notes(recipe, ranks: Ranks, cuda: bool) -> list[str]:
                    "(bnb_4bit_quant_storage) so FSDP can shard them, as peft and bitsandbytes document; it runs "
                    "on FSDP1, keeps norms and embeddings in bf16 (no fp32 upcast), and each GPU loads the "
                    "whole 4-bit model before it is sharded")
+    if is_zero(recipe) and run_dir is not None:
+        out.append("distributed: DeepSpeed config " + str(Path(run_dir) / DS_CONFIG) + "; the same run with accelerate "
+                   "alone (on each node, its --machine_rank): " + accelerate_command(recipe, run_dir))
     return out
 
 
@@ -93,6 +104,12 @@ def init(ranks: Ranks, recipe, cuda: bool) -> None:
         import torch
 
         torch.cuda.set_device(ranks.local_rank)
+    if is_zero(recipe):  # DeepSpeed's own comm layer must know the group (ZeRO-3's zero.Init asks it the world size)
+        if not cuda:
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=backend(recipe, cuda))
     PartialState(cpu=not cuda, backend=backend(recipe, cuda))
 
 
@@ -171,13 +188,17 @@ def wrap_classes(model) -> list[str]:
     return sorted(n for n in names if n in present)
 
 
-def training_args(recipe, ranks: Ranks, cuda: bool, wrap: list[str]) -> dict:
-    """Extra TrainingArguments for a multi-process run: the backend, and FSDP full shard per block
-    (`wrap`: the block class names, from `wrap_classes` on the base model)."""
+def training_args(recipe, ranks: Ranks, cuda: bool, wrap: list[str], ds_config_path=None) -> dict:
+    """Extra TrainingArguments for a multi-process run: the backend, FSDP full shard per block
+    (`wrap`: the block class names, from `wrap_classes` on the base model), or DeepSpeed's config
+    file (`ds_config_path`, the run folder's ds_config.json)."""
     if not ranks.distributed:
         return {}
     d = recipe.distributed
     args = {"ddp_backend": backend(recipe, cuda), "ddp_find_unused_parameters": False}
+    if is_zero(recipe):  # the Trainer checks its precision flags against the config's
+        bf16, fp16 = zero_precision(recipe, cuda)
+        return {**args, "deepspeed": str(ds_config_path), "bf16": bf16, "fp16": fp16} if ds_config_path else args
     if d.strategy != "fsdp":
         return args
     from transformers import TrainingArguments
@@ -201,3 +222,82 @@ def training_args(recipe, ranks: Ranks, cuda: bool, wrap: list[str]) -> dict:
     if recipe.train.grad_ckpt:
         args["gradient_checkpointing"] = False
     return args
+
+
+# ---------------------------------------------------------------- DeepSpeed ZeRO
+
+
+def is_zero(recipe) -> bool:
+    return recipe.distributed.strategy in ("zero2", "zero3")
+
+
+def check_deepspeed(recipe) -> None:
+    """ZeRO needs the optional deepspeed package: one line naming the install command if it is missing."""
+    from peft_advisor.core.distributed import deepspeed_missing
+    from peft_advisor.core.errors import ExitCode, UserError
+
+    missing = deepspeed_missing(recipe.distributed.strategy)
+    if missing:
+        raise UserError(missing, ExitCode.BAD_RECIPE)
+
+
+def zero_precision(recipe, cuda: bool) -> tuple[bool, bool]:
+    """(bf16, fp16) of DeepSpeed's mode: the model's dtype on GPUs (a bf16 model is trained in DeepSpeed's
+    bf16 mode, with its fp32 master copy, not autocast), or what mixed_precision asks; fp32 on the CPU."""
+    d = recipe.distributed
+    bf16 = cuda and (d.mixed_precision == "bf16" or (d.mixed_precision == "no" and recipe.model.dtype == "bfloat16"))
+    fp16 = cuda and not bf16 and (d.mixed_precision == "fp16" or recipe.model.dtype == "float16")
+    return bf16, fp16
+
+
+def ds_config(recipe, cuda: bool, hidden_size: int) -> dict:
+    """The DeepSpeed config the run uses, every value explicit (no "auto"), so `accelerate launch
+    --deepspeed_config_file` alone repeats it. The optimizer and schedule stay the Trainer's (AdamW
+    and the recipe's schedule, handed to DeepSpeed as a client optimizer); the bucket sizes are the
+    estimator's (`core.distributed.zero_buckets`). Precision: DeepSpeed's bf16/fp16 mode on GPUs (it
+    casts the module and keeps an fp32 master copy), fp32 on the CPU."""
+    from peft_advisor.core.distributed import zero_buckets
+
+    d, t = recipe.distributed, recipe.train
+    stage = 3 if d.strategy == "zero3" else 2
+    bf16, fp16 = zero_precision(recipe, cuda)
+    buckets = zero_buckets(hidden_size)
+    zero = {"stage": stage, "overlap_comm": cuda, "contiguous_gradients": True,
+            "reduce_bucket_size": buckets["reduce_bucket_size"]}
+    if stage == 3:
+        zero.update(stage3_prefetch_bucket_size=buckets["stage3_prefetch_bucket_size"],
+                    stage3_param_persistence_threshold=buckets["stage3_param_persistence_threshold"],
+                    stage3_gather_16bit_weights_on_model_save=True)  # the saved adapter/model is whole
+    if d.zero_offload != "none":
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cuda}
+    if d.zero_offload == "optimizer+params":
+        zero["offload_param"] = {"device": "cpu", "pin_memory": cuda}
+    from peft_advisor.core.recipe import world_size
+
+    return {
+        "train_micro_batch_size_per_gpu": t.micro_batch,
+        "gradient_accumulation_steps": t.grad_accum,
+        "train_batch_size": t.micro_batch * t.grad_accum * world_size(d),
+        "gradient_clipping": t.max_grad_norm,
+        "bf16": {"enabled": bf16},
+        "fp16": {"enabled": fp16},
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,  # the events stream reports progress
+        "wall_clock_breakdown": False,
+    }
+
+
+def accelerate_command(recipe, run_dir) -> str:
+    """`accelerate launch` with the run folder's DeepSpeed config and recipe copy: the same run
+    without peft-advisor's launcher (into a new folder)."""
+    from peft_advisor.core.recipe import processes_per_node
+    from peft_advisor.core.run_folder import RECIPE
+
+    d, run_dir = recipe.distributed, Path(run_dir)
+    argv = ["accelerate", "launch", "--use_deepspeed", "--deepspeed_config_file", str(run_dir / DS_CONFIG),
+            "--num_processes", str(processes_per_node(d) * d.nnodes), "--num_machines", str(d.nnodes),
+            "--machine_rank", str(d.node_rank), "--main_process_ip", d.master_addr,
+            "--main_process_port", str(d.master_port or 29500), "-m", "peft_advisor.train",
+            str(run_dir / RECIPE), "--run-dir", str(run_dir.with_name(run_dir.name + "-again"))]
+    return shlex.join(argv)

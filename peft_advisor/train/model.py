@@ -127,7 +127,7 @@ def estimate_for(model, r, world: int = 1, shape: dict | None = None):
 
         spec = from_hf_config(model.config.to_dict(), source=r.model.id)
         settings = replace(recipes.settings_from_recipe(r), **(shape or {}))
-        return per_gpu_estimate(spec, settings, Parallel(world, r.distributed.strategy))
+        return per_gpu_estimate(spec, settings, Parallel(world, r.distributed.strategy, r.distributed.zero_offload))
     except Exception as err:  # the estimate is advice; it must never stop a run
         print(f"peft-advisor: no estimate for this run ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
         return None

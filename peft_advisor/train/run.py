@@ -116,11 +116,13 @@ class Run:
         self.tokenizer = load_tokenizer(self.model_path, r.model.trust_remote_code)
         with dist.main_first(ranks):  # rank 0 fills the datasets cache, the others read it
             self.data = data.prepare(r.data, self.tokenizer, r.train.seed, self.recipe_path.parent)
-        for note in self.data.notes + dist.notes(r, ranks, self.cuda):
+        for note in self.data.notes + dist.notes(r, ranks, self.cuda, self.run_dir):
             self.say(note)
         set_seed(r.train.seed)
+        self.setup_deepspeed()
         model = load_model(self.model_path, r, self.cuda, ranks)
-        self.estimate = estimate_for(model, r, ranks.world, self.data.estimate_shape(self.tokenizer, not self.fsdp()))
+        self.estimate = estimate_for(model, r, ranks.world,
+                                     self.data.estimate_shape(self.tokenizer, not self.sharded_forward()))
         self.fsdp_wrap = dist.wrap_classes(model)
         self.techniques = {"optimizer": r.train.optimizer}
         if r.train.liger_kernels:  # into the base model's own modules, before an adapter wraps them
@@ -154,6 +156,32 @@ class Run:
             if not self.cuda:
                 self.say("peft-advisor: note: train.offload_activations on the CPU is a no-op (activations are in "
                          "CPU memory already); the run goes on")
+
+    def setup_deepspeed(self) -> None:
+        """ZeRO: the DeepSpeed config, decided before the model loads; under ZeRO-3 it must be alive
+        while `from_pretrained` runs (transformers then partitions each weight as it loads, through
+        `deepspeed.zero.Init`, instead of loading the whole model on every GPU first)."""
+        from peft_advisor.train import dist
+
+        self.ds_config = None
+        if not (self.ranks.distributed and dist.is_zero(self.recipe)):
+            return
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=self.recipe.model.trust_remote_code)
+        hidden = getattr(config.get_text_config(), "hidden_size", None) or 1024
+        self.ds_config = dist.ds_config(self.recipe, self.cuda, hidden)
+        if self.recipe.distributed.strategy == "zero3":
+            from transformers.integrations import HfDeepSpeedConfig
+
+            self.ds_zero3 = HfDeepSpeedConfig(self.ds_config)  # transformers holds only a weak reference
+
+    def write_ds_config(self, folder: Path) -> None:
+        """Rank 0: the run's DeepSpeed config into its folder (rewritten on a resume: the GPU count may differ)."""
+        from peft_advisor.train.dist import DS_CONFIG
+
+        if self.ds_config is not None:
+            write_json(folder / DS_CONFIG, self.ds_config)
 
     def cap_gpu_memory(self) -> None:
         """Rehearse a smaller card: PEFT_ADVISOR_GPU_CAP_GIB caps this process's PyTorch allocator
@@ -192,12 +220,23 @@ class Run:
             self.lock = rf.acquire_or_refuse(self.run_dir)
             rf.discard_partial(self.run_dir)
             rf.check_resumable(self.run_dir, self.recipe)
+            self.say_world_change()
             write_json(self.run_dir / rf.RUN_JSON, self.run_info())  # who holds it, for stop and monitor
         self.checkpoint, skipped = rf.last_complete_checkpoint(self.run_dir)
         for torn in skipped:
             self.say(f"peft-advisor: skipping {torn.name}: incomplete (no {rf.CHECKPOINT_LAST_FILE})")
         if self.checkpoint is None:
             raise UserError(f"{self.run_dir}: no checkpoint-N folder to resume from", ExitCode.USAGE)
+
+    def say_world_change(self) -> None:
+        """Rank 0, resuming: a checkpoint from another number of processes (allowed ones only reach here)."""
+        try:
+            before = recipes.load(self.run_dir / rf.RECIPE)
+        except UserError:
+            return
+        note = rf.world_change(self.run_dir, before, self.recipe)
+        if note:
+            self.say(f"peft-advisor: note: {note}")
 
     def resolved_recipe(self):
         """The recipe as run: its run folder, and a local data path made absolute."""
@@ -226,6 +265,7 @@ class Run:
         info = self.run_info()
         if self.resume:
             write_json(self.run_dir / rf.RUN_JSON, {**info, "resumed_from": self.checkpoint.name})
+            self.write_ds_config(self.run_dir)
             return
         staging = os.environ.get(STAGING_ENV)
         if staging and self.ranks.distributed:  # keep the launcher's command line (torchrun ...), not ours
@@ -242,6 +282,7 @@ class Run:
         self.lock = rf.acquire_or_refuse(folder)
         (folder / rf.RECIPE).write_text(recipes.dumps(self.resolved_recipe()), encoding="utf-8")
         write_json(folder / rf.RUN_JSON, info)
+        self.write_ds_config(folder)
         try:
             os.rename(folder, self.run_dir)
         except OSError:
@@ -294,8 +335,8 @@ class Run:
         tok = self.tokenizer
         accuracy = None
         # Exact match generates on rank 0 alone: fine with DDP (the module is unwrapped), but under
-        # FSDP every forward is a collective, so it is skipped there (eval loss is still reported).
-        if d.eval_prompts and ranks.main and not self.fsdp():
+        # FSDP or ZeRO-3 every forward is a collective, so it is skipped there (eval loss is still reported).
+        if d.eval_prompts and ranks.main and not self.sharded_forward():
             def accuracy(m):
                 return exact_match(m, tok, d.eval_prompts, d.eval_answers, d.add_special_tokens)
         limit = os.environ.get("PEFT_ADVISOR_TIME_LIMIT_S")  # set by `peft-advisor bench` for equal budgets
@@ -305,8 +346,10 @@ class Run:
                                        time_limit_s=start["time_limit_s"], ranks=ranks)
         self.stop.attach(self.callback, self.say)
 
-    def fsdp(self) -> bool:
-        return self.ranks.distributed and self.recipe.distributed.strategy == "fsdp"
+    def sharded_forward(self) -> bool:
+        from peft_advisor.core.distributed import shards_forward
+
+        return self.ranks.distributed and shards_forward(self.recipe.distributed.strategy)
 
     def backend(self) -> str:
         from peft_advisor.train.dist import backend
@@ -317,12 +360,14 @@ class Run:
         from transformers import TrainingArguments
 
         from peft_advisor.train.data import Collator
+        from peft_advisor.train.dist import DS_CONFIG
         from peft_advisor.train.dist import training_args as dist_args
         from peft_advisor.train.lean import LeanTrainer
 
         d = self.data
         kwargs = training_args(self.recipe, self.run_dir, self.cuda, d.eval is not None, self.resume)
-        kwargs.update(dist_args(self.recipe, self.ranks, self.cuda, self.fsdp_wrap))
+        ds_path = self.run_dir / DS_CONFIG if self.ds_config is not None else None
+        kwargs.update(dist_args(self.recipe, self.ranks, self.cuda, self.fsdp_wrap, ds_path))
         trainer = LeanTrainer(
             model=self.built.model,
             args=TrainingArguments(**{**kwargs, **self.built.args}),

@@ -85,3 +85,61 @@ def test_export_for_several_gpus_fills_the_distributed_table(tmp_path):
                  "--export", str(out)]) == 0
     recipe = rc.load(out)
     assert recipe.distributed.gpus == 2 and recipe.distributed.strategy == "fsdp"
+
+
+# ---------------------------------------------------------------- DeepSpeed ZeRO
+
+
+def test_zero2_partitions_only_what_trains():
+    """LoRA on 8B: the frozen bf16 weights stay whole on every GPU; master, Adam states and the
+    gradient partition are the adapters' alone, over the GPU count (DeepSpeed's planner would
+    charge 16 bytes for each of the 8 B parameters)."""
+    s = E.Settings("lora", batch_size=1, seq_len=512)
+    c = E.components(SPEC, s)
+    t = c["trainable_params"]
+    z2 = per_gpu_estimate(SPEC, s, Parallel(4, "zero2"))
+    bucket = min(SPEC.hidden_size ** 2, t) * 2
+    assert z2.breakdown["weights"] == c["weights"] + bucket
+    assert z2.breakdown["trainable"] == 2 * t  # DeepSpeed's bf16 mode casts the adapters too
+    assert z2.breakdown["optimizer"] == 4 * t // 4 + 8 * t // 4
+    assert z2.cpu_bytes == 0
+    assert z2.peak_bytes < c["weights"] + 16 * SPEC.total_params // 4  # far below DeepSpeed's all-trainable count
+
+
+def test_zero3_partitions_the_weights_and_gathers_one_block():
+    s = E.Settings("full", batch_size=1, seq_len=512)
+    c = E.components(SPEC, s)
+    z3 = per_gpu_estimate(SPEC, s, Parallel(8, "zero3"))
+    gathered = SPEC.layer_params * 2 + int(0.9 * SPEC.hidden_size ** 2) * 2 + max(SPEC.embedding_params, SPEC.lm_head_params) * 2
+    assert z3.breakdown["weights"] == c["weights"] // 8 + gathered + SPEC.hidden_size ** 2 * 2
+    assert z3.breakdown["trainable"] == 0  # full: the weights are what trains
+    assert z3.peak_bytes < per_gpu_estimate(SPEC, s, Parallel(8, "zero2")).peak_bytes
+    assert per_gpu_estimate(SPEC, s, Parallel(4, "zero3")).peak_bytes > z3.peak_bytes
+
+
+def test_offload_moves_states_then_weights_to_cpu_ram():
+    s = E.Settings("full", batch_size=1, seq_len=512)
+    t = E.components(SPEC, s)["trainable_params"]
+    on_gpu = per_gpu_estimate(SPEC, s, Parallel(4, "zero3"))
+    opt = per_gpu_estimate(SPEC, s, Parallel(4, "zero3", "optimizer"))
+    both = per_gpu_estimate(SPEC, s, Parallel(4, "zero3", "optimizer+params"))
+    assert opt.breakdown["optimizer"] == 0 and opt.cpu_bytes == (4 + 8 + 2) * t // 4
+    assert on_gpu.peak_bytes - opt.peak_bytes >= (4 + 8) * t // 4
+    assert both.cpu_bytes > opt.cpu_bytes and both.peak_bytes < opt.peak_bytes
+
+
+def test_offload_needs_zero_and_params_need_zero3():
+    for strategy, offload in [("ddp", "optimizer"), ("fsdp", "optimizer"), ("zero2", "optimizer+params"), ("zero3", "disk")]:
+        with pytest.raises(UserError):
+            Parallel(2, strategy, offload)
+    assert Parallel(2, "zero3", "optimizer+params").label == "ZeRO-3 + optimizer+params offload"
+
+
+def test_more_gpus_hint_names_the_least_communicating_strategy():
+    from peft_advisor.core.distributed import cheapest_first
+
+    labels = [p.label for p in cheapest_first(4)]
+    assert labels[:4] == ["DDP", "FSDP", "ZeRO-2", "ZeRO-3"] and labels[-1].endswith("offload")
+    s = E.Settings("full", batch_size=1, seq_len=512)
+    fits = [p for p in cheapest_first(8) if per_gpu_estimate(SPEC, s, p).total_bytes <= 40 * GIB]
+    assert fits and fits[0].strategy == "fsdp"  # DDP holds a whole copy; FSDP is the first that fits

@@ -85,7 +85,7 @@ def test_qlora_with_fsdp_is_allowed_on_fsdp1():
 
 
 def test_problem_lines_point_at_the_table():
-    text = rc.dumps(rc.Recipe()).replace('strategy = "ddp"', 'strategy = "zero3"')
+    text = rc.dumps(rc.Recipe()).replace('strategy = "ddp"', 'strategy = "zero4"')
     found = rc.problems(text)
     assert len(found) == 1 and found[0].key == "distributed.strategy"
     assert text.splitlines()[found[0].line - 1].startswith("strategy = ")

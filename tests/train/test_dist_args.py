@@ -90,3 +90,32 @@ def test_the_trainer_gets_expandable_segments_unless_the_person_set_the_allocato
     mine = {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128"}
     assert allocator_env(mine) == mine
     assert allocator_env({"PYTORCH_ALLOC_CONF": "backend:cudaMallocAsync"}) == {"PYTORCH_ALLOC_CONF": "backend:cudaMallocAsync"}
+
+
+def test_zero_hands_the_trainer_its_config_file(tmp_path):
+    r = recipe(**{"distributed.strategy": "zero3", "distributed.zero_offload": "optimizer+params", "train.grad_accum": 2})
+    args = dist.training_args(r, TWO, True, [], tmp_path / "ds_config.json")
+    assert args["deepspeed"] == str(tmp_path / "ds_config.json")
+    assert (args["bf16"], args["fp16"]) == (True, False)  # as the config says, or the Trainer refuses the mismatch
+    config = dist.ds_config(r, cuda=True, hidden_size=64)
+    assert config["train_batch_size"] == r.train.micro_batch * 2 * 2 and config["bf16"] == {"enabled": True}
+    zero = config["zero_optimization"]
+    assert zero["stage"] == 3 and zero["reduce_bucket_size"] == 64 * 64 and zero["stage3_prefetch_bucket_size"] == 3686
+    assert zero["offload_optimizer"]["device"] == zero["offload_param"]["device"] == "cpu"
+    assert "auto" not in str(config)  # every value explicit: accelerate launch alone repeats the run
+    two = dist.ds_config(recipe(**{"distributed.strategy": "zero2"}), cuda=False, hidden_size=64)
+    assert two["zero_optimization"]["stage"] == 2 and two["bf16"] == two["fp16"] == {"enabled": False}
+    assert "offload_optimizer" not in two["zero_optimization"]
+
+
+def test_zero_without_deepspeed_is_one_line(monkeypatch):
+    import importlib.util
+
+    from peft_advisor.core.errors import ExitCode, UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    with pytest.raises(UserError) as info:
+        dist.check_gpus(TWO, recipe(**{"distributed.strategy": "zero2"}), cuda=False)
+    assert info.value.code == ExitCode.BAD_RECIPE and 'pip install "peft-advisor[deepspeed]"' in str(info.value)
+    dist.check_gpus(TWO, recipe(), cuda=False)  # ddp needs no deepspeed

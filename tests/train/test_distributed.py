@@ -118,3 +118,84 @@ def test_a_setup_error_keeps_its_exit_code_through_torchrun(make_recipe, tmp_pat
     assert done.returncode == ExitCode.NO_GPU, done.stderr[-2000:]
     assert 'distributed.strategy = "fsdp" needs CUDA GPUs' in done.stderr.strip().splitlines()[-1]
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
+def test_a_ddp_checkpoint_resumes_on_another_process_count(before, after, make_recipe, tmp_path):
+    """DDP checkpoints are whole (every rank holds the full model and optimizer state), so a run
+    checkpointed on N processes goes on on M; the global batch follows the count, and the log says so."""
+    quick = {**QUICK, "train.eval_every": 0, "data.eval_split": 0, "distributed.master_port": 0}
+    first = make_recipe("lora", name="first.toml", **{**quick, "train.max_steps": 2, "distributed.gpus": before})
+    run = tmp_path / "runs" / "r"
+    done = cli("train", first, "--run-dir", run)
+    assert done.returncode == 0, done.stderr[-2000:]
+    second = make_recipe("lora", name="second.toml", **{**quick, "train.max_steps": 4, "distributed.gpus": after})
+    done = cli("train", second, "--run-dir", run, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = read_events(run / "events.jsonl")[0]
+    assert [e["step"] for e in steps_of(events)] == [1, 2, 3, 4]
+    assert [e["status"] for e in events if e["kind"] == "end"] == ["ok", "ok"]
+    assert [e["gpus"] for e in events if e["kind"] == "start"] == [before, after]
+    hint = "; set train.grad_accum = 2 to keep it" if after < before else "\n"  # none can halve an accumulation of 1
+    assert f"global batch changes from {2 * before} to {2 * after}{hint}" in (run / "train.log").read_text()
+
+
+def test_a_zero_checkpoint_on_another_count_is_refused_in_one_line(make_recipe, tmp_path):
+    """ZeRO's optimizer states are partitioned per rank: another count is refused before any process starts."""
+    from peft_advisor.core import run_folder as rf
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rf.atomic_write_json(run / rf.RUN_JSON, {"pid": 1, "world_size": 2})
+    zero = {"distributed.gpus": 2, "distributed.strategy": "zero2"}
+    (run / rf.RECIPE).write_text(make_recipe("lora", name="z.toml", **zero).read_text())
+    (run / "checkpoint-2").mkdir()
+    done = cli("train", make_recipe("lora", **{**zero, "distributed.gpus": 4}), "--run-dir", run, "--resume")
+    assert done.returncode == ExitCode.BAD_RECIPE
+    assert "resumes only on 2" in done.stderr.strip().splitlines()[-1]
+    done = cli("train", make_recipe("lora", name="ddp.toml", **{"distributed.gpus": 2}), "--run-dir", run, "--resume")
+    assert done.returncode == ExitCode.BAD_RECIPE and "cannot resume with ddp" in done.stderr.strip().splitlines()[-1]
+
+
+def this_hosts_address() -> str | None:
+    """A non-loopback address of this machine (what node 0's master_addr is on a real cluster), or None."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address = sock.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
+
+
+def test_two_nodes_on_one_host_train_as_one_run(make_recipe, tmp_path):
+    """Two `peft-advisor train` launches as on two machines (nnodes 2, node_rank 0 and 1, one process
+    each, the same master address and port; the run folder on a 'shared' path): both end ok, rank 0
+    (node 0) writes the one run folder, and the losses are one process's with the same global batch."""
+    from peft_advisor.train.__main__ import main
+
+    address = this_hosts_address()
+    if address is None:
+        pytest.skip("no non-loopback network address on this machine for the simulated nodes")
+    nodes = {"distributed.nnodes": 2, "distributed.master_addr": address, "distributed.master_port": launch.free_port()}
+    recipe = make_recipe("lora", name="nodes.toml", **{**QUICK, **nodes})
+    run = tmp_path / "runs" / "nodes"
+    argv = [sys.executable, "-m", "peft_advisor", "train", str(recipe), "--run-dir", str(run)]
+    node1 = subprocess.Popen([*argv, "--node-rank", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node0 = cli("train", recipe, "--run-dir", run)
+    out1, _ = node1.communicate(timeout=240)
+    assert node0.returncode == 0, node0.stderr[-2000:]
+    assert node1.returncode == 0, out1[-2000:]
+    assert "node 1 of 2" in out1
+    events, skipped = read_events(run / "events.jsonl")
+    start = events[0]
+    assert skipped == 0 and [e["kind"] for e in events].count("start") == 1 and events[-1]["status"] == "ok"
+    assert (start["gpus"], start["nnodes"], start["global_batch"]) == (2, 2, 4)
+    assert launch.read_run_json(run)["world_size"] == 2
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["nodes"]  # one folder, no staging left
+    one = make_recipe("lora", name="one.toml", **{**QUICK, "train.micro_batch": 4})
+    assert main([str(one), "--run-dir", str(tmp_path / "one")]) == 0
+    single = steps_of(read_events(tmp_path / "one" / "events.jsonl")[0])
+    assert [s["loss"] for s in steps_of(events)] == pytest.approx([s["loss"] for s in single], rel=1e-4)

@@ -179,3 +179,42 @@ def test_the_first_rank_to_fail_setup_leaves_the_exit_code(tmp_path, monkeypatch
     record_setup_exit(ExitCode.TRAIN_FAILED)  # a knock-on failure, later
     assert (tmp_path / rf.SETUP_EXIT_FILE).read_text() == "5\n"
     assert [p.name for p in tmp_path.iterdir()] == [rf.SETUP_EXIT_FILE]
+
+
+def test_what_a_resume_on_another_process_count_may_do(tmp_path):
+    """run.json's world size against the recipe's: whole checkpoints go on with a batch note, ZeRO's
+    partitioned ones and a change of engine are refused (the gloo tests run the allowed ones)."""
+    from peft_advisor.core.errors import UserError
+
+    def recipe(gpus, strategy="ddp", accum=1):
+        return rc.updated(rc.Recipe(), {"distributed.gpus": gpus, "distributed.strategy": strategy,
+                                        "train.micro_batch": 2, "train.grad_accum": accum})
+
+    rf.atomic_write_json(tmp_path / rf.RUN_JSON, {"world_size": 4})
+    assert rf.world_change(tmp_path, recipe(4), recipe(4)) is None
+    assert rf.world_change(tmp_path, recipe(4), recipe(2, accum=2)) == \
+        "resuming a checkpoint of 4 process(es) on 2; global batch 8 as before"
+    assert rf.world_change(tmp_path, recipe(4), recipe(2)).endswith("from 8 to 4; set train.grad_accum = 2 to keep it")
+    assert "from 8 to 2; set train.grad_accum = 4" in rf.world_change(tmp_path, recipe(4), recipe(1))
+    assert rf.world_change(tmp_path, recipe(4, "fsdp"), recipe(8, "fsdp")).endswith("from 8 to 16")
+    for before, after, needle in [(recipe(4, "zero2"), recipe(2, "zero2"), "resumes only on 4"),
+                                  (recipe(4, "zero2"), recipe(4, "zero3"), "cannot resume with zero3"),
+                                  (recipe(4, "fsdp"), recipe(4, "ddp"), "cannot resume with ddp")]:
+        with pytest.raises(UserError) as info:
+            rf.world_change(tmp_path, before, after)
+        assert needle in str(info.value) and info.value.code == ExitCode.BAD_RECIPE
+    rf.atomic_write_json(tmp_path / rf.RUN_JSON, {})  # a one-process run records no world size
+    assert "of 1 process(es) on 2" in rf.world_change(tmp_path, recipe(1), recipe(2))
+
+
+def test_zero_without_deepspeed_is_refused_before_any_process_starts(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    path = rc.save(rc.updated(rc.Recipe(), {"distributed.gpus": 2, "distributed.strategy": "zero3"}), tmp_path / "r.toml")
+    assert main(["train", str(path), "--run-dir", str(tmp_path / "run")]) == ExitCode.BAD_RECIPE
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        'peft-advisor: distributed.strategy = "zero3" needs DeepSpeed, which is not installed: '
+        'pip install "peft-advisor[deepspeed]"')
+    assert not (tmp_path / "run").exists()

@@ -1,5 +1,6 @@
-"""Two GPUs through `peft-advisor train` (torchrun, NCCL): DDP and FSDP of the tiny model, with
-every GPU's memory in the events. Runs only on a machine with two or more NVIDIA GPUs."""
+"""Two GPUs through `peft-advisor train` (torchrun, NCCL): DDP, FSDP and DeepSpeed ZeRO of the tiny
+model, with every GPU's memory in the events. Runs only on a machine with two or more NVIDIA GPUs
+(the ZeRO cases also need `pip install "peft-advisor[deepspeed]"`)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,20 @@ def train(recipe, run_dir) -> subprocess.CompletedProcess:
         {"distributed.strategy": "fsdp", "distributed.launcher": "accelerate", "distributed.fsdp_version": 2},
         {"distributed.strategy": "ddp", "method.name": "qlora"},
         {"distributed.strategy": "fsdp", "method.name": "qlora"},
+        {"distributed.strategy": "zero2"},
+        {"distributed.strategy": "zero3"},
+        {"distributed.strategy": "zero3", "method.name": "full", "train.grad_ckpt": True},
+        {"distributed.strategy": "zero2", "distributed.zero_offload": "optimizer"},
+        {"distributed.strategy": "zero3", "distributed.zero_offload": "optimizer+params"},
+        {"distributed.strategy": "zero3", "distributed.launcher": "accelerate"},
+        {"distributed.strategy": "zero2", "method.name": "qlora"},
     ],
-    ids=["ddp", "fsdp", "fsdp-ckpt", "fsdp-full", "accelerate-ddp", "accelerate-fsdp2", "ddp-qlora", "fsdp-qlora"],
+    ids=["ddp", "fsdp", "fsdp-ckpt", "fsdp-full", "accelerate-ddp", "accelerate-fsdp2", "ddp-qlora", "fsdp-qlora",
+         "zero2", "zero3", "zero3-full-ckpt", "zero2-offload", "zero3-offload-params", "accelerate-zero3", "zero2-qlora"],
 )
 def test_two_gpus(changes, make_recipe, tmp_path):
+    if changes["distributed.strategy"].startswith("zero"):
+        pytest.importorskip("deepspeed", reason='needs pip install "peft-advisor[deepspeed]"')
     name = changes.get("method.name", "lora")
     recipe = make_recipe(name, **STEPS, **{"distributed.gpu_ids": [0, 1], "distributed.master_port": 0, **changes})
     run_dir = tmp_path / "run"
