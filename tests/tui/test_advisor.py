@@ -205,3 +205,24 @@ async def test_priority_reorders_the_methods(workdir):
         order = list(rows(app))
         fitting = [r for r in rows(app).values() if r.fits]
         assert order[0] == min(fitting, key=lambda r: r.peak_bytes).method  # least memory first
+
+
+async def test_ctrl_b_shows_the_study_front_and_t_switches_task(workdir):
+    """The front the CLI prints (`matrix --front`): the same table and the same plotext drawing."""
+    from peft_advisor.core.study import runs_of
+    from peft_advisor.core.study_view import render_front
+    from peft_advisor.tui.screens.front import FrontScreen
+
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: isinstance(app.screen, FrontScreen) and app.screen.plotted)
+        screen = app.screen
+        assert str(screen.query_one("#front-table", Static).content) == render_front(runs_of("MetaMathQA"))
+        assert "MetaMathQA: score against peak memory" in screen.plotted and "●" in screen.plotted
+        assert len(screen.plotted.splitlines()[0]) <= screen.query_one("#front-plot").size.width
+        await pilot.press("t")
+        await wait_until(pilot, lambda: "image-gen: score" in screen.plotted)
+        assert str(screen.query_one("#front-table", Static).content) == render_front(runs_of("image-gen"))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, FrontScreen))

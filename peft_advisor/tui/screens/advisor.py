@@ -65,6 +65,7 @@ class AdvisorScreen(Screen):
         Binding("ctrl+f", "pick_model", "Find model"),
         Binding("ctrl+g", "focus_table", "Table"),
         Binding("ctrl+e", "make_recipe", "Recipe"),
+        Binding("ctrl+b", "study_front", "Study front"),
     ]
 
     def __init__(self) -> None:
@@ -353,6 +354,12 @@ class AdvisorScreen(Screen):
 
     def action_focus_table(self) -> None:
         self.query_one("#table").focus()
+
+    def action_study_front(self) -> None:
+        """The study's Pareto front (what `peft-advisor matrix --front` prints), over this screen."""
+        from peft_advisor.tui.screens.front import FrontScreen
+
+        self.app.push_screen(FrontScreen())
 
 
 def _demo_settings(recipe):
