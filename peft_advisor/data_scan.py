@@ -19,7 +19,7 @@ from peft_advisor.core.data_profile import (
     CHARS_PER_TOKEN, EVAL_GENERATE_ROWS, MAX_ANSWER_CHARS, SHORT_ANSWER_SHARE, DataProfile, approx_tokens,
     new_tokens_for,
 )
-from peft_advisor.core.rows import bad, detect_format
+from peft_advisor.core.rows import REQUIRED, bad, detect_format, role_tags
 
 DEMO_TOKENIZER = "smollm2-135m-instruct-tokenizer"
 """The demo's tokenizer alone, saved once in the cache (reading it from the GGUF takes ~10 s)."""
@@ -65,8 +65,9 @@ def profile(data: str, model: str, base_dir: Path | None = None, fmt: str = "aut
     rendered = [render(row, i) for i, row in enumerate(row_dicts(rows))]
     lengths = sorted(count_tokens(tokenizer, [r.text for r in rendered], special))
     prompt_tokens, new_tokens = generation_lengths(tokenizer, rendered, special)
+    roles = role_tags(row_dicts(rows.select_columns(REQUIRED[found])), found)
     return DataProfile(data, found, tuple(lengths), counted_by, not isinstance(tokenizer, ApproxTokenizer),
-                       prompt_tokens, new_tokens)
+                       prompt_tokens, new_tokens, roles)
 
 
 def count_tokens(tokenizer, texts: list[str], special: bool, chunk: int = 1000) -> list[int]:
