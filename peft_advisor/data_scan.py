@@ -52,7 +52,12 @@ def offline() -> None:
 def profile(data: str, model: str, base_dir: Path | None = None, fmt: str = "auto") -> DataProfile:
     """The training rows of `data` (a file, a folder, "demo", a cached Hub id) in `model`'s tokens."""
     offline()
+    from datasets.utils import disable_progress_bars
+
     from peft_advisor.train.data import Renderer, check_rows, read_rows, row_dicts
+
+    disable_progress_bars()  # the environment variable is read once, at import: the app may have imported datasets
+    # already, and a tqdm bar started from the app's worker thread fails ('tqdm' object has no attribute '_lock')
 
     rows, _ = read_rows(data, base_dir, fmt)
     if len(rows) == 0:

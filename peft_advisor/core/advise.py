@@ -294,7 +294,7 @@ def card_note(card: Card) -> str:
     return f"for a {card.total_bytes / GIB:.4g} GiB card ({card.source})"
 
 
-def needs(req: AdviceRequest) -> dict:
+def needs(req: AdviceRequest, profile: Callable | None = None) -> dict:
     """Before a budget is known: what each method needs at least at the requested rank and
     targets (the memory ladder walked to its cheapest setting: checkpointing, micro-batch 1, …),
     as the smallest card on which it fits with room (`recommend.card_needed_bytes`);
@@ -309,11 +309,13 @@ def needs(req: AdviceRequest) -> dict:
     check(req)
     spec = load_model_spec(req.model)
     par = Parallel(req.gpus or 1, req.strategy)
+    seq_len, evaluation = data_shape(data_profile(req, profile), req, par)  # with data: as `advise`
     out = {}
     for method in req.methods or METHOD_IDS:
         if multi_gpu_refusal(method, par.gpus, par.strategy):
             continue
-        s = Settings(method=method, rank=req.rank, targets=req.targets, batch_size=req.batch_size, seq_len=req.seq_len)
+        s = Settings(method=method, rank=req.rank, targets=req.targets, batch_size=req.batch_size, seq_len=seq_len,
+                     **evaluation)
         est = min((per_gpu_estimate(spec, c, par) for c, _ in memory_ladder(s, par.gpus > 1)),
                   key=lambda e: e.total_bytes)
         out[method] = (card_needed_bytes(est), est)
