@@ -24,15 +24,28 @@ pytestmark = pytest.mark.slow
 _RUNS: dict[str, tuple[Path, int, Path]] = {}
 
 
+@pytest.fixture(scope="module")
+def demo_rows(tmp_path_factory) -> Path:
+    """The first 16 rows of the shipped demo data: tokenizing all 2,000 twice per method is most of
+    a run's time on a 2-core machine, and one step needs one row."""
+    from peft_advisor.train.demo import demo_data_path
+
+    lines = demo_data_path().read_text(encoding="utf-8").splitlines(keepends=True)[:16]
+    path = tmp_path_factory.mktemp("demo-rows") / "arithmetic-16.jsonl"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
-def demo_run(method, tmp_path_factory):
-    """`method`'s shipped demo recipe, cut to one step at 96 tokens, trained once per session."""
+def demo_run(method, demo_rows, tmp_path_factory):
+    """`method`'s shipped demo recipe on the demo model, cut to one step of one row at 96 tokens
+    (16 rows of the demo data), trained once per session."""
     if method not in _RUNS:
         tmp = tmp_path_factory.mktemp(f"demo-{method}")
         recipe = rc.updated(rc.load(ROOT / "recipes" / "demo" / f"{method}.toml"), {
             "train.max_steps": 1, "train.micro_batch": 1, "train.warmup_ratio": 0.0, "train.eval_every": 0,
             "train.save_every": 0, "train.baseline_eval_rows": 0, "data.eval_split": 1, "data.max_seq_len": 96,
-            "output.dir": str(tmp / "run")})
+            "data.path": str(demo_rows), "output.dir": str(tmp / "run")})
         path = rc.save(recipe, tmp / f"{method}.toml")
         _RUNS[method] = (tmp / "run", train(path, tmp / "run"), path)
     return _RUNS[method]
