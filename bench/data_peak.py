@@ -76,14 +76,12 @@ def write_long_tail(path: Path, rows: int, tail: int, seed: int = 0) -> Path:
 def spec_folder(preset: str, folder: Path) -> Path:
     """The architecture's config.json and the byte tokenizer, no weights: enough for the advice
     (the dry run's model; training uses gpu_common.make_model_folder's, with weights)."""
+    from bench.gpu_common import preset_config
     from tests.train.tiny import byte_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = json.loads((ROOT / "peft_advisor" / "data" / "models" / f"{preset}.json").read_text())
-    cfg.pop("_name_or_path", None)
     tok = byte_tokenizer()
-    cfg.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    (folder / "config.json").write_text(json.dumps(cfg, indent=1))
+    (folder / "config.json").write_text(json.dumps(preset_config(preset, tok), indent=1))
     tok.save_pretrained(folder)
     return folder
 
