@@ -15,6 +15,14 @@ sys.path.insert(0, str(ROOT))
 from peft_advisor.core.catalog import default_lr  # noqa: E402  (the trainer's default per method)
 
 
+def preset_config(preset: str, tok) -> dict:
+    """`preset`'s shipped config.json, its special tokens those of the byte tokenizer `tok`."""
+    cfg = json.loads((ROOT / "peft_advisor" / "data" / "models" / f"{preset}.json").read_text())
+    cfg.pop("_name_or_path", None)
+    cfg.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return cfg
+
+
 def make_model_folder(preset: str, folder: Path) -> Path:
     """`preset`'s architecture, random weights in bf16, saved with a byte tokenizer."""
     import torch
@@ -24,11 +32,8 @@ def make_model_folder(preset: str, folder: Path) -> Path:
 
     if (folder / "config.json").exists():
         return folder
-    cfg = json.loads((ROOT / "peft_advisor" / "data" / "models" / f"{preset}.json").read_text())
-    cfg.pop("_name_or_path", None)
     tok = byte_tokenizer()
-    config = AutoConfig.for_model(**cfg)
-    config.bos_token_id, config.eos_token_id, config.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+    config = AutoConfig.for_model(**preset_config(preset, tok))
     torch.manual_seed(0)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)

@@ -19,7 +19,7 @@ from peft_advisor.core.data_profile import (
     CHARS_PER_TOKEN, EVAL_GENERATE_ROWS, MAX_ANSWER_CHARS, SHORT_ANSWER_SHARE, DataProfile, approx_tokens,
     new_tokens_for,
 )
-from peft_advisor.core.rows import bad, detect_format
+from peft_advisor.core.rows import REQUIRED, bad, detect_format, role_tags
 
 DEMO_TOKENIZER = "smollm2-135m-instruct-tokenizer"
 """The demo's tokenizer alone, saved once in the cache (reading it from the GGUF takes ~10 s)."""
@@ -52,7 +52,12 @@ def offline() -> None:
 def profile(data: str, model: str, base_dir: Path | None = None, fmt: str = "auto") -> DataProfile:
     """The training rows of `data` (a file, a folder, "demo", a cached Hub id) in `model`'s tokens."""
     offline()
+    from datasets.utils import disable_progress_bars
+
     from peft_advisor.train.data import Renderer, check_rows, read_rows, row_dicts
+
+    disable_progress_bars()  # the environment variable is read once, at import: the app may have imported datasets
+    # already, and a tqdm bar started from the app's worker thread fails ('tqdm' object has no attribute '_lock')
 
     rows, _ = read_rows(data, base_dir, fmt)
     if len(rows) == 0:
@@ -65,8 +70,9 @@ def profile(data: str, model: str, base_dir: Path | None = None, fmt: str = "aut
     rendered = [render(row, i) for i, row in enumerate(row_dicts(rows))]
     lengths = sorted(count_tokens(tokenizer, [r.text for r in rendered], special))
     prompt_tokens, new_tokens = generation_lengths(tokenizer, rendered, special)
+    roles = role_tags(row_dicts(rows.select_columns(REQUIRED[found])), found)
     return DataProfile(data, found, tuple(lengths), counted_by, not isinstance(tokenizer, ApproxTokenizer),
-                       prompt_tokens, new_tokens)
+                       prompt_tokens, new_tokens, roles)
 
 
 def count_tokens(tokenizer, texts: list[str], special: bool, chunk: int = 1000) -> list[int]:

@@ -473,3 +473,30 @@ def test_bench_and_calibration_core_stay_pure():
     from tests.test_import_hygiene import leaked
 
     assert leaked("import peft_advisor.core.bench, peft_advisor.core.calibration, peft_advisor.calibration_store") == []
+
+
+@pytest.mark.slow
+def test_data_peak_dry_run_advises_from_the_long_tail(tmp_path):
+    """bench/data_peak.py --dry-run on the CPU: the seeded dataset is the same every time, the
+    advice counts its longest row (inside max_seq_len 4096, truncated at 1024), and the recipe it
+    would train is one whole epoch with no held-out rows."""
+    from bench.data_peak import write_long_tail
+    from peft_advisor.core import recipe as rc
+
+    a, b = write_long_tail(tmp_path / "a.jsonl", 200, 3000), write_long_tail(tmp_path / "b.jsonl", 200, 3000)
+    assert a.read_bytes() == b.read_bytes()
+    lengths = sorted(len(json.loads(line)["output"]) for line in a.read_text().splitlines())
+    assert lengths[len(lengths) // 2] < 600 and lengths[-1] > 1800  # a long tail
+
+    out = tmp_path / "rows.jsonl"
+    proc = subprocess.run([sys.executable, "bench/data_peak.py", "--dry-run", "--presets", "qwen2.5-0.5b", "--seqs",
+                           "4096,1024", "--rows", "200", "--work", str(tmp_path / "work"), "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    inside, cut = (json.loads(line) for line in out.read_text().splitlines())
+    assert inside["estimate_seq_len"] == inside["longest_tokens"] < 4096 and inside["cut_share"] == 0
+    assert cut["estimate_seq_len"] == 1024 and cut["cut_share"] > 0 and inside["recipe_valid"] and cut["recipe_valid"]
+    assert not inside["peak_is_evaluation"] and inside["estimate_peak_bytes"] > cut["estimate_peak_bytes"]
+    recipe = rc.load(tmp_path / "work" / "qwen2.5-0.5b-4096-lora.toml")
+    assert (recipe.train.max_steps, recipe.train.epochs, recipe.data.eval_split) == (0, 1.0, 0)
+    assert recipe.data.path == str(tmp_path / "work" / "long-tail-200-3000-0.jsonl") and recipe.data.max_seq_len == 4096

@@ -46,3 +46,25 @@ def test_every_flag_has_help_text():
                for name, sub in _subparsers(build_parser()) for a in sub._actions
                if a.option_strings and not a.help and a.help is not argparse.SUPPRESS]
     assert missing == []
+
+
+def test_the_apps_data_flag(monkeypatch, tmp_path):
+    """`peft-advisor --data PATH` opens the app with that data (checked first); a missing file is
+    one line (exit 8), and --data before a command is said to belong after it."""
+    from peft_advisor import cli
+
+    missing = _cli("--data", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == ExitCode.BAD_DATA
+    assert missing.stderr == f"peft-advisor: data: no such file or folder: {tmp_path / 'nope.jsonl'}\n"
+    misplaced = _cli("--data", "demo", "recommend")
+    assert misplaced.returncode == ExitCode.USAGE and misplaced.stderr.count("\n") == 1
+    assert "put it after the command: peft-advisor recommend --data PATH" in misplaced.stderr
+    piped = _cli("--data", "demo")
+    assert piped.returncode == ExitCode.USAGE and "no terminal to open the app on" in piped.stderr
+
+    opened = {}
+    monkeypatch.setattr(cli, "_on_terminal", lambda: True)
+    monkeypatch.setattr(cli, "_open_tui", lambda **kwargs: opened.update(kwargs) or 0)
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "x"}\n')
+    assert cli.main(["--data", str(data)]) == 0 and opened == {"data": str(data)}

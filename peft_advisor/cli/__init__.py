@@ -39,7 +39,8 @@ DESCRIPTION = """\
 Pick the fine-tuning method that fits your GPU, export it as a recipe, train it and watch it.
 
 Run `peft-advisor` alone, on a terminal, to open the app (advisor, recipe, monitor and runs
-screens); give a COMMAND to work without it. `peft-advisor COMMAND --help` lists its flags."""
+screens; `peft-advisor --data PATH` advises from that data, as recommend --data); give a COMMAND
+to work without it. `peft-advisor COMMAND --help` lists its flags."""
 
 EPILOG = """\
 examples:
@@ -67,6 +68,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="peft-advisor", description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"peft-advisor {__version__}")
+    parser.add_argument("--data", dest="app_data", metavar="PATH",
+                        help="with no COMMAND: open the app advising from this training data (a file, a folder, "
+                             "demo or a cached Hub id), as recommend --data does")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND", title="commands")
     modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
     for name in modules:
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         if not argv:
             return _open_tui() if _on_terminal() else _no_terminal()
         args = _parse(argv)
+        if getattr(args, "app_data", None) is not None:
+            return _open_app_with_data(args)
         if not getattr(args, "func", None):
             build_parser().print_help(sys.stderr)
             return ExitCode.USAGE
@@ -120,6 +126,19 @@ def _no_terminal() -> int:
     build_parser().print_help(sys.stderr)
     print("peft-advisor: no COMMAND given and no terminal to open the app on", file=sys.stderr)
     return int(ExitCode.USAGE)
+
+
+def _open_app_with_data(args) -> int:
+    """`peft-advisor --data PATH`: the app, its advice from that data. A local path that is not
+    there is one line before the app opens; a Hub id is looked up (cache only) by the advice."""
+    if getattr(args, "func", None):
+        raise UserError(f"--data before {args.command} is the app's; put it after the command: "
+                        f"peft-advisor {args.command} --data PATH", ExitCode.USAGE)
+    if args.app_data != "demo":
+        from peft_advisor.core.sources import local_data
+
+        local_data(args.app_data, None)
+    return _open_tui(data=args.app_data) if _on_terminal() else _no_terminal()
 
 
 def _open_tui(**kwargs) -> int:

@@ -25,7 +25,7 @@ def register(sub) -> None:
                    help=f"whose tokenizer counts (preset id, model folder, demo or Hub id; default {DEFAULT_MODEL})")
     p.add_argument("--max-seq-len", type=int, default=1024, metavar="TOKENS", help="the truncation length (default 1024)")
     p.add_argument("--packing", action="store_true", help="rows packed into max-seq-len tokens (data.packing)")
-    p.add_argument("--format", default="auto", help="auto | instruction | chat | prompt_completion | text")
+    p.add_argument("--format", default="auto", help="auto | instruction | chat | sharegpt | prompt_completion | text")
     p.add_argument("--bins", type=int, default=10, help="histogram buckets (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_data)
@@ -57,7 +57,7 @@ def run_data(args) -> int:
 def format_profile(prof, model: str, max_seq_len: int, packing: bool, bins: int) -> str:
     lengths = prof.lengths
     lines = [
-        f"{prof.source} · format {prof.format} · {prof.rows:,} rows · tokens counted with {prof.counted_by}",
+        f"{prof.source} · format {prof.format_words} · {prof.rows:,} rows · tokens counted with {prof.counted_by}",
         f"tokens per row: shortest {lengths[0]:,}, median {lengths[len(lengths) // 2]:,}, longest {lengths[-1]:,}; "
         f"{prof.total_tokens:,} in all",
         "",

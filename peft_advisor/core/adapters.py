@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 INDEX_BYTES = 8
 """SHiRA saves each trained value with its int64 index into the flattened weight."""
+SHIRA_INDEX_MEMORY_BYTES = 8
+"""In memory SHiRA keeps each trained value's row and column as two int32s (a (2, n) tensor)."""
+INDEX_BUFFER_BYTES = 8
+"""OFT's rows/cols buffers are int64."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,12 @@ def oft_block(d_in: int, block: int) -> int:
     while lower > 1 and d_in % lower:
         lower -= 1
     return lower if block - lower <= higher - block else higher
+
+
+def oft_index_bytes(d_in: int, block: int) -> int:
+    """OFT's two int64 buffers per target (rows and cols of a block's upper triangle)."""
+    b = oft_block(d_in, block)
+    return 2 * (b * (b - 1) // 2) * INDEX_BUFFER_BYTES
 
 
 def _lokr(d_in: int, d_out: int, k: Knobs) -> int:

@@ -318,7 +318,7 @@ def card_note(card: Card) -> str:
     return f"for a {card.total_bytes / GIB:.4g} GiB card ({card.source})"
 
 
-def needs(req: AdviceRequest) -> dict:
+def needs(req: AdviceRequest, profile: Callable | None = None) -> dict:
     """Before a budget is known: what each method needs at least at the requested rank and
     targets (the memory ladder walked to its cheapest setting: the techniques, checkpointing,
     micro-batch 1, …), as the smallest card on which it fits with room
@@ -335,11 +335,13 @@ def needs(req: AdviceRequest) -> dict:
     spec = load_model_spec(req.model)
     par = Parallel(req.gpus or 1, req.strategy, req.zero_offload)
     techniques = available_techniques(spec, cuda=True, enabled=req.techniques)
+    seq_len, evaluation = data_shape(data_profile(req, profile), req, par)  # with data: as `advise`
     out = {}
     for method in req.methods or METHOD_IDS:
         if multi_gpu_refusal(method, par.gpus, par.strategy):
             continue
-        s = Settings(method=method, rank=req.rank, targets=req.targets, batch_size=req.batch_size, seq_len=req.seq_len)
+        s = Settings(method=method, rank=req.rank, targets=req.targets, batch_size=req.batch_size, seq_len=seq_len,
+                     **evaluation)
         ladder = memory_ladder(s, par.gpus > 1, runnable_techniques(s, par, techniques))
         est = min((per_gpu_estimate(spec, c, par) for c, _ in ladder),
                   key=lambda e: e.total_bytes)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from peft_advisor.core.rows import SHAREGPT_ROLES
+
 EVAL_GENERATE_ROWS = 32
 """Exact match greedy-generates this many eval prompts: cheap, still a signal."""
 EVAL_GENERATE_BATCH = 16
@@ -60,6 +62,17 @@ class DataProfile:
     generate_prompt_tokens: int = 0
     """Longest prompt exact match would generate from (prompts are not truncated); 0: no generation."""
     generate_new_tokens: int = 0
+    roles: tuple[str, ...] = ()
+    """The role tags the rows use, first seen first (chat: "role"; sharegpt: "from"); () for the others."""
+
+    @property
+    def format_words(self) -> str:
+        """The format with its role tags: "sharegpt (human → user, gpt → assistant)"."""
+        if not self.roles:
+            return self.format
+        if self.format == "sharegpt":
+            return f"{self.format} ({', '.join(f'{r} → {SHAREGPT_ROLES[r]}' for r in self.roles)})"
+        return f"{self.format} ({', '.join(self.roles)})"
 
     @property
     def rows(self) -> int:
@@ -110,13 +123,14 @@ class DataProfile:
         cut = self.cut_share(max_seq_len)
         how = (f"packed into rows of {used} tokens" if packing else
                f"longest row {min(self.lengths[-1], max_seq_len)} tokens after truncation at {max_seq_len}")
-        return (f"data: {self.source}: {self.rows:,} rows ({self.format}), counted with {self.counted_by}; {how}"
+        return (f"data: {self.source}: {self.rows:,} rows ({self.format_words}), counted with {self.counted_by}; {how}"
                 f" ({cut:.1%} of rows cut): estimated at {used} tokens per row instead of {max_seq_len}")
 
     def to_dict(self, max_seq_len: int, packing: bool = False) -> dict:
         return {
             "source": self.source,
             "format": self.format,
+            "roles": list(self.roles),
             "rows": self.rows,
             "counted_by": self.counted_by,
             "exact": self.exact,

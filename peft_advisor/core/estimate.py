@@ -270,13 +270,28 @@ def adapter_bytes(spec: ModelSpec, s: Settings) -> int:
 
 
 def _weight_bytes(spec: ModelSpec, s: Settings) -> int:
-    """Base model weights as loaded (plus VeRA's frozen projections)."""
+    """Base model weights as loaded, plus what the adapter holds that the optimizer never updates."""
     if s.method != "qlora":
-        extra = _vera_projection_params(spec, s) * FP32 if s.method == "vera" else 0
-        return spec.total_params * BF16 + extra
+        return spec.total_params * BF16 + _adapter_frozen_bytes(spec, s)
     linear = spec.num_layers * sum(lin.d_in * lin.d_out for lin in spec.linears)
     rest = spec.total_params - linear  # embeddings, norms, biases, lm_head: cast to fp32
     return int(linear * NF4_BYTES_PER_PARAM) + rest * FP32
+
+
+def _adapter_frozen_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Adapter tensors without gradients, which the trainable term misses: VeRA's shared random
+    projections, LoRA-FA's frozen A (fp32 parameters), OFT's row/column index buffers and SHiRA's
+    sparse indices (checked against the peft model's tensors on a tiny model, tests)."""
+    if s.method == "vera":
+        return _vera_projection_params(spec, s) * FP32
+    if s.method == "lorafa":
+        return spec.num_layers * sum(s.rank * t.d_in for t in _targets(spec, s)) * FP32
+    family = method_info(s.method).family
+    if family == "oft":
+        return spec.num_layers * sum(adapters.oft_index_bytes(t.d_in, s.oft_block_size) for t in _targets(spec, s))
+    if family == "shira":
+        return trainable_params(spec, s) * adapters.SHIRA_INDEX_MEMORY_BYTES
+    return 0
 
 
 def _galore_state_bytes(spec: ModelSpec, s: Settings) -> int:

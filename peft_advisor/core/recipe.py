@@ -55,7 +55,7 @@ from peft_advisor.core.toml_text import fmt_float, toml_str, toml_value  # noqa:
 
 VERSION = 1
 DTYPES = ("bfloat16", "float16", "float32")
-DATA_FORMATS = ("auto", "instruction", "chat", "prompt_completion", "text")
+DATA_FORMATS = ("auto", "instruction", "chat", "sharegpt", "prompt_completion", "text")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow")
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")  # as core.distributed.STRATEGIES (not imported: that pulls in the estimator)
@@ -145,7 +145,7 @@ class DataSection:
     path: str = _f("demo", nonempty=True)
     """"demo" (shipped arithmetic problems), a .jsonl/.json/.csv/.parquet file, a save_to_disk folder or a Hub id"""
     format: str = _f("auto", choices=DATA_FORMATS)
-    """auto | instruction | chat | prompt_completion | text"""
+    """auto | instruction | chat | sharegpt | prompt_completion | text"""
     prompt_template: str = _f("", parse=_as_template)
     """optional, e.g. "Question: {instruction}\\nAnswer:"; plain {column} fields only"""
     config: str = _f("")

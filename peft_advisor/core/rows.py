@@ -10,6 +10,9 @@ The schemas, by format:
     instruction        "instruction" and "output" strings; "input" a string, absent or null
     chat               "messages": a non-empty list of {"role": string, "content": string} objects,
                        at least one with role "assistant" (the turns trained on)
+    sharegpt           "conversations": a non-empty list of {"from": string, "value": string}
+                       objects, "from" one of human, gpt, system (user, assistant also taken), at
+                       least one from gpt; rendered as chat (human -> user, gpt -> assistant)
     prompt_completion  "prompt" and "completion" strings
     text               "text" a string
 Other columns are left alone (a prompt template may use them). "input" may be null because
@@ -29,12 +32,16 @@ from peft_advisor.core.units import fmt_bytes
 REQUIRED = {
     "instruction": ("instruction", "output"),
     "chat": ("messages",),
+    "sharegpt": ("conversations",),
     "prompt_completion": ("prompt", "completion"),
     "text": ("text",),
 }
 OPTIONAL = {"instruction": ("input",)}  # strings when present; null is the same as absent
-EXPECTED = "instruction+output[+input], messages, prompt+completion or text"
+EXPECTED = "instruction+output[+input], messages, conversations (ShareGPT), prompt+completion or text"
 MESSAGE_KEYS = ("role", "content")
+SHAREGPT_KEYS = ("from", "value")
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
+"""ShareGPT's role tags and the chat roles they become."""
 
 
 def bad(message: str) -> UserError:
@@ -93,10 +100,60 @@ def messages_problem(messages) -> str | None:
     return None
 
 
+def turn_problem(turn, number: int) -> str | None:
+    """The problem of ShareGPT turn `number` (1-based), if any."""
+    if not isinstance(turn, dict):
+        return f'"conversations" item {number} must be an object with "from" and "value", got {json_type(turn)}'
+    for key in SHAREGPT_KEYS:
+        problem = field_problem(turn, key)
+        if problem:
+            return f'"conversations" item {number}: {problem}'
+    if turn["from"] not in SHAREGPT_ROLES:
+        return f'"conversations" item {number}: "from" must be human, gpt or system, got {turn["from"][:40]!r}'
+    return None
+
+
+def conversations_problem(turns) -> str | None:
+    """A ShareGPT row's `conversations`: {from, value} turns with a gpt turn to train on."""
+    if not isinstance(turns, list):
+        return f'"conversations" must be a list of {{"from", "value"}} objects, got {json_type(turns)}'
+    if not turns:
+        return '"conversations" is empty'
+    for number, turn in enumerate(turns, 1):
+        problem = turn_problem(turn, number)
+        if problem:
+            return problem
+    if all(SHAREGPT_ROLES[t["from"]] != "assistant" for t in turns):
+        found = ", ".join(dict.fromkeys(t["from"] for t in turns))
+        return f'"conversations" has no "gpt" turn, so nothing to train on (from: {found})'
+    return None
+
+
+def sharegpt_messages(turns: list[dict]) -> list[dict]:
+    """A checked ShareGPT row as chat messages (human -> user, gpt -> assistant), so it trains
+    exactly as the same conversation in OpenAI `messages` form would."""
+    return [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in turns]
+
+
+def role_tags(rows, fmt: str, limit: int = 10_000) -> tuple[str, ...]:
+    """The role tags of checked chat or ShareGPT rows, first seen first (the first `limit` rows)."""
+    key, field = {"chat": ("messages", "role"), "sharegpt": ("conversations", "from")}.get(fmt, (None, None))
+    if key is None:
+        return ()
+    seen: dict[str, None] = {}
+    for number, row in enumerate(rows):
+        if number >= limit:
+            break
+        seen.update((turn[field], None) for turn in row[key])
+    return tuple(seen)
+
+
 def row_problem(row: dict, fmt: str) -> str | None:
     """What is wrong with one row for format `fmt`, or None."""
     if fmt == "chat":
         return messages_problem(row["messages"]) if "messages" in row else '"messages" is missing'
+    if fmt == "sharegpt":
+        return conversations_problem(row["conversations"]) if "conversations" in row else '"conversations" is missing'
     for name in REQUIRED[fmt]:
         problem = field_problem(row, name)
         if problem:

@@ -2,10 +2,10 @@
 
 Sources: "demo" (the shipped arithmetic problems), a local .jsonl/.json/.csv/.parquet file, a folder
 written by `datasets`' `save_to_disk`, or a Hub dataset already in the local cache. Formats (by
-column): instruction (instruction/input/output), chat (messages), prompt_completion
-(prompt/completion) and text. Every row becomes one text plus the character spans that are
-trained on; tokens outside them get label -100, so instruction, chat and prompt/completion
-data train on the answer only.
+column): instruction (instruction/input/output), chat (messages), sharegpt (conversations of
+from/value turns, rendered as chat), prompt_completion (prompt/completion) and text. Every row
+becomes one text plus the character spans that are trained on; tokens outside them get label -100,
+so instruction, chat, sharegpt and prompt/completion data train on the answer only.
 
 Every problem a user can cause (missing file, a file that is not a regular file or not UTF-8, wrong
 columns, no rows, nothing left after truncation) is one `UserError(BAD_DATA)` line, raised before
@@ -23,7 +23,8 @@ from peft_advisor.core.errors import UserError
 from peft_advisor.core.files import text_problem
 from peft_advisor.core.recipe_fields import column_map
 from peft_advisor.core.limits import MAX_LINE_BYTES
-from peft_advisor.core.rows import OPTIONAL, REQUIRED, bad, detect_format, first_bad_row, scan_jsonl
+from peft_advisor.core.rows import (OPTIONAL, REQUIRED, bad, detect_format, first_bad_row, scan_jsonl,
+                                    sharegpt_messages)
 from peft_advisor.core.sources import FILE_LOADERS, local_data
 
 PLAIN_TEMPLATE = "### Instruction:\n{instruction}\n\n### Response:\n"
@@ -260,6 +261,8 @@ class Renderer:
             return Rendered(text, [(0, len(text))])
         if self.fmt == "chat":
             return self.render_chat(row["messages"], index)
+        if self.fmt == "sharegpt":
+            return self.render_chat(sharegpt_messages(row["conversations"]), index)
         if self.fmt == "instruction":
             user, extra, answer = row["instruction"], row.get("input") or "", row["output"]
             if self.chat:

@@ -136,7 +136,7 @@ def test_source_is_the_prefix():
         ("data", "eval_split = 0.5", "data.eval_split: expected a fraction in [0, 0.5) or a row count >= 1, got 0.5 (line 3)"),
         ("data", "eval_split = -1", "data.eval_split: expected a fraction in [0, 0.5) or a row count >= 1, got -1 (line 3)"),
         ("data", 'format = "alpaca"', 'data.format: unknown value "alpaca"; expected one of auto, instruction, chat,'
-         " prompt_completion, text (line 3)"),
+         " sharegpt, prompt_completion, text (line 3)"),
         ("data", 'prompt_template = "{instruction.__class__}"', "data.prompt_template: template fields must be plain"
          " column names like {instruction}, got {instruction.__class__} (line 3)"),
         ("output", 'report_to = "wandbb"', 'output.report_to: unknown value "wandbb"; did you mean wandb? (line 3)'),

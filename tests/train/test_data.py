@@ -51,6 +51,45 @@ def test_chat_rows_train_on_every_assistant_turn(tok, tmp_path):
     assert trained_text(tok, row["input_ids"], row["labels"]) == "hello</s>\n2</s>\n"
 
 
+def sharegpt_of(messages: list[dict]) -> dict:
+    """The same conversation as a ShareGPT row (user -> human, assistant -> gpt)."""
+    tags = {"user": "human", "assistant": "gpt", "system": "system"}
+    return {"conversations": [{"from": tags[m["role"]], "value": m["content"]} for m in messages]}
+
+
+def test_sharegpt_rows_tokenize_as_the_same_chat_rows(tok, tmp_path):
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "1+1"},
+        {"role": "assistant", "content": "2"},
+    ]
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"messages": messages}] * 3)
+    share = write_jsonl(tmp_path / "sharegpt.jsonl", [sharegpt_of(messages)] * 3)
+    changes = {"data.eval_split": 1, "data.max_seq_len": 128}
+    as_chat, as_sharegpt = (data.prepare(cfg(p, **changes), tok, seed=0) for p in (chat, share))
+    assert as_sharegpt.format == "sharegpt"
+    assert as_sharegpt.train[:] == as_chat.train[:] and as_sharegpt.eval[:] == as_chat.eval[:]
+    assert as_sharegpt.eval_prompts == as_chat.eval_prompts and as_sharegpt.eval_answers == ["2"]
+    row = as_sharegpt.train[0]
+    assert trained_text(tok, row["input_ids"], row["labels"]) == "hello</s>\n2</s>\n"
+
+
+@pytest.mark.parametrize("conversations, needle", [
+    ([{"from": "human", "value": "hi"}], 'no "gpt" turn, so nothing to train on (from: human)'),
+    ([{"from": "bot", "value": "hi"}], '"conversations" item 1: "from" must be human, gpt or system, got \'bot\''),
+    ([{"from": "gpt"}], '"conversations" item 1: "value" is missing'),
+    ("hi", '"conversations" must be a list'),
+])
+def test_bad_sharegpt_rows_are_one_line_naming_the_row(conversations, needle, tok, tmp_path):
+    good = sharegpt_of([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+    path = write_jsonl(tmp_path / "bad.jsonl", [good, {"conversations": conversations}])
+    with pytest.raises(UserError) as err:
+        data.prepare(cfg(path), tok, seed=0)
+    assert err.value.code == ExitCode.BAD_DATA and "line 2" in str(err.value) and needle in str(err.value)
+
+
 def test_prompt_completion_and_text_formats(tok, tmp_path):
     pc = write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "Q: 1+2\nA:", "completion": " 3"}] * 2)
     row = data.prepare(cfg(pc, **{"data.eval_split": 0}), tok, seed=0).train[0]

@@ -18,6 +18,7 @@ from tests.train.tiny import write_jsonl
 ROWS = {
     "instruction": {"instruction": "add 2 and 3", "input": "", "output": "5"},
     "chat": {"messages": [{"role": "user", "content": "add 2 and 3"}, {"role": "assistant", "content": "5"}]},
+    "sharegpt": {"conversations": [{"from": "human", "value": "add 2 and 3"}, {"from": "gpt", "value": "5"}]},
     "prompt_completion": {"prompt": "2+3=", "completion": "5"},
     "text": {"text": "abcd"},
 }
@@ -44,6 +45,25 @@ def test_lengths_truncation_share_and_the_99_percent_length(tiny_model, tmp_path
     assert prof.cut_share(100) == 0.01 and prof.cut_share(32) == 0.02
     assert prof.keep_len() == 50
     assert prof.seq_len_for(128) == 128 and prof.seq_len_for(4096) == 200
+
+
+def test_sharegpt_is_counted_as_its_chat_twin_and_shows_its_role_tags(tiny_model, tmp_path):
+    """A generated ShareGPT file: the same lengths as the same conversations in `messages` form,
+    and `peft-advisor data` names the format with its role tags."""
+    share = [{"conversations": [{"from": "system", "value": "be brief"}, {"from": "human", "value": "q" * n},
+                                {"from": "gpt", "value": "a" * (n % 7 + 1)}]} for n in range(1, 41)]
+    tags = {"human": "user", "gpt": "assistant", "system": "system"}
+    chat = [{"messages": [{"role": tags[t["from"]], "content": t["value"]} for t in r["conversations"]]} for r in share]
+    path = write_jsonl(tmp_path / "sharegpt.jsonl", share)
+    prof = profile(str(path), str(tiny_model))
+    twin = profile(str(write_jsonl(tmp_path / "chat.jsonl", chat)), str(tiny_model))
+    assert prof.format == "sharegpt" and prof.lengths == twin.lengths and prof.rows == 40
+    assert prof.roles == ("system", "human", "gpt") and twin.roles == ("system", "user", "assistant")
+    proc = cli("data", str(path), "--model", str(tiny_model))
+    assert proc.returncode == 0, proc.stderr
+    assert "format sharegpt (system → system, human → user, gpt → assistant) · 40 rows" in proc.stdout
+    assert json.loads(cli("data", str(path), "--model", str(tiny_model), "--json").stdout)["roles"] == [
+        "system", "human", "gpt"]
 
 
 def test_no_local_tokenizer_means_the_approximation_said(tmp_path):

@@ -83,6 +83,14 @@ async def _bench(pilot) -> None:
     await pilot.pause(0.3)
 
 
+async def _study_front(pilot) -> None:
+    from peft_advisor.tui.screens.front import FrontScreen
+
+    await pilot.press("ctrl+b")
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, FrontScreen) and pilot.app.screen.plotted)
+    await pilot.pause(0.3)
+
+
 async def _help(pilot) -> None:
     await _monitor(pilot)
     await pilot.press("f1")
@@ -103,6 +111,7 @@ SCENARIOS: dict[str, Scenario] = {
     "monitor_died": Scenario(lambda: make_app(monitor="runs/demo-vera"), _monitor),
     "runs": Scenario(lambda: make_app(monitor="runs/demo-lora"), _runs),
     "bench": Scenario(lambda: make_app(bench="bench-h200"), _bench),
+    "study_front": Scenario(lambda: make_app(), _study_front),
     "help": Scenario(lambda: make_app(monitor="runs/demo-lora"), _help),
     "monitor_light": Scenario(lambda: make_app(monitor="runs/demo-lora"), _light),
 }

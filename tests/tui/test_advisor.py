@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from peft_advisor.core.catalog import METHOD_IDS
 
 import pytest
@@ -209,3 +211,54 @@ async def test_priority_reorders_the_methods(workdir):
         order = list(rows(app))
         fitting = [r for r in rows(app).values() if r.fits]
         assert order[0] == min(fitting, key=lambda r: r.peak_bytes).method  # least memory first
+
+
+async def test_ctrl_b_shows_the_study_front_and_t_switches_task(workdir):
+    """The front the CLI prints (`matrix --front`): the same table and the same plotext drawing."""
+    from peft_advisor.core.study import runs_of
+    from peft_advisor.core.study_view import render_front
+    from peft_advisor.tui.screens.front import FrontScreen
+
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: isinstance(app.screen, FrontScreen) and app.screen.plotted)
+        screen = app.screen
+        assert str(screen.query_one("#front-table", Static).content) == render_front(runs_of("MetaMathQA"))
+        assert "MetaMathQA: score against peak memory" in screen.plotted and "●" in screen.plotted
+        assert len(screen.plotted.splitlines()[0]) <= screen.query_one("#front-plot").size.width
+        await pilot.press("t")
+        await wait_until(pilot, lambda: "image-gen: score" in screen.plotted)
+        assert str(screen.query_one("#front-table", Static).content) == render_front(runs_of("image-gen"))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, FrontScreen))
+
+
+async def test_the_app_with_data_estimates_as_recommend_data_does(workdir, tmp_path):
+    """`peft-advisor --data PATH`: every method's estimate in the table is recommend --data's for the
+    same request (same settings, same peak), at the data's longest row instead of the typed seq."""
+    import json
+    import subprocess
+    import sys
+
+    rows_ = [{"instruction": "add %d and %d" % (n, n + 1), "input": "", "output": str(2 * n + 1)} for n in range(60)]
+    path = tmp_path / "short.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows_))
+    app = make_app(data=str(path))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await set_input(pilot, "#in-model", "demo")
+        await set_input(pilot, "#in-vram", "24")
+        await settle(pilot, app, lambda i: i.model == "demo" and i.vram_bytes == 24 * 1024**3)
+        assert app.screen.query_one("#data-note").display and str(path) in str(app.screen.query_one("#data-note").content)
+        shown = rows(app)
+    cli = subprocess.run([sys.executable, "-m", "peft_advisor", "recommend", "--model", "demo", "--vram", "24",
+                          "--data", str(path), "--json"], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])  # this checkout's peft_advisor
+    assert cli.returncode == 0, cli.stderr
+    doc = json.loads(cli.stdout)
+    assert doc["data"]["estimate_seq_len"] < 64  # short rows: far below the typed 1024
+    for rec in doc["recommendations"]:
+        row = shown[rec["method"]]
+        assert row.settings.seq_len == rec["settings"]["seq_len"] == doc["data"]["estimate_seq_len"]
+        assert row.estimate.peak_bytes == rec["peak_bytes"], rec["method"]
+        assert any(r.startswith(f"data: {path}") for r in row.reasons)

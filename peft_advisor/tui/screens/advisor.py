@@ -10,7 +10,9 @@ needs (`core.advise.needs`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from textual import work
 from textual.app import ComposeResult
@@ -65,6 +67,7 @@ class AdvisorScreen(Screen):
         Binding("ctrl+f", "pick_model", "Find model"),
         Binding("ctrl+g", "focus_table", "Table"),
         Binding("ctrl+e", "make_recipe", "Recipe"),
+        Binding("ctrl+b", "study_front", "Study front"),
     ]
 
     def __init__(self) -> None:
@@ -97,9 +100,17 @@ class AdvisorScreen(Screen):
             yield Label("batch", classes="in-label")
             yield Input(str(DEFAULTS.batch_size), id="in-batch", compact=True, classes="num")
         yield Static("", id="input-error", classes="error", markup=False)
+        yield Static(f"data: {self.data} · estimates at its longest batch, as recommend --data" if self.data else "",
+                     id="data-note", classes="notice", markup=False)
+
+    @property
+    def data(self) -> str | None:
+        """The training data the app was opened with (`peft-advisor --data PATH`), or None."""
+        return getattr(self.app, "advice_data", None)
 
     def on_mount(self) -> None:
         self.query_one("#gpu-notice").display = False
+        self.query_one("#data-note").display = bool(self.data)
         self.query_one("#in-model", Input).focus()
         # Probe, advise and build the rest once the first frame is out (a short timer lets the
         # frame reach the terminal first; `call_after_refresh` would run before it is written).
@@ -216,7 +227,7 @@ class AdvisorScreen(Screen):
             return "VRAM GiB: type a budget"
         return AdviceRequest(model=model, vram_gib=vram, adapter_mb=adapter, seq_len=seq, batch_size=batch,
                              priority=str(self.query_one("#in-priority", Choice).value),
-                             gpu_index=gpu.index if gpu is not None else 0)
+                             gpu_index=gpu.index if gpu is not None else 0, data=self.data)
 
     def _gpu(self):
         if self.probe_result is None or self.chosen_gpu is None:
@@ -250,12 +261,12 @@ class AdvisorScreen(Screen):
 
         probe_result = self.probe_result
         if req.vram_gib is None and (probe_result is None or not probe_result.gpus):
-            rows = rows_from_needs(needs(req), load_catalog())
+            rows = rows_from_needs(needs(req, data_profile_cached), load_catalog())
             inputs = AdviceInputs(req.model, 0, None, req.seq_len, req.batch_size, req.priority, "", None)
         else:
             from peft_advisor.probe import free_ram_bytes
 
-            advice = advise(req, lambda: probe_result, calibrator, LABELS, ram=free_ram_bytes)
+            advice = advise(req, lambda: probe_result, calibrator, LABELS, data_profile_cached, ram=free_ram_bytes)
             b = advice.budget
             inputs = AdviceInputs(req.model, b.vram_bytes, b.adapter_bytes, req.seq_len, req.batch_size, req.priority,
                                   b.source, b.total_vram_bytes, advice.parallel.gpus)
@@ -327,9 +338,12 @@ class AdvisorScreen(Screen):
             if row.fit == "?":
                 self.notify("type a VRAM budget first: the recipe is made for a card", severity="warning")
             return
+        settings = row.settings
+        if self.data:  # as recommend --data --export: max_seq_len is the typed seq, not the data's longest row
+            settings = replace(settings, seq_len=self.inputs.seq_len)
         try:
             recipe = recipe_from_recommendation(
-                self.inputs.model, row.settings, row.estimate,
+                self.inputs.model, settings, row.estimate, data_path=self.data or "demo",
                 vram_gib=round(bytes_to_gib(self.inputs.vram_bytes), 2),
                 adapter_mb=(self.inputs.adapter_budget_bytes or 0) / MB,
                 priority=self.inputs.priority, gpu=self.inputs.source, gpus=self.inputs.gpus,
@@ -355,6 +369,30 @@ class AdvisorScreen(Screen):
 
     def action_focus_table(self) -> None:
         self.query_one("#table").focus()
+
+    def action_study_front(self) -> None:
+        """The study's Pareto front (what `peft-advisor matrix --front` prints), over this screen."""
+        from peft_advisor.tui.screens.front import FrontScreen
+
+        self.app.push_screen(FrontScreen())
+
+
+_PROFILE_LOCK = threading.Lock()
+
+
+def data_profile_cached(data: str, model: str):
+    """`data_scan.profile`, once per (data, model): the advice is recomputed on every keystroke,
+    and counting a large dataset's tokens takes seconds. One at a time: a worker cancelled by the
+    next keystroke runs on, and two threads importing transformers at once can see it half made."""
+    with _PROFILE_LOCK:
+        return _profile(data, model)
+
+
+@lru_cache(maxsize=8)
+def _profile(data: str, model: str):
+    from peft_advisor.data_scan import profile
+
+    return profile(data, model)
 
 
 def _demo_settings(recipe):
