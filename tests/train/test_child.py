@@ -89,7 +89,7 @@ def test_sigint_checkpoints_cancels_and_resume_matches_a_straight_run(make_recip
     "case, code, needle",
     [
         ("missing", ExitCode.BAD_DATA, "no such file or folder"),
-        ("columns", ExitCode.BAD_DATA, "expected instruction+output[+input], messages, prompt+completion or text"),
+        ("columns", ExitCode.BAD_DATA, "expected instruction+output[+input], messages, conversations (ShareGPT), prompt+completion or text"),
         ("empty", ExitCode.BAD_DATA, "has no rows"),
         ("too_long", ExitCode.BAD_DATA, "longer than data.max_seq_len = 8"),
         ("recipe", ExitCode.BAD_RECIPE, "train.rnak: unknown key"),
