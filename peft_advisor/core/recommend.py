@@ -428,13 +428,26 @@ def _more_gpus_hint(spec: ModelSpec, s: Settings, budget: Budget, start: int, te
         if gpus <= start:
             continue
         for par in cheapest_first(gpus):
-            if _unsupported(s.method, par):
+            if _unsupported(s.method, par) or _cannot_fit(spec, s, budget, par, techniques):
                 continue
             est, _, _ = _search(spec, s, budget, par, techniques=techniques)
             if est is not None:
                 ram = f", {fmt_bytes(est.cpu_bytes)} CPU RAM per GPU" if est.cpu_bytes else ""
                 return f"; fits on {gpus} such GPUs with {par.label} ({fmt_bytes(est.total_bytes)} each{ram})"
     return ""
+
+
+def _cannot_fit(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel, techniques: tuple[str, ...]) -> bool:
+    """A lower bound that spares a full search: even the cheapest setting of both ladders (the
+    smallest adapter, every memory knob turned) does not fit. The hint asks this of up to 18 GPU
+    counts and strategies per ruled-out method; most fail it at the cost of one estimate."""
+    estimate = _estimator(spec, par, None, budget.total_vram_bytes)
+    *_, (smallest, _) = _size_ladder(s)
+    *_, (cheapest, _) = _ladder(smallest, par.gpus > 1, runnable_techniques(smallest, par, techniques))
+    try:
+        return fit_of(estimate(cheapest), budget.vram_bytes) is None
+    except UserError:  # e.g. the smallest targets do not exist here: search as usual
+        return False
 
 
 def _valid(spec: ModelSpec, s: Settings) -> bool:
