@@ -130,7 +130,7 @@ def test_step_settings_per_device_and_precision(tmp_path):
 
 def test_step_memory_is_read_from_one_allocator_table(monkeypatch):
     """The per-step memory fields come from one `memory_stats()` read, and are what the allocator's
-    own `memory_allocated`/`memory_reserved`/`max_memory_reserved` say of the same table."""
+    own `memory_allocated`/`memory_reserved`/`max_memory_reserved`/`max_memory_allocated` say of the same table."""
     from peft_advisor.train.events_callback import cuda_memory
 
     table = {"allocated_bytes.all.current": 3, "reserved_bytes.all.current": 5, "reserved_bytes.all.peak": 8,
@@ -144,9 +144,11 @@ def test_step_memory_is_read_from_one_allocator_table(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "memory_stats", memory_stats)
     monkeypatch.setattr(torch.cuda.memory, "memory_stats", memory_stats)
-    assert cuda_memory() == {"mem_allocated_bytes": 3, "mem_reserved_bytes": 5, "mem_peak_bytes": 8}
+    assert cuda_memory() == {"mem_allocated_bytes": 3, "mem_reserved_bytes": 5, "mem_peak_bytes": 8,
+                             "mem_peak_allocated_bytes": 13}
     assert len(reads) == 1
-    assert (torch.cuda.memory_allocated(), torch.cuda.memory_reserved(), torch.cuda.max_memory_reserved()) == (3, 5, 8)
+    assert (torch.cuda.memory_allocated(), torch.cuda.memory_reserved(), torch.cuda.max_memory_reserved(),
+            torch.cuda.max_memory_allocated()) == (3, 5, 8, 13)
 
 
 def test_clipping_over_the_trainable_list_matches_trainers(tiny_folder, tmp_path):
