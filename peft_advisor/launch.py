@@ -259,7 +259,7 @@ def run_worker_node(recipe_path, run_dir, resume: bool = False, node_rank: int |
     """A node other than 0 of a multi-node run: its launcher in the foreground, output to this
     terminal. It writes nothing of its own: rank 0, on node 0, keeps the run folder and events."""
     argv, dist_env = child_argv_env(Path(recipe_path).absolute(), Path(run_dir).absolute(), resume, node_rank)
-    env = {**os.environ, **dist_env}
+    env = allocator_env({**os.environ, **dist_env})  # every node's ranks on the same allocator
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     try:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)

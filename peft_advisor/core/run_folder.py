@@ -327,7 +327,8 @@ class RunComplete(Exception):
 
 # Keys whose change makes a checkpoint's weights or optimizer state the wrong shape.
 STATE_KEYS = ("model.id", "method.name", "method.rank", "method.targets", "method.vera_rank",
-              "method.galore_rank", "method.galore_layerwise")
+              "method.galore_rank", "method.galore_layerwise", "method.galore_8bit", "method.oft_block_size",
+              "method.lokr_factor", "method.c3a_block_size", "train.optimizer")
 
 
 def check_resumable(run_dir, recipe) -> None:

@@ -63,3 +63,17 @@ def test_settings_get_the_techniques_they_have_fields_for():
     for key in rc.TECHNIQUE_KEYS:
         if key in {f.name for f in fields(Settings)}:
             assert getattr(made, key) == getattr(rc.updated(rc.Recipe(), ON).train, key)
+
+
+@pytest.mark.parametrize("change", [{"train.optimizer": "adamw_8bit"}, {"method.oft_block_size": 64}])
+def test_resume_refuses_a_changed_optimizer_or_block_size(change, tmp_path):
+    """A checkpoint's optimizer states are AdamW's exp_avg or bitsandbytes' state1, never both, and a
+    block size shapes the adapter: either change is one line before the model loads, not a KeyError after."""
+    from peft_advisor.core.run_folder import RECIPE, check_resumable
+
+    before = rc.updated(rc.Recipe(), {"method.name": "oft"})
+    rc.save(before, tmp_path / RECIPE)
+    key = next(iter(change))
+    with pytest.raises(UserError, match=rf"{key} changed since the run started"):
+        check_resumable(tmp_path, rc.updated(before, change))
+    check_resumable(tmp_path, before)  # the same recipe resumes

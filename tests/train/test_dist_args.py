@@ -92,6 +92,27 @@ def test_the_trainer_gets_expandable_segments_unless_the_person_set_the_allocato
     assert allocator_env({"PYTORCH_ALLOC_CONF": "backend:cudaMallocAsync"}) == {"PYTORCH_ALLOC_CONF": "backend:cudaMallocAsync"}
 
 
+def test_a_worker_node_gets_the_same_allocator_as_node_0(monkeypatch, tmp_path):
+    """Node 0's ranks run with expandable segments; a worker node's must too, or they die first."""
+    from peft_advisor import launch
+
+    seen = {}
+
+    class Done:
+        def __init__(self, argv, stdin=None, env=None):
+            seen.update(env)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    monkeypatch.setattr(launch, "child_argv_env", lambda *a: (["true"], {"CUDA_VISIBLE_DEVICES": "0"}))
+    monkeypatch.setattr(launch.subprocess, "Popen", Done)
+    assert launch.run_worker_node(tmp_path / "r.toml", tmp_path / "run", node_rank=1) == 0
+    assert seen["PYTORCH_CUDA_ALLOC_CONF"] == launch.ALLOCATOR_CONF
+
+
 def test_zero_hands_the_trainer_its_config_file(tmp_path):
     r = recipe(**{"distributed.strategy": "zero3", "distributed.zero_offload": "optimizer+params", "train.grad_accum": 2})
     args = dist.training_args(r, TWO, True, [], tmp_path / "ds_config.json")
