@@ -215,8 +215,6 @@ def test_settings_from_recipe_reads_the_technique_keys():
 
 
 def test_recipe_round_trip_keeps_the_technique_keys():
-    if not _recipe_has_technique_keys():
-        pytest.skip("[train] has no technique keys yet (the trainer's side of issue 15)")
     s = Settings("lora", seq_len=1024, fused_loss=True, liger_kernels=True, offload_activations=True,
                  optimizer="paged_adamw_8bit")
     recipe = rc.recipe_from_recommendation("llama-3.2-1b", s)
@@ -226,17 +224,6 @@ def test_recipe_round_trip_keeps_the_technique_keys():
         (True, True, True, "paged_adamw_8bit")
 
 
-def _recipe_has_technique_keys() -> bool:
-    from dataclasses import fields
-
-    return {"fused_loss", "liger_kernels", "offload_activations", "optimizer"} <= {f.name for f in fields(rc.TrainSection)}
-
-
-needs_keys = pytest.mark.skipif(not _recipe_has_technique_keys(),
-                                reason="[train] has no technique keys yet (the trainer's side of issue 15)")
-
-
-@needs_keys
 def test_exported_recipes_carry_the_advice_techniques_or_none(tmp_path, capsys):
     from peft_advisor.cli import main
 

@@ -69,7 +69,8 @@ def test_chunked_loss_equals_the_models_own_loss_and_gradients(model, num_items,
     want, want_grads = loss_and_grads(model, lambda: model(**inputs, **extra).loss)
     got, got_grads = loss_and_grads(model, lambda: fused(model, {**inputs, **extra})["loss"])
     assert torch_close(got, want)
-    assert want_grads.keys() == got_grads.keys() and "lm_head.weight" in got_grads or model.config.tie_word_embeddings
+    assert want_grads.keys() == got_grads.keys()
+    assert "lm_head.weight" in got_grads or model.config.tie_word_embeddings  # tied: the head is embed_tokens
     for name, grad in want_grads.items():
         assert torch_close(got_grads[name], grad), name
 
