@@ -140,3 +140,19 @@ def test_zero3_with_offload_is_advised_per_gpu_with_its_cpu_ram(capsys):
                  "optimizer+params"]) == 2
     assert capsys.readouterr().err.strip() == ('peft-advisor: --zero-offload = "optimizer+params" needs strategy '
                                                '"zero3" (ZeRO-2 does not partition the weights)')
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--method", "lorafa", "--optimizer", "adamw_8bit"], '--optimizer "adamw_8bit" cannot be used with lorafa'),
+    (["--method", "galore", "--optimizer", "paged_adamw_8bit"], '--optimizer "paged_adamw_8bit" cannot be used with galore'),
+    (["--method", "lora", "--gpus", "2", "--strategy", "zero2", "--optimizer", "adamw_8bit"],
+     "cannot be used with DeepSpeed ZeRO-2"),
+    (["--method", "lora", "--gpus", "2", "--strategy", "fsdp", "--fused-loss"], "--fused-loss is not supported with FSDP"),
+])
+def test_estimate_gives_no_figure_for_a_run_train_would_refuse(args, words, capsys):
+    """`estimate` and `train` share one rule (core.techniques.recipe_refusals): one line, exit 2."""
+    from peft_advisor.cli import main
+
+    assert main(["estimate", "--model", "llama-3.2-1b", "--vram", "24", *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and words in captured.err and len(captured.err.strip().splitlines()) == 1

@@ -244,6 +244,7 @@ def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, ca
     if not req.techniques:
         settings = without_techniques(settings)
     par = Parallel(req.gpus or 1, req.strategy, req.zero_offload)
+    refuse_unrunnable(settings, par)
     prof = data_profile(req, profile)
     if prof is not None:
         seq_len, evaluation = data_shape(prof, req, par)
@@ -255,6 +256,21 @@ def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, ca
     fit = "" if card.budget_bytes is None else fit_of(est, card.budget_bytes)
     data_words = [prof.words(req.seq_len, req.packing), evaluation_words(est)] if prof is not None else []
     return EstimateResult(est, card, par, fit, card_note(card), settings_words(settings), data_words)
+
+
+TECHNIQUE_FLAGS = {"train.optimizer": "--optimizer", "train.fused_loss": "--fused-loss"}
+
+
+def refuse_unrunnable(settings, par) -> None:
+    """No figure for a run that `train` would refuse (the same rule, `core.techniques.recipe_refusals`):
+    one line naming the option, as the recipe check names the key."""
+    from peft_advisor.core.techniques import recipe_refusals
+
+    refusals = recipe_refusals(settings.method, settings.targets, settings.optimizer, settings.fused_loss,
+                               par.strategy, par.gpus, settings.method == "qlora")
+    if refusals:
+        key, why = refusals[0]  # the optimizer's reason starts with its value: --optimizer "adamw_8bit" cannot ...
+        raise UserError(f"{TECHNIQUE_FLAGS.get(key, key)} {why}", ExitCode.USAGE)
 
 
 # ---------------------------------------------------------------- the data

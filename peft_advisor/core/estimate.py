@@ -31,6 +31,7 @@ from peft_advisor.core import adapters
 from peft_advisor.core.catalog import METHOD_IDS, method_info, trains_all_weights
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.model_spec import ModelSpec
+from peft_advisor.core.techniques import OPTIMIZERS  # noqa: F401 (the CLI reads it from here)
 from peft_advisor.core.units import GIB
 
 METHODS = METHOD_IDS
@@ -49,9 +50,6 @@ BAND = (0.90, 1.16)
 `peft-advisor train` on architectures and shapes outside it (bench/results/h100_fits_*.jsonl, ten
 runs that ended ok and one out of memory) measured up to 14 % above the estimate: the high end
 covers that, so advice marked "ok" (the whole band fits) holds there too."""
-OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw")
-"""The recipe's `train.optimizer` choices: torch's fused AdamW, bitsandbytes' 8-bit AdamW, and the
-paged forms of both (their states live in CUDA unified memory, which can spill pages to CPU)."""
 LIGER_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3")
 """Architectures liger-kernel's `MODEL_TYPE_TO_APPLY_LIGER_FN` patches (RMSNorm, SwiGLU/GeGLU,
 RoPE, fused linear cross-entropy): every architecture the estimator supports today."""
@@ -121,18 +119,15 @@ class Settings:
         self._check_techniques()
 
     def _check_techniques(self) -> None:
-        """The techniques' switches are booleans and the optimizer one of OPTIMIZERS; GaLore has
-        its own 8-bit form (`galore_8bit`) and steps its projected states itself, so a bitsandbytes
-        optimizer is refused for it, as the trainer does."""
+        """The techniques' switches are booleans and the optimizer one of OPTIMIZERS. Combinations
+        that cannot run (a bitsandbytes optimizer for GaLore, ...) are `core.techniques.recipe_refusals`,
+        which needs the strategy too: `core.advise.estimate_one` and the recipe check ask it."""
         for name in ("fused_loss", "liger_kernels", "offload_activations"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}", ExitCode.USAGE)
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {self.optimizer!r}{did_you_mean(str(self.optimizer), OPTIMIZERS)} "
                             f"(choose from {', '.join(OPTIMIZERS)})", ExitCode.USAGE)
-        if self.method == "galore" and self.optimizer != "adamw":
-            raise UserError(f"optimizer {self.optimizer} does not apply to galore (it has its own 8-bit states: "
-                            "galore_8bit)", ExitCode.USAGE)
 
     @property
     def tokens(self) -> int:

@@ -485,12 +485,11 @@ def _distributed_checks(recipe: Recipe) -> list[tuple[str, str]]:
         out.append(("distributed.master_addr", f"must be node 0's address, reachable from all {d.nnodes} nodes"))
     if d.nnodes > 1 and d.master_port == 0:
         out.append(("distributed.master_port", "must be a fixed port when nnodes > 1 (every node must use the same)"))
-    if d.zero_offload != "none" and d.strategy not in ("zero2", "zero3"):
-        out.append(("distributed.zero_offload", f'"{d.zero_offload}" needs distributed.strategy "zero2" or "zero3", '
-                    f'got "{d.strategy}"'))
-    elif d.zero_offload == "optimizer+params" and d.strategy != "zero3":
-        out.append(("distributed.zero_offload", '"optimizer+params" needs distributed.strategy "zero3" (ZeRO-2 does '
-                    'not partition the weights); use "optimizer"'))
+    from peft_advisor.core.distributed import offload_problem  # the one rule, shared with the advice
+
+    problem = offload_problem(d.strategy, d.zero_offload)
+    if problem:
+        out.append(("distributed.zero_offload", problem.removeprefix("= ")))
     if world_size(d) == 1 or m.name not in methods():
         return out
     from peft_advisor.core.catalog import method_info, zero_refusal  # the per-method facts: data/methods.toml

@@ -22,6 +22,7 @@ BNB_OPTIMIZERS = OPTIMIZERS[1:]
 LIGER_PIN = "liger-kernel==0.8.5"  # as pyproject's `fast` extra
 LIGER_INSTALL = f"pip install 'peft-advisor[fast]' (or pip install {LIGER_PIN})"
 BNB_INSTALL = "pip install bitsandbytes"
+STRATEGY_NAMES = {"ddp": "DDP", "fsdp": "FSDP", "zero2": "ZeRO-2", "zero3": "ZeRO-3"}
 
 # The chunked loss holds one chunk's logits at a time: its token count is chosen so that a chunk has
 # about this many logits (256 MiB in fp32), whatever the vocabulary. The estimator models the loss
@@ -55,12 +56,12 @@ def recipe_refusals(method: str, targets, optimizer: str, fused_loss: bool, stra
             out.append(("train.fused_loss", f"cannot run with an adapter on {on_head[0]} (method.targets): the fused "
                         "loss reads the output head's own weight; drop it from the targets or set fused_loss = false"))
     if fused_loss and strategy in ("fsdp", "zero3") and world > 1:
-        out.append(("train.fused_loss", f"is not supported with {strategy.upper()} (the output head is sharded "
+        out.append(("train.fused_loss", f"is not supported with {STRATEGY_NAMES[strategy]} (the output head is sharded "
                     'outside its forward); use distributed.strategy = "ddp" or fused_loss = false'))
     if optimizer == "adamw":
         return out
     if strategy in ("zero2", "zero3") and world > 1:
-        out.append(("train.optimizer", f'"{optimizer}" cannot be used with DeepSpeed {strategy.upper()}, which keeps '
+        out.append(("train.optimizer", f'"{optimizer}" cannot be used with DeepSpeed {STRATEGY_NAMES[strategy]}, which keeps '
                     'its own fp32 optimizer partitions; set optimizer = "adamw"'))
     if method == "galore":
         out.append(("train.optimizer", f'"{optimizer}" cannot be used with galore, which has its own optimizer; '

@@ -93,7 +93,6 @@ def test_every_technique_on_keeps_the_breakdown_summing_to_the_peak(method):
 
 @pytest.mark.parametrize("kw, words", [
     (dict(optimizer="adam8"), "unknown optimizer 'adam8'"),
-    (dict(method="galore", optimizer="adamw_8bit"), "galore_8bit"),
     (dict(fused_loss="yes"), "fused_loss must be true or false"),
 ])
 def test_bad_technique_settings_are_one_line(kw, words):
