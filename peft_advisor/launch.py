@@ -108,6 +108,7 @@ def child_argv_env(recipe_path, run_dir, resume: bool = False, node_rank: int | 
         recipe = rc.updated(recipe, {"distributed.node_rank": node_rank})
     # a local model folder or data file that is not there: said now, not after the child's imports
     check_sources(recipe.model.id, recipe.data.path, Path(recipe_path).parent)
+    refuse_techniques(recipe, recipe_path)  # no CUDA or a package missing for a [train] technique
     d = recipe.distributed
     missing = deepspeed_missing(d.strategy) if rc.world_size(d) > 1 else None
     if missing:  # said now, not from every rank
@@ -120,6 +121,33 @@ def child_argv_env(recipe_path, run_dir, resume: bool = False, node_rank: int | 
         return build_argv(recipe_path, run_dir, resume), env
     port = free_port() if d.master_port == 0 and d.nnodes == 1 else d.master_port
     return build_argv(recipe_path, run_dir, resume, d, port), distributed_env(d)
+
+
+def refuse_techniques(recipe: rc.Recipe, name, cuda_here=None) -> None:
+    """The check before any child starts, for every front end (train, the app, bench): the child's
+    own refusal (train/techniques.py), in the same words. NO_GPU when there is no GPU, else
+    BAD_RECIPE (a package missing)."""
+    from peft_advisor.core.techniques import refusal_for
+
+    cuda_here = cuda_here or CudaHere()
+    line = refusal_for(recipe, cuda_here)
+    if line:
+        raise UserError(f"{name}: {line}", ExitCode.BAD_RECIPE if cuda_here() else ExitCode.NO_GPU)
+
+
+class CudaHere:
+    """Is there an NVIDIA GPU (NVML, as `probe` reads it)? Probed once, on first use: torch takes
+    seconds to import, and most recipes never ask."""
+
+    def __init__(self) -> None:
+        self._found: bool | None = None
+
+    def __call__(self) -> bool:
+        if self._found is None:
+            from peft_advisor.probe import probe
+
+            self._found = probe().ok
+        return self._found
 
 
 @dataclass

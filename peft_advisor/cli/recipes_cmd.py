@@ -137,7 +137,9 @@ def run_validate(args) -> int:
     recipe that turns trust_remote_code on, or needs CUDA on a machine without it, also gets a
     warning line on stderr (still exit 0: the recipe may be meant for another machine)."""
     failed = 0
-    cuda = _CudaHere()
+    from peft_advisor.launch import CudaHere
+
+    cuda = CudaHere()
     for name in args.files:
         if len(args.files) == 1:
             recipe = rc.load(name)  # a single file: the dispatcher prints the error and exit code
@@ -177,27 +179,3 @@ def technique_warning(recipe: rc.Recipe, name: str, cuda_here) -> str | None:
     return f"{name}: {line}: train will refuse it here" if line else None
 
 
-def refuse_techniques(recipe: rc.Recipe, name, cuda_here=None) -> None:
-    """`train`'s check before any child starts: the child's own refusal (train/techniques.py), in
-    the same words. NO_GPU when there is no GPU, else BAD_RECIPE (a package missing)."""
-    from peft_advisor.core.techniques import refusal_for
-
-    cuda_here = cuda_here or _CudaHere()
-    line = refusal_for(recipe, cuda_here)
-    if line:
-        raise UserError(f"{name}: {line}", ExitCode.BAD_RECIPE if cuda_here() else ExitCode.NO_GPU)
-
-
-class _CudaHere:
-    """Is there an NVIDIA GPU (NVML, as `probe` reads it)? Probed once, on first use: torch takes
-    seconds to import, and most recipes never ask."""
-
-    def __init__(self) -> None:
-        self._found: bool | None = None
-
-    def __call__(self) -> bool:
-        if self._found is None:
-            from peft_advisor.probe import probe
-
-            self._found = probe().ok
-        return self._found

@@ -52,12 +52,10 @@ def register(sub) -> None:
 
 def run_train(args) -> int:
     from peft_advisor import launch
-    from peft_advisor.cli.recipes_cmd import refuse_techniques
     from peft_advisor.core import recipe as rc
 
     recipe = rc.load(args.recipe)  # a bad recipe is one line here, before any process or folder
     rc.check_remote_code(recipe, args.recipe, getattr(args, "trust_remote_code", False))  # no model code unasked
-    refuse_techniques(recipe, args.recipe)  # no CUDA or a package missing for a [train] technique
     if args.run_dir is not None and not args.run_dir.strip():
         raise UserError("train: --run-dir is empty; name a folder or leave it out to use output.dir", ExitCode.USAGE)
     run_dir = Path(args.run_dir or recipe.output.dir)

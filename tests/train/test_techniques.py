@@ -204,22 +204,27 @@ def test_the_cli_refuses_before_any_child(changes, needle, code, make_recipe, tm
     from peft_advisor import launch
     from peft_advisor.cli import main
 
-    monkeypatch.setattr("peft_advisor.cli.recipes_cmd._CudaHere.__call__", lambda self: False)
-    monkeypatch.setattr(launch, "start", lambda *a, **k: pytest.fail("a child was started"))
+    monkeypatch.setattr("peft_advisor.launch.CudaHere.__call__", lambda self: False)
+    monkeypatch.setattr(launch.subprocess, "Popen", lambda *a, **k: pytest.fail("a child was started"))
     changes = dict(changes)
     optimizer = changes.pop("train.optimizer", "adamw")  # written into the file: a recipe with it cannot be built
     recipe = make_recipe(**changes)
     recipe.write_text(recipe.read_text().replace('optimizer = "adamw"', f'optimizer = "{optimizer}"'))
-    assert main(["train", str(recipe)]) == code
+    assert main(["train", str(recipe), "--run-dir", str(tmp_path / "run")]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
+    # the app and bench start runs through launch.start: the same refusal, before any folder
+    with pytest.raises(UserError, match=needle) as refused:
+        launch.start(recipe, tmp_path / "app-run")
+    assert refused.value.code == code
+    assert not [p.name for p in tmp_path.iterdir() if p.is_dir() and "run" in p.name]  # no run or staging folder
 
 
 def test_validate_warns_but_accepts(make_recipe, capsys, monkeypatch):
     """A recipe may be meant for another machine: validate says train would refuse it here, exit 0."""
     from peft_advisor.cli import main
 
-    monkeypatch.setattr("peft_advisor.cli.recipes_cmd._CudaHere.__call__", lambda self: False)
+    monkeypatch.setattr("peft_advisor.launch.CudaHere.__call__", lambda self: False)
     recipe = make_recipe(**{"train.optimizer": "adamw_8bit"})
     assert main(["validate", str(recipe)]) == 0
     err = capsys.readouterr().err
