@@ -171,6 +171,7 @@ def _method(name: str) -> str:
 
 
 def format_estimate(model: str, result) -> str:
+    from peft_advisor.core.distributed import cpu_ram_what
     from peft_advisor.core.recommend import tight_risk
 
     est: Estimate = result.estimate
@@ -181,12 +182,12 @@ def format_estimate(model: str, result) -> str:
         f"CUDA context      {fmt_bytes(est.context_bytes):>12}   {result.card_note}"
         + (" (give --vram or --gpu)" if result.card.total_bytes is None else ""),
         f"total on the card {fmt_bytes(est.total_bytes):>12}",
-        *([f"CPU RAM (pinned) {fmt_bytes(est.cpu_bytes):>13}   offloaded activations"] if est.cpu_bytes else []),
+        *([f"CPU RAM           {fmt_bytes(est.cpu_bytes):>12}   "
+           f"{'per GPU process: ' if result.parallel.gpus > 1 else ''}{cpu_ram_what(s, result.parallel.offload)}"]
+          if est.cpu_bytes else []),
         f"adapter file      {fmt_file_bytes(est.adapter_bytes):>12}",
         f"trainable params  {fmt_count(est.trainable_params):>12}",
     ]
-    if est.cpu_bytes:
-        lines.append(f"CPU RAM (offload) {fmt_bytes(est.cpu_bytes):>12}   per GPU process (ZeRO offload)")
     if result.fit == "ok":
         lines.append(f"fits              {'ok':>12}   the whole range fits {fmt_bytes(result.card.budget_bytes)}")
     elif result.fit == "tight":
@@ -245,6 +246,9 @@ def _export(args, advice) -> None:
     write_recipe(recipe, args.export, args.force)
     tight = f"; {best.fit}: its estimate's high end does not fit the budget" if best.fit != "ok" else ""
     print(f"wrote {args.export} ({best.name}{tight})", file=sys.stderr)
+    from peft_advisor.cli.recipes_cmd import warn_missing_packages
+
+    warn_missing_packages(recipe, str(args.export))
 
 
 def _seq_words(advice) -> str:

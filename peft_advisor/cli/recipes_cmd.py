@@ -129,7 +129,22 @@ def run_export(args) -> int:
     path = write_recipe(recipe, args.output, force=args.force)
     if path is not None:
         print(f"wrote {path} ({recipe.method.name} on {recipe.model.id})", file=sys.stderr)
+        warn_missing_packages(recipe, str(path))
     return int(ExitCode.OK)
+
+
+def warn_missing_packages(recipe: rc.Recipe, name: str, cuda_here=None) -> None:
+    """After an export on a machine with an NVIDIA GPU: a warning line when train would refuse the
+    recipe here for a package not installed (liger-kernel, bitsandbytes), with its install command.
+    Without a GPU nothing is said: the recipe is for another machine (validate says more)."""
+    from peft_advisor.launch import CudaHere
+
+    cuda_here = cuda_here or CudaHere()
+    needs = recipe.train.liger_kernels or recipe.train.optimizer != "adamw"
+    if needs and cuda_here():
+        warning = technique_warning(recipe, name, cuda_here)
+        if warning:
+            print(f"peft-advisor: warning: {warning}", file=sys.stderr)
 
 
 def run_validate(args) -> int:

@@ -217,7 +217,8 @@ def advise(req: AdviceRequest, probe: Callable | None = None, calibration: Calla
     par = Parallel(req.gpus or card.same_gpus, req.strategy, req.zero_offload)
     adapter = int(req.adapter_mb * MB) if req.adapter_mb else None
     techniques = available_techniques(spec, card.cuda, req.techniques)
-    free_ram = ram() if ram is not None and "offload_activations" in techniques else None
+    offloads = "offload_activations" in techniques or par.offload != "none"
+    free_ram = ram() if ram is not None and offloads else None
     ram_bytes = None if free_ram is None else free_ram // par.gpus  # each GPU's process pins its own
     budget = Budget(card.budget_bytes, adapter, card.source, card.total_bytes, ram_bytes)
     prof = data_profile(req, profile)

@@ -91,6 +91,17 @@ def offload_problem(strategy: str, offload: str) -> str | None:
     return None
 
 
+def cpu_ram_what(settings, offload: str) -> str:
+    """What an estimate's `cpu_bytes` holds, in words: offloaded activations (`offload_activations`,
+    pinned), ZeRO's offloaded states (`offload`), or both. One wording for every front end."""
+    parts = ["offloaded activations (pinned)"] if settings.offload_activations else []
+    if offload == "optimizer":
+        parts.append("ZeRO's offloaded optimizer states")
+    elif offload == "optimizer+params":
+        parts.append("ZeRO's offloaded optimizer states and weights")
+    return " and ".join(parts) or "offloaded tensors"
+
+
 def cheapest_first(gpus: int) -> list[Parallel]:
     """Every way to spread a run over `gpus` GPUs, least communication first: DDP (one all-reduce of
     the trainable gradients), FSDP and ZeRO-2 (sharded states; FSDP also gathers weights), ZeRO-3

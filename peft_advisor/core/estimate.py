@@ -404,8 +404,10 @@ upcast) add the tanh output autograd saves and the gradient through it: two bf16
 
 def _logits_bytes(spec: ModelSpec, s: Settings) -> int:
     """Peak of the loss over the whole vocabulary (or, fused, over one chunk of tokens)."""
-    if s.fused_loss:
-        return _fused_loss_bytes(spec, s)
+    if s.fused_loss:  # Liger's kernel runs when liger_kernels is on (it needs liger-kernel installed);
+        # otherwise the machine decides (Liger where installed, else the chunked loss): count the larger
+        liger = _fused_loss_bytes(spec, s)
+        return liger if s.liger_kernels else max(liger, _chunked_loss_bytes(spec, s))
     per_entry = LOGIT_BYTES + (SOFTCAP_BYTES if spec.logit_softcap else 0)
     return per_entry * s.tokens * spec.vocab_size
 
@@ -426,7 +428,7 @@ def _fused_loss_bytes(spec: ModelSpec, s: Settings) -> int:
     fp32 per-token losses, and when the output projection trains (full fine-tuning, GaLore) its
     gradient, allocated in forward. The whole-vocabulary log-softmax is never built. Counted from
     Liger's code; assumed, not yet measured. The chunked torch loss used where Liger is not (no
-    CUDA) is not modelled: the advice is for CUDA cards. Evaluation still builds the whole logits
+    CUDA, or liger-kernel not installed) is `_chunked_loss_bytes`. Evaluation still builds the whole logits
     (transformers' Liger path skips them only in training), so `_eval_bytes` is unchanged."""
     a = FP32 if s.method == "qlora" else BF16  # prepare_model_for_kbit_training: fp32 hidden states
     chunk = fused_loss_chunk_tokens(spec, s) * spec.vocab_size * a
@@ -434,6 +436,26 @@ def _fused_loss_bytes(spec: ModelSpec, s: Settings) -> int:
     losses = s.tokens * FP32
     head_grad = spec.vocab_size * spec.hidden_size * BF16 if trains_all_weights(s.method) else 0
     return chunk + grad_hidden + losses + head_grad
+
+
+CHUNKED_LOSS_BYTES = 12
+"""Per logit of one chunk of the chunked PyTorch loss, beyond its two model-dtype tensors (the
+logits and their gradient): the fp32 copy, cross-entropy's fp32 log-softmax, and the fp32 gradient,
+all alive in the chunk's recomputed backward (train/fused_loss.py). Counted from the code; not yet
+measured on a GPU."""
+
+
+def _chunked_loss_bytes(spec: ModelSpec, s: Settings) -> int:
+    """The chunked PyTorch loss's peak, where Liger does not run: one checkpointed chunk of
+    `core.techniques.loss_chunk_tokens` tokens (about 2^26 logits, whatever the vocabulary) in its
+    backward, plus the gradient of every hidden state and, when the head trains, its gradient."""
+    from peft_advisor.core.techniques import loss_chunk_tokens
+
+    a = FP32 if s.method == "qlora" else BF16
+    chunk = min(s.tokens, loss_chunk_tokens(spec.vocab_size)) * spec.vocab_size
+    per_logit = 2 * a + CHUNKED_LOSS_BYTES + (SOFTCAP_BYTES if spec.logit_softcap else 0)
+    head_grad = spec.vocab_size * spec.hidden_size * BF16 if trains_all_weights(s.method) else 0
+    return chunk * per_logit + s.tokens * spec.hidden_size * a + head_grad
 
 
 EVAL_LOGIT_BYTES = 10

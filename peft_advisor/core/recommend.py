@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from peft_advisor.core.catalog import Method, alpha_for, load_catalog, method_info, multi_gpu_refusal
-from peft_advisor.core.distributed import Parallel, cheapest_first, per_gpu_estimate
+from peft_advisor.core.distributed import Parallel, cheapest_first, cpu_ram_what, per_gpu_estimate
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.estimate import (CONTEXT_BASE_BYTES, CONTEXT_PER_TOTAL, LIGER_MODEL_TYPES, METHODS, Estimate,
                                         Settings, resolve_targets)
@@ -407,8 +407,9 @@ def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parall
         return None, smallest, reason
     per_gpu = " per GPU" if par.gpus > 1 else ""
     if short_of_ram is not None:
-        return None, short_of_ram, (f"needs {fmt_bytes(short_of_ram.cpu_bytes)} of CPU RAM{per_gpu} for its offloaded "
-                                    f"activations > {fmt_bytes(budget.ram_bytes)} free{per_gpu} "
+        what = cpu_ram_what(short_of_ram.settings, par.offload)
+        return None, short_of_ram, (f"needs {fmt_bytes(short_of_ram.cpu_bytes)} of CPU RAM{per_gpu} for {what} "
+                                    f"> {fmt_bytes(budget.ram_bytes)} free{per_gpu} "
                                     f"(with {_describe(short_of_ram.settings)})")
     miss = closest.total_bytes - budget.vram_bytes
     reason = (f"needs {fmt_bytes(closest.total_bytes)}{per_gpu} even with {_describe(closest.settings)} "
@@ -565,7 +566,8 @@ def _costly_changes(adjustments: tuple) -> int:
     return sum(1 for a in adjustments if a not in FREE_CHANGES)
 
 
-def _reasons(rec: Recommendation, m: Method, budget: Budget, request: Settings) -> tuple[str, ...]:
+def _reasons(rec: Recommendation, m: Method, budget: Budget, request: Settings,
+             par: Parallel = Parallel()) -> tuple[str, ...]:
     est = rec.estimate
     band = (f"peak {fmt_bytes(est.peak_bytes)} + CUDA context {fmt_bytes(est.context_bytes)}; "
             f"range {fmt_bytes(est.low_bytes + est.context_bytes)}–{fmt_bytes(est.high_bytes + est.context_bytes)}")
@@ -576,8 +578,8 @@ def _reasons(rec: Recommendation, m: Method, budget: Budget, request: Settings) 
     if rec.savings:
         out.append(_techniques_reason(rec))
     if est.cpu_bytes:
-        ram = f" of {fmt_bytes(budget.ram_bytes)} free" if budget.ram_bytes is not None else " (free RAM not checked)"
-        out.append(f"CPU RAM: {fmt_bytes(est.cpu_bytes)} of pinned memory for offloaded activations{ram}")
+        ram = f", of {fmt_bytes(budget.ram_bytes)} free" if budget.ram_bytes is not None else "; free RAM not checked"
+        out.append(f"CPU RAM: {fmt_bytes(est.cpu_bytes)} for {cpu_ram_what(rec.settings, par.offload)}{ram}")
     if rec.settings.optimizer.startswith("paged"):
         out.append("paged optimizer: its states can spill pages to CPU RAM when the card runs short")
     out.append(_quality_reason(m, rec, request))
@@ -643,7 +645,7 @@ def recommend(
         fits.append(Recommendation(method, name, est.settings, est, (), adjustments,
                                    fit_of(est, budget.vram_bytes), batch_size, savings, without))
     fits.sort(key=lambda r: _sort_key(r, catalog[r.method], priority, request))
-    recs = tuple(replace(r, reasons=_reasons(r, catalog[r.method], budget, request)) for r in fits)
+    recs = tuple(replace(r, reasons=_reasons(r, catalog[r.method], budget, request, parallel)) for r in fits)
     if recs:
         recs = (replace(recs[0], reasons=(_why_first(recs, catalog, priority, request),) + recs[0].reasons),) + recs[1:]
     ruled.sort(key=lambda r: (r.closest is None, r.peak_bytes))

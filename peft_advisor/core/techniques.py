@@ -25,8 +25,8 @@ BNB_INSTALL = "pip install bitsandbytes"
 STRATEGY_NAMES = {"ddp": "DDP", "fsdp": "FSDP", "zero2": "ZeRO-2", "zero3": "ZeRO-3"}
 
 # The chunked loss holds one chunk's logits at a time: its token count is chosen so that a chunk has
-# about this many logits (256 MiB in fp32), whatever the vocabulary. The estimator models the loss
-# as one such chunk (logits, fp32 copy, log-softmax and their gradients).
+# about this many logits (256 MiB in fp32), whatever the vocabulary. The estimator counts one such
+# chunk (logits, fp32 copy, log-softmax and their gradients) where Liger might not run.
 LOSS_CHUNK_LOGITS = 2**26
 # Targets that would put an adapter on the output head (or on the input embedding that it is
 # tied to): the fused loss multiplies the hidden states by the head's plain weight.
@@ -76,10 +76,11 @@ def recipe_refusals(method: str, targets, optimizer: str, fused_loss: bool, stra
 
 
 def environment_refusal(liger_kernels: bool, optimizer: str, cuda: bool,
-                        is_installed=installed) -> tuple[str, str] | None:
+                        is_installed=None) -> tuple[str, str] | None:
     """What this machine cannot run, as (key, one-line reason), or None. The fused loss is never
     refused here: without CUDA or liger-kernel it runs chunked in PyTorch; offloading activations
-    is a no-op on the CPU."""
+    is a no-op on the CPU. `is_installed` defaults to `installed`, looked up at call time."""
+    is_installed = is_installed or installed
     if liger_kernels and not cuda:
         return ("train.liger_kernels", "needs an NVIDIA GPU with CUDA (Liger's kernels are Triton GPU kernels); "
                 "none found: set liger_kernels = false to run on the CPU")

@@ -36,16 +36,22 @@ def test_fused_loss_chunk_follows_liger():
 
 
 def test_fused_loss_removes_the_whole_vocabulary_logits():
+    """With liger_kernels on, Liger's loss runs: one chunk. Without, the machine decides (Liger where
+    installed, else the chunked PyTorch loss): the larger of the two is counted."""
     s = Settings("lora", seq_len=2048, batch_size=1)
-    plain, fused = E.components(LLAMA_1B, s), E.components(LLAMA_1B, replace(s, fused_loss=True))
+    plain = E.components(LLAMA_1B, s)
+    liger = E.components(LLAMA_1B, replace(s, fused_loss=True, liger_kernels=True))
+    either = E.components(LLAMA_1B, replace(s, fused_loss=True))
     T, V, H = s.tokens, LLAMA_1B.vocab_size, LLAMA_1B.hidden_size
     assert plain["logits"] == 12 * T * V
-    assert fused["logits"] == 64 * V * 2 + T * H * 2 + T * 4  # one bf16 chunk, bf16 grad of the hidden states, losses
-    assert plain["logits"] - fused["logits"] > 0.97 * 12 * T * V
-    assert {k: v for k, v in fused.items() if k != "logits"} == {k: v for k, v in plain.items() if k != "logits"}
-    # full fine-tuning: Liger also holds the output projection's gradient from forward on
+    assert liger["logits"] == 64 * V * 2 + T * H * 2 + T * 4  # one bf16 chunk, bf16 grad of the hidden states, losses
+    chunk = (2**26 // V) * V  # 523 tokens of 128k logits: bf16 logits and grad, fp32 copy, log-softmax, grad
+    assert either["logits"] == chunk * (2 * 2 + 12) + T * H * 2
+    assert plain["logits"] - either["logits"] > 0.6 * 12 * T * V  # a quarter of the tokens a chunk
+    assert {k: v for k, v in either.items() if k != "logits"} == {k: v for k, v in plain.items() if k != "logits"}
+    # full fine-tuning: both also hold the output projection's gradient
     full = E.components(LLAMA_1B, replace(s, method="full", fused_loss=True))
-    assert full["logits"] == fused["logits"] + V * H * 2
+    assert full["logits"] == either["logits"] + V * H * 2
     assert estimate(LLAMA_1B, replace(s, fused_loss=True)).peak_bytes < estimate(LLAMA_1B, s).peak_bytes
 
 
@@ -179,7 +185,7 @@ def test_offloaded_activations_must_fit_the_free_ram():
     assert any(r.startswith("CPU RAM:") and "free" in r for r in roomy.best.reasons)
     short = advise(req, ram=lambda: 1)
     assert not short.recommendations
-    assert "of CPU RAM for its offloaded activations" in short.ruled_out[0].reason
+    assert "of CPU RAM for offloaded activations (pinned)" in short.ruled_out[0].reason
     assert advise(req, ram=lambda: None).best.settings.offload_activations  # RAM unknown: not checked
     # each GPU's process pins its own activations: the free RAM is shared by the run's GPUs
     assert advise(AdviceRequest(vram_gib=24, gpus=2), ram=lambda: 64 * GIB).budget.ram_bytes == 32 * GIB
