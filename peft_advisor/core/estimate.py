@@ -507,14 +507,26 @@ def _saved_activation_bytes(spec: ModelSpec, s: Settings) -> int:
 
 
 def _offloaded_bytes(spec: ModelSpec, s: Settings) -> int:
-    """Saved activations that `save_on_cpu` moves to pinned CPU memory: the decoder blocks' beyond
-    the OFFLOAD_BLOCKS_ON_GPU in flight (the final norm and the loss stay on the GPU; parameters
-    are assumed kept on the GPU by the trainer's pack hook). The pinned allocator's rounding of
-    host blocks is not counted (assumed, not yet measured)."""
+    """Decoder blocks' saved activations that leave the card: those beyond the
+    OFFLOAD_BLOCKS_ON_GPU in flight. Weights stay (the trainer's pack hook,
+    `train.techniques.offload_saved_tensors`, keeps every tensor that shares a parameter's storage)."""
     if not s.offload_activations:
         return 0
     offloaded_blocks = max(0, spec.num_layers - OFFLOAD_BLOCKS_ON_GPU)
     return offloaded_blocks * _saved_per_block_bytes(spec, s)
+
+
+def _offloaded_cpu_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Pinned CPU RAM while offloading: the blocks' activations, plus what the final norm and the
+    loss save (the head's input; without the fused loss also cross-entropy's fp32 log-softmax over
+    the whole vocabulary). The card's figure keeps the loss's own peak as is. The pinned
+    allocator's rounding of host blocks is not counted (assumed, not yet measured)."""
+    if not s.offload_activations:
+        return 0
+    a = FP32 if s.method == "qlora" else BF16
+    loss = s.tokens * spec.hidden_size * a + (0 if s.fused_loss else s.tokens * spec.vocab_size * FP32)
+    final = s.tokens * _norm_saved_bytes(s, spec.hidden_size)
+    return _offloaded_bytes(spec, s) + final + loss
 
 
 def _activation_bytes(spec: ModelSpec, s: Settings) -> int:
@@ -559,7 +571,7 @@ def _components(spec: ModelSpec, s: Settings) -> tuple:
         "scratch": _kernel_scratch_bytes(spec, s),
         "recompute": _recompute_bytes(spec, s),
         "eval": _eval_bytes(spec, s),
-        "cpu": _offloaded_bytes(spec, s),
+        "cpu": _offloaded_cpu_bytes(spec, s),
     }.items())
 
 
@@ -611,7 +623,7 @@ def from_breakdown(spec: ModelSpec, s: Settings, breakdown: dict[str, int], n_tr
         adapter_bytes=adapter_bytes(spec, s),
         trainable_params=n_trainable,
         breakdown=breakdown,
-        cpu_bytes=_offloaded_bytes(spec, s),
+        cpu_bytes=_offloaded_cpu_bytes(spec, s),
     )
 
 

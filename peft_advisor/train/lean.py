@@ -77,18 +77,18 @@ class LeanTrainer(Trainer):
         """Counts the training tokens, and runs the forward without a KV cache: with the config's
         `use_cache` (on in most models) every forward copies each layer's keys and values into a
         cache that nobody reads. With `fused_loss` the model is called through it (Trainer's own
-        handling of the returned loss stays); with `offload_activations` every tensor saved for
+        handling of the returned loss stays); with `offload_activations` every activation saved for
         backward during the forward and loss goes to (pinned) CPU memory and comes back in backward
-        (with checkpointing only the checkpoints' inputs are saved, so the two compose)."""
+        (with checkpointing only the checkpoints' inputs are saved, so the two compose); weights stay."""
         if model.training:
             mask = inputs.get("attention_mask")
             self._tokens_pending = self._tokens_pending + (mask.sum() if mask is not None else inputs["input_ids"].numel())
         call = model if self.fused_loss is None else _CallThrough(self.fused_loss, model)
         if not (self.offload_activations and model.training):
             return super().compute_loss(call, {**inputs, "use_cache": False}, *args, **kwargs)
-        import torch
+        from peft_advisor.train.techniques import offload_saved_tensors
 
-        with torch.autograd.graph.save_on_cpu(pin_memory=self.pin_memory):
+        with offload_saved_tensors(model, pin_memory=self.pin_memory):
             return super().compute_loss(call, {**inputs, "use_cache": False}, *args, **kwargs)
 
     def log(self, logs, *args, **kwargs):

@@ -63,3 +63,44 @@ def optimizer_class(name: str):
 def optimizer_kwargs(name: str, cuda: bool) -> dict:
     """Extra keyword arguments: torch's fused AdamW on CUDA, as Trainer's default adamw_torch_fused."""
     return {"fused": cuda} if name == "adamw" else {}
+
+
+OFFLOAD_MIN_BYTES = 2**20
+"""Saved tensors smaller than this stay on the device (norms' rstd, masks, indices): copying them
+costs a transfer each and frees next to nothing."""
+
+
+def offload_saved_tensors(model, pin_memory: bool, min_bytes: int = OFFLOAD_MIN_BYTES):
+    """`torch.autograd.graph.save_on_cpu`, except for what is not an activation: a frozen base
+    weight that a matmul saves for backward (as a view of the parameter: `W.t()`), and small tensors.
+    Plain `save_on_cpu` copies every frozen weight to pinned RAM on every micro-batch and back in
+    backward (the whole model's size in CPU RAM and PCIe traffic); the estimate counts activations
+    only (`core.estimate._offloaded_bytes`). A tensor is a parameter's when it shares its storage."""
+    import torch
+
+    kept = weight_storages(model)
+
+    def pack(tensor):
+        if tensor.device.type == "cpu" or not is_activation(tensor, kept, min_bytes):
+            return (None, tensor)
+        packed = torch.empty(tensor.size(), dtype=tensor.dtype, layout=tensor.layout,
+                             pin_memory=pin_memory and not tensor.is_sparse)
+        packed.copy_(tensor)
+        return (tensor.device, packed)
+
+    def unpack(packed):
+        device, tensor = packed
+        return tensor if device is None else tensor.to(device, non_blocking=pin_memory)
+
+    return torch.autograd.graph.saved_tensors_hooks(pack, unpack)
+
+
+def weight_storages(model) -> set[int]:
+    """The storage addresses of the model's parameters and buffers (a saved `W.t()` shares W's)."""
+    return ({p.untyped_storage().data_ptr() for p in model.parameters()}
+            | {b.untyped_storage().data_ptr() for b in model.buffers()})
+
+
+def is_activation(tensor, kept: set[int], min_bytes: int = OFFLOAD_MIN_BYTES) -> bool:
+    """Worth offloading: not a weight (nor a view of one), and at least `min_bytes`."""
+    return tensor.numel() * tensor.element_size() >= min_bytes and tensor.untyped_storage().data_ptr() not in kept

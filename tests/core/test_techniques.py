@@ -81,8 +81,13 @@ def test_offloaded_activations_leave_the_card_for_cpu_ram(ckpt):
     on = replace(s, offload_activations=True)
     plain, off = E.components(LLAMA_1B, s), E.components(LLAMA_1B, on)
     block = E._saved_per_block_bytes(LLAMA_1B, s)
-    assert off["cpu"] == (LLAMA_1B.num_layers - E.OFFLOAD_BLOCKS_ON_GPU) * block > 0
-    assert off["acts"] + off["cpu"] == plain["acts"] and plain["cpu"] == 0
+    blocks = (LLAMA_1B.num_layers - E.OFFLOAD_BLOCKS_ON_GPU) * block
+    assert off["acts"] + blocks == plain["acts"] and plain["cpu"] == 0
+    T, H, V = s.tokens, LLAMA_1B.hidden_size, LLAMA_1B.vocab_size
+    final_and_loss = T * E._norm_saved_bytes(s, H) + T * H * 2 + T * V * 4  # + the fp32 log-softmax
+    assert off["cpu"] == blocks + final_and_loss
+    fused = E.components(LLAMA_1B, replace(on, fused_loss=True))["cpu"]
+    assert fused == blocks + T * E._norm_saved_bytes(s, H) + T * H * 2
     est = estimate(LLAMA_1B, on)
     assert est.cpu_bytes == off["cpu"] and est.to_dict()["cpu_bytes"] == off["cpu"]
     assert estimate(LLAMA_1B, s).cpu_bytes == 0

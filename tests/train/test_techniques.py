@@ -352,3 +352,29 @@ def test_an_export_on_a_gpu_machine_names_the_package_train_would_need(tmp_path,
     monkeypatch.setattr("peft_advisor.launch.CudaHere.__call__", lambda self: False)
     assert main(["recommend", "--vram", "12", "--model", "llama-3.2-1b", "--export", str(out), "--force"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_offloading_keeps_the_frozen_weights_and_moves_the_activations(tiny_model):
+    """Plain save_on_cpu would copy every frozen base weight (saved by its matmul as a view, W.t())
+    to CPU each micro-batch: the hook keeps weights and small tensors, and offloads the rest."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from peft_advisor.train.techniques import is_activation, weight_storages
+
+    model = get_peft_model(tiny_llama(tiny_model), LoraConfig(r=4, target_modules="all-linear"))
+    kept, saved = weight_storages(model), []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**batch(model.config.vocab_size)).loss.backward()
+    frozen = {p.untyped_storage().data_ptr() for n, p in model.named_parameters() if "base_layer" in n}
+    as_weights = [t for t in saved if t.untyped_storage().data_ptr() in frozen]
+    assert as_weights and not any(is_activation(t, kept, min_bytes=0) for t in as_weights)
+    activations = [t for t in saved if is_activation(t, kept, min_bytes=0)]
+    assert activations and not any(t.untyped_storage().data_ptr() in kept for t in activations)
+    big = max(activations, key=lambda t: t.numel())
+    assert not is_activation(big, kept, min_bytes=big.numel() * big.element_size() + 1)  # small ones stay
