@@ -213,6 +213,28 @@ async def test_priority_reorders_the_methods(workdir):
         assert order[0] == min(fitting, key=lambda r: r.peak_bytes).method  # least memory first
 
 
+async def test_techniques_off_is_recommend_no_techniques(workdir):
+    """The techniques choice: "off" gives recommend --no-techniques's advice (no fused loss, Liger,
+    8-bit AdamW or offloading in any method's settings), "on" brings them back."""
+    def uses_techniques(row) -> bool:
+        s = row.settings
+        return s is not None and (s.fused_loss or s.liger_kernels or s.offload_activations or s.optimizer != "adamw")
+
+    app = make_app()
+    async with app.run_test(size=(120, 32)) as pilot:
+        await settle(pilot, app, lambda i: i.vram_bytes == 22 * 1024**3)
+        await set_input(pilot, "#in-vram", "8")
+        await settle(pilot, app, lambda i: i.vram_bytes == 8 * 1024**3)
+        await wait_until(pilot, lambda: any(uses_techniques(r) for r in rows(app).values()))
+        app.screen.query_one("#in-techniques").focus()
+        await pilot.press("right")
+        await wait_until(pilot, lambda: rows(app) and not any(uses_techniques(r) for r in rows(app).values()))
+        off = {m: r.fits for m, r in rows(app).items()}
+        await pilot.press("right")
+        await wait_until(pilot, lambda: any(uses_techniques(r) for r in rows(app).values()))
+        assert sum(r.fits for r in rows(app).values()) >= sum(off.values())  # they only ever help
+
+
 async def test_ctrl_b_shows_the_study_front_and_t_switches_task(workdir):
     """The front the CLI prints (`matrix --front`): the same table and the same plotext drawing."""
     from peft_advisor.core.study import runs_of

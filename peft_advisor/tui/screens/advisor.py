@@ -34,6 +34,9 @@ from peft_advisor.tui.widgets.nav_bar import NavBar
 # (see `_start_background_work`): the first frame shows the navigation and the inputs at once.
 
 PRIORITIES = ("quality", "speed", "memory", "size")
+TECHNIQUES_CHOICE = ("on", "off")
+"""May the advice turn on the memory-saving techniques (fused loss, Liger, 8-bit AdamW, offloading):
+"off" is the CLI's --no-techniques."""
 DEFAULTS = AdviceRequest()
 """The advice core's defaults, the CLI's too."""
 DEFAULT_MODEL = DEFAULTS.model
@@ -99,6 +102,8 @@ class AdvisorScreen(Screen):
             yield Input(str(DEFAULTS.seq_len), id="in-seq", compact=True, classes="num")
             yield Label("batch", classes="in-label")
             yield Input(str(DEFAULTS.batch_size), id="in-batch", compact=True, classes="num")
+            yield Label("techniques", classes="in-label")
+            yield Choice(TECHNIQUES_CHOICE, "on" if DEFAULTS.techniques else "off", id="in-techniques")
         yield Static("", id="input-error", classes="error", markup=False)
         yield Static(f"data: {self.data} · estimates at its longest batch, as recommend --data" if self.data else "",
                      id="data-note", classes="notice", markup=False)
@@ -227,7 +232,8 @@ class AdvisorScreen(Screen):
             return "VRAM GiB: type a budget"
         return AdviceRequest(model=model, vram_gib=vram, adapter_mb=adapter, seq_len=seq, batch_size=batch,
                              priority=str(self.query_one("#in-priority", Choice).value),
-                             gpu_index=gpu.index if gpu is not None else 0, data=self.data)
+                             gpu_index=gpu.index if gpu is not None else 0, data=self.data,
+                             techniques=self.query_one("#in-techniques", Choice).value == "on")
 
     def _gpu(self):
         if self.probe_result is None or self.chosen_gpu is None:
