@@ -164,6 +164,17 @@ def test_a_method_that_needed_checkpointing_fits_without_it_and_the_reason_says_
     assert any("without them it would need gradient checkpointing on" in r for r in rec.reasons)
 
 
+@pytest.mark.parametrize("model", ["llama-3.2-1b", "qwen2.5-1.5b", "llama-3.2-3b"])
+def test_on_12_gib_the_techniques_buy_a_larger_micro_batch(model):
+    """Issue 15's advice-side target on a 12 GiB card, 1B-3B, 4 x 2048 tokens: with the techniques
+    the top method trains the whole batch at once where without them it needed accumulation (the
+    GPU side, that none of it runs out of memory, is bench/fits.py's)."""
+    req = dict(vram_gib=12, model=model, seq_len=2048, batch_size=4)
+    on, off = advise(AdviceRequest(**req)).best, advise(AdviceRequest(techniques=False, **req)).best
+    assert off.settings.batch_size < 4 and on.settings.batch_size == 4 and on.fit == "ok"
+    assert on.settings.batch_size * on.settings.grad_accum == off.settings.batch_size * off.settings.grad_accum == 4
+
+
 def test_no_techniques_gives_the_advice_without_them():
     req = dict(vram_gib=12, model="llama-3.2-3b", seq_len=2048)
     off = advise(AdviceRequest(techniques=False, **req))
