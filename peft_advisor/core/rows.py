@@ -72,27 +72,28 @@ def field_problem(row: dict, name: str, optional: bool = False) -> str | None:
     return f'"{name}" must be a string, got {json_type(value)}'
 
 
-def message_problem(message, number: int) -> str | None:
-    """The problem of message `number` (1-based) of a chat row, if any."""
-    if not isinstance(message, dict):
-        return f'"messages" item {number} must be an object with "role" and "content", got {json_type(message)}'
-    for key in MESSAGE_KEYS:
-        problem = field_problem(message, key)
+def turns_problem(turns, field: str, keys: tuple[str, str]) -> str | None:
+    """A chat's list of turns (`messages` or ShareGPT's `conversations`): a non-empty list of
+    objects with the two string `keys`; the first problem, naming the turn (1-based)."""
+    pair = f'{{"{keys[0]}", "{keys[1]}"}}'
+    if not isinstance(turns, list):
+        return f'"{field}" must be a list of {pair} objects, got {json_type(turns)}'
+    if not turns:
+        return f'"{field}" is empty'
+    for number, turn in enumerate(turns, 1):
+        if not isinstance(turn, dict):
+            return f'"{field}" item {number} must be an object with "{keys[0]}" and "{keys[1]}", got {json_type(turn)}'
+        problem = next(filter(None, (field_problem(turn, key) for key in keys)), None)
         if problem:
-            return f'"messages" item {number}: {problem}'
+            return f'"{field}" item {number}: {problem}'
     return None
 
 
 def messages_problem(messages) -> str | None:
     """A chat row's `messages`: a list of {role, content} strings with an assistant turn to train on."""
-    if not isinstance(messages, list):
-        return f'"messages" must be a list of {{"role", "content"}} objects, got {json_type(messages)}'
-    if not messages:
-        return '"messages" is empty'
-    for number, message in enumerate(messages, 1):
-        problem = message_problem(message, number)
-        if problem:
-            return problem
+    problem = turns_problem(messages, "messages", MESSAGE_KEYS)
+    if problem:
+        return problem
     roles = [m["role"] for m in messages]
     if "assistant" not in roles:
         found = ", ".join(dict.fromkeys(roles))
@@ -100,29 +101,15 @@ def messages_problem(messages) -> str | None:
     return None
 
 
-def turn_problem(turn, number: int) -> str | None:
-    """The problem of ShareGPT turn `number` (1-based), if any."""
-    if not isinstance(turn, dict):
-        return f'"conversations" item {number} must be an object with "from" and "value", got {json_type(turn)}'
-    for key in SHAREGPT_KEYS:
-        problem = field_problem(turn, key)
-        if problem:
-            return f'"conversations" item {number}: {problem}'
-    if turn["from"] not in SHAREGPT_ROLES:
-        return f'"conversations" item {number}: "from" must be human, gpt or system, got {turn["from"][:40]!r}'
-    return None
-
-
 def conversations_problem(turns) -> str | None:
-    """A ShareGPT row's `conversations`: {from, value} turns with a gpt turn to train on."""
-    if not isinstance(turns, list):
-        return f'"conversations" must be a list of {{"from", "value"}} objects, got {json_type(turns)}'
-    if not turns:
-        return '"conversations" is empty'
+    """A ShareGPT row's `conversations`: {from, value} turns from human, gpt or system, with a gpt
+    turn to train on."""
+    problem = turns_problem(turns, "conversations", SHAREGPT_KEYS)
+    if problem:
+        return problem
     for number, turn in enumerate(turns, 1):
-        problem = turn_problem(turn, number)
-        if problem:
-            return problem
+        if turn["from"] not in SHAREGPT_ROLES:
+            return f'"conversations" item {number}: "from" must be human, gpt or system, got {turn["from"][:40]!r}'
     if all(SHAREGPT_ROLES[t["from"]] != "assistant" for t in turns):
         found = ", ".join(dict.fromkeys(t["from"] for t in turns))
         return f'"conversations" has no "gpt" turn, so nothing to train on (from: {found})'
