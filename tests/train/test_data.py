@@ -36,14 +36,17 @@ def test_instruction_rows_train_on_the_answer_only(tok, tmp_path):
     assert prepared.eval_prompts == ["<s>user\n2+3</s>\n<s>assistant\n"] and prepared.eval_answers == ["5"]
 
 
+CONVERSATION = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": "hello"},
+    {"role": "user", "content": "1+1"},
+    {"role": "assistant", "content": "2"},
+]
+
+
 def test_chat_rows_train_on_every_assistant_turn(tok, tmp_path):
-    messages = [
-        {"role": "system", "content": "be brief"},
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "hello"},
-        {"role": "user", "content": "1+1"},
-        {"role": "assistant", "content": "2"},
-    ]
+    messages = CONVERSATION
     path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": messages}] * 2)
     prepared = data.prepare(cfg(path, **{"data.eval_split": 0, "data.max_seq_len": 128}), tok, seed=0)
     assert prepared.format == "chat" and prepared.eval is None
@@ -58,13 +61,7 @@ def sharegpt_of(messages: list[dict]) -> dict:
 
 
 def test_sharegpt_rows_tokenize_as_the_same_chat_rows(tok, tmp_path):
-    messages = [
-        {"role": "system", "content": "be brief"},
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "hello"},
-        {"role": "user", "content": "1+1"},
-        {"role": "assistant", "content": "2"},
-    ]
+    messages = CONVERSATION
     chat = write_jsonl(tmp_path / "chat.jsonl", [{"messages": messages}] * 3)
     share = write_jsonl(tmp_path / "sharegpt.jsonl", [sharegpt_of(messages)] * 3)
     changes = {"data.eval_split": 1, "data.max_seq_len": 128}
