@@ -71,6 +71,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--data", dest="app_data", metavar="PATH",
                         help="with no COMMAND: open the app advising from this training data (a file, a folder, "
                              "demo or a cached Hub id), as recommend --data does")
+    parser.add_argument("--packing", dest="app_packing", action="store_true",
+                        help="with --data: rows packed into seq len tokens, as recommend --packing")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND", title="commands")
     modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
     for name in modules:
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if not argv:
             return _open_tui() if _on_terminal() else _no_terminal()
         args = _parse(argv)
-        if getattr(args, "app_data", None) is not None:
+        if getattr(args, "app_data", None) is not None or getattr(args, "app_packing", False):
             return _open_app_with_data(args)
         if not getattr(args, "func", None):
             build_parser().print_help(sys.stderr)
@@ -131,14 +133,17 @@ def _no_terminal() -> int:
 def _open_app_with_data(args) -> int:
     """`peft-advisor --data PATH`: the app, its advice from that data. A local path that is not
     there is one line before the app opens; a Hub id is looked up (cache only) by the advice."""
+    flag = "--data" if args.app_data is not None else "--packing"
     if getattr(args, "func", None):
-        raise UserError(f"--data before {args.command} is the app's; put it after the command: "
-                        f"peft-advisor {args.command} --data PATH", ExitCode.USAGE)
+        raise UserError(f"{flag} before {args.command} is the app's; put it after the command: "
+                        f"peft-advisor {args.command} {flag}{' PATH' if flag == '--data' else ''}", ExitCode.USAGE)
+    if args.app_data is None:
+        raise UserError("--packing goes with --data: peft-advisor --data PATH --packing", ExitCode.USAGE)
     if args.app_data != "demo":
         from peft_advisor.core.sources import local_data
 
         local_data(args.app_data, None)
-    return _open_tui(data=args.app_data) if _on_terminal() else _no_terminal()
+    return _open_tui(data=args.app_data, packing=args.app_packing) if _on_terminal() else _no_terminal()
 
 
 def _open_tui(**kwargs) -> int:

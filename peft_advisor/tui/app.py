@@ -65,7 +65,7 @@ class PeftAdvisorApp(App[int]):
     ]
 
     def __init__(self, services: Services | None = None, monitor: str | Path | None = None,
-                 bench: str | Path | None = None, data: str | None = None):
+                 bench: str | Path | None = None, data: str | None = None, packing: bool = False):
         # The first screen is the first mode's, so no blank default screen is built and painted.
         self.DEFAULT_MODE = "monitor" if monitor else "runs" if bench else "advisor"
         super().__init__()
@@ -77,6 +77,8 @@ class PeftAdvisorApp(App[int]):
         """Open this bench folder's table over the Runs screen (Escape goes back to the runs)."""
         self.advice_data = data
         """The training data the advisor estimates from (`peft-advisor --data PATH`), as recommend --data."""
+        self.advice_packing = packing
+        """Its rows packed into seq-len-token rows (`--packing`), as recommend --packing."""
         self.launched: dict[Path, object] = {}
         """Runs this UI started (`launch.Launched`), so reopening one still knows its exit code."""
 
@@ -116,12 +118,12 @@ class PeftAdvisorApp(App[int]):
 
 
 def run_app(monitor: str | Path | None = None, output_root: str | Path | None = None,
-            bench: str | Path | None = None, data: str | None = None, **_) -> int:
+            bench: str | Path | None = None, data: str | None = None, packing: bool = False, **_) -> int:
     """Entry point for the console script (`peft_advisor.cli` calls it with keyword arguments)."""
     services = Services()
     if output_root is not None:
         services.output_root = Path(output_root)
     elif monitor is not None or bench is not None:
         services.output_root = Path(monitor or bench).resolve().parent
-    app = PeftAdvisorApp(services=services, monitor=monitor, bench=bench, data=data)
+    app = PeftAdvisorApp(services=services, monitor=monitor, bench=bench, data=data, packing=packing)
     return int(app.run() or 0)

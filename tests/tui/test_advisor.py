@@ -256,9 +256,11 @@ async def test_ctrl_b_shows_the_study_front_and_t_switches_task(workdir):
         await wait_until(pilot, lambda: not isinstance(app.screen, FrontScreen))
 
 
-async def test_the_app_with_data_estimates_as_recommend_data_does(workdir, tmp_path):
-    """`peft-advisor --data PATH`: every method's estimate in the table is recommend --data's for the
-    same request (same settings, same peak), at the data's longest row instead of the typed seq."""
+@pytest.mark.parametrize("packing", [False, True])
+async def test_the_app_with_data_estimates_as_recommend_data_does(workdir, tmp_path, packing):
+    """`peft-advisor --data PATH [--packing]`: every method's estimate in the table is recommend
+    --data's for the same request (same settings, same peak), at the data's longest row instead of
+    the typed seq, or at the typed seq when short rows are packed into it."""
     import json
     import subprocess
     import sys
@@ -266,19 +268,24 @@ async def test_the_app_with_data_estimates_as_recommend_data_does(workdir, tmp_p
     rows_ = [{"instruction": "add %d and %d" % (n, n + 1), "input": "", "output": str(2 * n + 1)} for n in range(60)]
     path = tmp_path / "short.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows_))
-    app = make_app(data=str(path))
+    app = make_app(data=str(path), packing=packing)
     async with app.run_test(size=(100, 32)) as pilot:
         await set_input(pilot, "#in-model", "demo")
         await set_input(pilot, "#in-vram", "24")
         await settle(pilot, app, lambda i: i.model == "demo" and i.vram_bytes == 24 * 1024**3)
-        assert app.screen.query_one("#data-note").display and str(path) in str(app.screen.query_one("#data-note").content)
+        note = str(app.screen.query_one("#data-note").content)
+        assert app.screen.query_one("#data-note").display and str(path) in note
         shown = rows(app)
     cli = subprocess.run([sys.executable, "-m", "peft_advisor", "recommend", "--model", "demo", "--vram", "24",
-                          "--data", str(path), "--json"], capture_output=True, text=True, timeout=120,
+                          "--data", str(path), "--json", *(["--packing"] if packing else [])],
+                         capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[2])  # this checkout's peft_advisor
     assert cli.returncode == 0, cli.stderr
     doc = json.loads(cli.stdout)
-    assert doc["data"]["estimate_seq_len"] < 64  # short rows: far below the typed 1024
+    if packing:  # about 1,100 tokens of short rows packed into rows of the typed 1024
+        assert doc["data"]["estimate_seq_len"] == 1024 and "packed" in note
+    else:  # short rows: far below the typed 1024
+        assert doc["data"]["estimate_seq_len"] < 64 and "packed" not in note
     for rec in doc["recommendations"]:
         row = shown[rec["method"]]
         assert row.settings.seq_len == rec["settings"]["seq_len"] == doc["data"]["estimate_seq_len"]

@@ -59,8 +59,9 @@ def make_services(launcher: FakeLauncher | None = None, gpu: bool = True, root: 
     return services
 
 
-def make_app(launcher=None, gpu: bool = True, monitor=None, bench=None, data=None) -> PeftAdvisorApp:
-    return PeftAdvisorApp(services=make_services(launcher, gpu), monitor=monitor, bench=bench, data=data)
+def make_app(launcher=None, gpu: bool = True, monitor=None, bench=None, data=None, packing=False) -> PeftAdvisorApp:
+    return PeftAdvisorApp(services=make_services(launcher, gpu), monitor=monitor, bench=bench, data=data,
+                          packing=packing)
 
 
 async def wait_until(pilot, condition, timeout: float = 30.0, step: float = 0.1) -> None:

@@ -105,13 +105,20 @@ class AdvisorScreen(Screen):
             yield Label("techniques", classes="in-label")
             yield Choice(TECHNIQUES_CHOICE, "on" if DEFAULTS.techniques else "off", id="in-techniques")
         yield Static("", id="input-error", classes="error", markup=False)
-        yield Static(f"data: {self.data} · estimates at its longest batch, as recommend --data" if self.data else "",
+        packed = " packed" if self.packing else ""
+        yield Static(f"data: {self.data}{packed} · estimates at its longest batch, as recommend --data{packed and ' --packing'}"
+                     if self.data else "",
                      id="data-note", classes="notice", markup=False)
 
     @property
     def data(self) -> str | None:
         """The training data the app was opened with (`peft-advisor --data PATH`), or None."""
         return getattr(self.app, "advice_data", None)
+
+    @property
+    def packing(self) -> bool:
+        """The data's rows packed into seq-len-token rows (`peft-advisor --data PATH --packing`)."""
+        return bool(getattr(self.app, "advice_packing", False))
 
     def on_mount(self) -> None:
         self.query_one("#gpu-notice").display = False
@@ -232,7 +239,7 @@ class AdvisorScreen(Screen):
             return "VRAM GiB: type a budget"
         return AdviceRequest(model=model, vram_gib=vram, adapter_mb=adapter, seq_len=seq, batch_size=batch,
                              priority=str(self.query_one("#in-priority", Choice).value),
-                             gpu_index=gpu.index if gpu is not None else 0, data=self.data,
+                             gpu_index=gpu.index if gpu is not None else 0, data=self.data, packing=self.packing,
                              techniques=self.query_one("#in-techniques", Choice).value == "on")
 
     def _gpu(self):
@@ -356,6 +363,10 @@ class AdvisorScreen(Screen):
                 strategy=DEFAULTS.strategy,
             )
             recipe = _demo_settings(recipe)
+            if self.packing:
+                from peft_advisor.core.recipe import updated
+
+                recipe = updated(recipe, {"data.packing": True})
         except UserError as err:
             self.notify(str(err), severity="error")
             return
