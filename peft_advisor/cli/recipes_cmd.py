@@ -135,12 +135,15 @@ def run_export(args) -> int:
 
 def warn_missing_packages(recipe: rc.Recipe, name: str, cuda_here=None) -> None:
     """After an export on a machine with an NVIDIA GPU: a warning line when train would refuse the
-    recipe here for a package not installed (liger-kernel, bitsandbytes), with its install command.
+    recipe here for a package not installed (liger-kernel; bitsandbytes for 8-bit AdamW, QLoRA or
+    8-bit GaLore), with its install command.
     Without a GPU nothing is said: the recipe is for another machine (validate says more)."""
     from peft_advisor.launch import CudaHere
 
+    from peft_advisor.core.techniques import method_needs_bnb
+
     cuda_here = cuda_here or CudaHere()
-    needs = recipe.train.liger_kernels or recipe.train.optimizer != "adamw"
+    needs = recipe.train.liger_kernels or recipe.train.optimizer != "adamw" or method_needs_bnb(recipe.method)
     if needs and cuda_here():
         warning = technique_warning(recipe, name, cuda_here)
         if warning:

@@ -99,10 +99,21 @@ def needs_cuda(liger_kernels: bool, optimizer: str) -> bool:
     return liger_kernels or optimizer in BNB_OPTIMIZERS
 
 
+def method_needs_bnb(method) -> bool:
+    """QLoRA's 4-bit weights and GaLore's 8-bit states are bitsandbytes kernels (a recipe's [method])."""
+    return method.name == "qlora" or (method.name == "galore" and bool(getattr(method, "galore_8bit", False)))
+
+
 def refusal_for(recipe, cuda_here) -> str | None:
     """The one line that refuses this recipe's techniques on this machine, or None; `cuda_here()`
-    is asked only when a technique needs CUDA (probing takes time)."""
-    t = recipe.train
-    cuda = cuda_here() if needs_cuda(t.liger_kernels, t.optimizer) else False
+    is asked only when a technique or the method needs CUDA (probing takes time). A method that
+    needs bitsandbytes on a GPU machine without it is said here too (without a GPU, the method's own
+    CUDA refusal comes first, `catalog.cuda_reason`)."""
+    t, m = recipe.train, recipe.method
+    needs_bnb = method_needs_bnb(m)
+    cuda = cuda_here() if needs_cuda(t.liger_kernels, t.optimizer) or needs_bnb else False
     found = environment_refusal(t.liger_kernels, t.optimizer, cuda)
+    if found is None and needs_bnb and cuda and not installed("bitsandbytes"):
+        what = "4-bit weights" if m.name == "qlora" else "8-bit GaLore states (method.galore_8bit)"
+        found = ("method.name", f"{m.name}'s {what} need bitsandbytes, which is not installed: {BNB_INSTALL}")
     return f"{found[0]}: {found[1]}" if found else None

@@ -378,3 +378,22 @@ def test_offloading_keeps_the_frozen_weights_and_moves_the_activations(tiny_mode
     assert activations and not any(t.untyped_storage().data_ptr() in kept for t in activations)
     big = max(activations, key=lambda t: t.numel())
     assert not is_activation(big, kept, min_bytes=big.numel() * big.element_size() + 1)  # small ones stay
+
+
+def test_qlora_on_a_gpu_machine_without_bitsandbytes_is_one_line_before_the_child(make_recipe, tmp_path, monkeypatch):
+    """QLoRA's 4-bit weights are bitsandbytes kernels: with a GPU but no bitsandbytes, the launch
+    (train, the app, bench) refuses in one line naming the install, and export warns the same."""
+    from peft_advisor import launch
+    from peft_advisor.core import recipe as rc
+    from peft_advisor.core import techniques
+
+    monkeypatch.setattr(techniques, "installed", lambda package: package != "bitsandbytes")
+    monkeypatch.setattr("peft_advisor.launch.CudaHere.__call__", lambda self: True)
+    monkeypatch.setattr(launch.subprocess, "Popen", lambda *a, **k: pytest.fail("a child was started"))
+    recipe = make_recipe(**{"method.name": "qlora"})
+    with pytest.raises(UserError, match=r"method.name: qlora's 4-bit weights need bitsandbytes, which is not "
+                                        r"installed: pip install bitsandbytes") as refused:
+        launch.start(recipe, tmp_path / "run")
+    assert refused.value.code == ExitCode.BAD_RECIPE
+    monkeypatch.setattr(techniques, "installed", lambda package: True)
+    launch.refuse_techniques(rc.load(recipe), recipe)  # installed: no refusal
