@@ -100,15 +100,17 @@ def distributed_env(d) -> dict:
     return env
 
 
-def child_argv_env(recipe_path, run_dir, resume: bool = False, node_rank: int | None = None) -> tuple[list[str], dict]:
+def child_argv_env(recipe_path, run_dir, resume: bool = False, node_rank: int | None = None,
+                   name=None) -> tuple[list[str], dict]:
     """The command line and extra environment a recipe's run needs (its [distributed] table;
-    `node_rank` overrides the table's, so every node can run the one recipe file)."""
+    `node_rank` overrides the table's, so every node can run the one recipe file). `name` is the
+    recipe as the person wrote it, for the one-line refusals (default: `recipe_path`)."""
     recipe = rc.load(recipe_path)
     if node_rank is not None:
         recipe = rc.updated(recipe, {"distributed.node_rank": node_rank})
     # a local model folder or data file that is not there: said now, not after the child's imports
     check_sources(recipe.model.id, recipe.data.path, Path(recipe_path).parent)
-    refuse_techniques(recipe, recipe_path)  # no CUDA or a package missing for a [train] technique
+    refuse_techniques(recipe, name or recipe_path)  # no CUDA or a package missing for a technique or the method
     d = recipe.distributed
     missing = deepspeed_missing(d.strategy) if rc.world_size(d) > 1 else None
     if missing:  # said now, not from every rank
@@ -250,7 +252,8 @@ def make_staging(run_dir: Path) -> Path:
 def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None, node_rank: int | None = None) -> Launched:
     """Start the child; returns at once (see `wait_started`)."""
     run_dir = Path(run_dir).absolute()
-    argv, dist_env = child_argv_env(Path(recipe_path).absolute(), run_dir, resume, node_rank)  # may refuse the recipe
+    argv, dist_env = child_argv_env(Path(recipe_path).absolute(), run_dir, resume, node_rank,
+                                    name=recipe_path)  # may refuse the recipe
     staging = None
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir}: is a file, not a run folder", ExitCode.USAGE)
@@ -286,7 +289,8 @@ def start(recipe_path, run_dir, resume: bool = False, env: dict | None = None, n
 def run_worker_node(recipe_path, run_dir, resume: bool = False, node_rank: int | None = None) -> int:
     """A node other than 0 of a multi-node run: its launcher in the foreground, output to this
     terminal. It writes nothing of its own: rank 0, on node 0, keeps the run folder and events."""
-    argv, dist_env = child_argv_env(Path(recipe_path).absolute(), Path(run_dir).absolute(), resume, node_rank)
+    argv, dist_env = child_argv_env(Path(recipe_path).absolute(), Path(run_dir).absolute(), resume, node_rank,
+                                    name=recipe_path)
     env = allocator_env({**os.environ, **dist_env})  # every node's ranks on the same allocator
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
     try:

@@ -509,7 +509,8 @@ def _saved_activation_bytes(spec: ModelSpec, s: Settings) -> int:
 def _offloaded_bytes(spec: ModelSpec, s: Settings) -> int:
     """Decoder blocks' saved activations that leave the card: those beyond the
     OFFLOAD_BLOCKS_ON_GPU in flight. Weights stay (the trainer's pack hook,
-    `train.techniques.offload_saved_tensors`, keeps every tensor that shares a parameter's storage)."""
+    `train.techniques.offload_saved_tensors`, keeps Parameters, views of them and their storage,
+    so FSDP's and ZeRO-3's gathered weights stay too)."""
     if not s.offload_activations:
         return 0
     offloaded_blocks = max(0, spec.num_layers - OFFLOAD_BLOCKS_ON_GPU)

@@ -75,7 +75,7 @@ def offload_saved_tensors(model, pin_memory: bool, min_bytes: int = OFFLOAD_MIN_
     weight that a matmul saves for backward (as a view of the parameter: `W.t()`), and small tensors.
     Plain `save_on_cpu` copies every frozen weight to pinned RAM on every micro-batch and back in
     backward (the whole model's size in CPU RAM and PCIe traffic); the estimate counts activations
-    only (`core.estimate._offloaded_bytes`). A tensor is a parameter's when it shares its storage."""
+    only (`core.estimate._offloaded_bytes`). What is a weight: `is_activation`."""
     import torch
 
     kept = weight_storages(model)
@@ -96,11 +96,32 @@ def offload_saved_tensors(model, pin_memory: bool, min_bytes: int = OFFLOAD_MIN_
 
 
 def weight_storages(model) -> set[int]:
-    """The storage addresses of the model's parameters and buffers (a saved `W.t()` shares W's)."""
-    return ({p.untyped_storage().data_ptr() for p in model.parameters()}
-            | {b.untyped_storage().data_ptr() for b in model.buffers()})
+    """The storage addresses of the model's parameters and buffers (a saved `W.t()` shares W's);
+    a sharded parameter (FSDP2's DTensor) by its local shard."""
+    found = (_storage_ptr(t) for t in (*model.parameters(), *model.buffers()))
+    return {ptr for ptr in found if ptr is not None}
+
+
+def _storage_ptr(tensor) -> int | None:
+    """The address of a tensor's storage, or None where it has no plain one (sparse, nested)."""
+    try:
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor's own shard
+        return local.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return None
 
 
 def is_activation(tensor, kept: set[int], min_bytes: int = OFFLOAD_MIN_BYTES) -> bool:
-    """Worth offloading: not a weight (nor a view of one), and at least `min_bytes`."""
-    return tensor.numel() * tensor.element_size() >= min_bytes and tensor.untyped_storage().data_ptr() not in kept
+    """Worth offloading: not a weight, and at least `min_bytes`. A weight is a Parameter or a view
+    of one (`W.t()`: FSDP's gathered weights and DeepSpeed ZeRO-3's are Parameters while the forward
+    runs, in storage other than the shards `kept` was read from), or anything in `kept`'s storage."""
+    import torch
+
+    if isinstance(tensor, torch.nn.Parameter) or isinstance(tensor._base, torch.nn.Parameter):
+        return False
+    try:
+        if tensor.numel() * tensor.element_size() < min_bytes:
+            return False
+    except (RuntimeError, NotImplementedError):  # a nested tensor has no single size
+        return True
+    return _storage_ptr(tensor) not in kept

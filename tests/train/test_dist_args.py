@@ -107,7 +107,7 @@ def test_a_worker_node_gets_the_same_allocator_as_node_0(monkeypatch, tmp_path):
 
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
-    monkeypatch.setattr(launch, "child_argv_env", lambda *a: (["true"], {"CUDA_VISIBLE_DEVICES": "0"}))
+    monkeypatch.setattr(launch, "child_argv_env", lambda *a, **k: (["true"], {"CUDA_VISIBLE_DEVICES": "0"}))
     monkeypatch.setattr(launch.subprocess, "Popen", Done)
     assert launch.run_worker_node(tmp_path / "r.toml", tmp_path / "run", node_rank=1) == 0
     assert seen["PYTORCH_CUDA_ALLOC_CONF"] == launch.ALLOCATOR_CONF

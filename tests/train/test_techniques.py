@@ -210,9 +210,10 @@ def test_the_cli_refuses_before_any_child(changes, needle, code, make_recipe, tm
     optimizer = changes.pop("train.optimizer", "adamw")  # written into the file: a recipe with it cannot be built
     recipe = make_recipe(**changes)
     recipe.write_text(recipe.read_text().replace('optimizer = "adamw"', f'optimizer = "{optimizer}"'))
-    assert main(["train", str(recipe), "--run-dir", str(tmp_path / "run")]) == code
+    monkeypatch.chdir(recipe.parent)
+    assert main(["train", recipe.name, "--run-dir", str(tmp_path / "run")]) == code
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and needle in err[0]
+    assert len(err) == 1 and needle in err[0] and err[0].startswith(f"peft-advisor: {recipe.name}: ")  # as typed
     # the app and bench start runs through launch.start: the same refusal, before any folder
     with pytest.raises(UserError, match=needle) as refused:
         launch.start(recipe, tmp_path / "app-run")
@@ -397,3 +398,30 @@ def test_qlora_on_a_gpu_machine_without_bitsandbytes_is_one_line_before_the_chil
     assert refused.value.code == ExitCode.BAD_RECIPE
     monkeypatch.setattr(techniques, "installed", lambda package: True)
     launch.refuse_techniques(rc.load(recipe), recipe)  # installed: no refusal
+
+
+def test_offloading_under_fsdp2_and_with_tensors_without_storage(tmp_path):
+    """FSDP2's parameters are DTensors, whose storage cannot be read: the hook takes their local
+    shards, keeps the weights the forward saves (Parameters, or views of them), and offloads sparse
+    tensors as save_on_cpu did rather than raise."""
+    import torch
+    import torch.distributed as dist
+
+    from peft_advisor.train.techniques import is_activation, offload_saved_tensors
+
+    fsdp = pytest.importorskip("torch.distributed.fsdp")
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'rdzv'}")
+    try:
+        model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
+        for layer in model:
+            fsdp.fully_shard(layer)
+        fsdp.fully_shard(model)
+        with offload_saved_tensors(model, pin_memory=False):
+            model(torch.randn(4, 64, requires_grad=True)).sum().backward()
+        assert all(p.grad is not None for p in model.parameters())
+    finally:
+        dist.destroy_process_group()
+    sparse = torch.eye(512).to_sparse()
+    assert is_activation(sparse, set(), min_bytes=1)
+    weight = torch.nn.Parameter(torch.ones(512, 512))
+    assert not is_activation(weight, set(), min_bytes=1) and not is_activation(weight.t(), set(), min_bytes=1)
