@@ -342,14 +342,17 @@ def discard_staging(launched: Launched) -> None:
         shutil.rmtree(launched.staging_dir, ignore_errors=True)
 
 
-def _setup_exit_code(launched: Launched, code: int) -> int:
-    """torchrun exits 1 when a rank fails; the first rank to fail left the real code in the staging folder."""
+def _setup_exit(launched: Launched, code: int) -> tuple[int, str]:
+    """torchrun exits 1 when a rank fails; the first rank to fail left the real code, and its
+    one-line reason, in the staging folder ("" when it left none: then the log's last line says)."""
     if launched.staging_dir is None:
-        return code
+        return code, ""
     try:
-        return int((launched.staging_dir / rf.SETUP_EXIT_FILE).read_text(encoding="utf-8").strip())
+        text = (launched.staging_dir / rf.SETUP_EXIT_FILE).read_text(encoding="utf-8")
+        first, _, message = text.partition("\n")
+        return int(first.strip()), message.strip()
     except (OSError, ValueError):
-        return code
+        return code, ""
 
 
 def _setup_failure(launched: Launched, code: int) -> UserError:
@@ -362,10 +365,10 @@ def _setup_failure(launched: Launched, code: int) -> UserError:
             text = fh.read().decode("utf-8", "replace")
     except OSError:
         text = ""
-    code = _setup_exit_code(launched, code)
+    code, message = _setup_exit(launched, code)
     discard_staging(launched)
     known = {int(c) for c in ExitCode}
-    return UserError(failure_message(text), ExitCode(code) if code in known and code else ExitCode.TRAIN_FAILED)
+    return UserError(message or failure_message(text), ExitCode(code) if code in known and code else ExitCode.TRAIN_FAILED)
 
 
 # ---------------------------------------------------------------- runs started elsewhere

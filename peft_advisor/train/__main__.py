@@ -43,13 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.OK)
     except UserError as err:
         print(f"peft-advisor: {err}", file=sys.stderr, flush=True)
-        record_setup_exit(err.code)
+        record_setup_exit(err.code, str(err))
         return int(err.code)
     except KeyboardInterrupt:
         if run is not None:
             run.discard_new_folder()
         print("peft-advisor: interrupted before training started", file=sys.stderr, flush=True)
-        record_setup_exit(ExitCode.INTERRUPTED)
+        record_setup_exit(ExitCode.INTERRUPTED, "interrupted before training started")
         return int(ExitCode.INTERRUPTED)
     try:
         return run.train()

@@ -29,18 +29,20 @@ from peft_advisor.core.run_folder import SETUP_EXIT_FILE, STAGING_ENV
 write_json = rf.atomic_write_json
 
 
-def record_setup_exit(code: int) -> None:
+def record_setup_exit(code: int, message: str = "") -> None:
     """Under torchrun a failed setup exits 1 whatever the rank said; the first rank to fail leaves
-    its code for the launcher. Any rank, not only rank 0: torchrun ends the others as soon as one
-    exits, so rank 0 may be killed before it gets to write. The first writer wins (later failures
-    can be knock-on ones), and the file appears whole (a per-rank temp file, then a hard link)."""
+    its code and its one-line reason for the launcher. Any rank, not only rank 0: torchrun ends the
+    others as soon as one exits, so rank 0 may be killed before it gets to write. The first writer
+    wins (later failures are knock-on ones: a rank torchrun stopped says "interrupted", and its line
+    may come last in the shared log), and the file appears whole (a per-rank temp file, then a hard
+    link)."""
     staging = os.environ.get(STAGING_ENV)
     if not staging or not Path(staging).is_dir():
         return
     final = Path(staging) / SETUP_EXIT_FILE
     tmp = final.with_name(f".{SETUP_EXIT_FILE}.{os.environ.get('RANK', '0')}.tmp")
     try:
-        tmp.write_text(f"{int(code)}\n", encoding="utf-8")
+        tmp.write_text(f"{int(code)}\n{message}\n", encoding="utf-8")
         os.link(tmp, final)  # fails if a rank wrote first
     except OSError:
         pass

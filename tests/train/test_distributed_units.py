@@ -85,16 +85,36 @@ def test_environment_and_port(tmp_path):
     assert argv[:3] == [PY, "-m", "peft_advisor.train"] and env == {"CUDA_VISIBLE_DEVICES": "3"}
 
 
-def test_a_failed_setup_keeps_the_ranks_exit_code(tmp_path):
-    """torchrun exits 1 whatever its ranks returned; the first failing rank left its code in the staging folder."""
+def test_a_failed_setup_keeps_the_ranks_exit_code_and_reason(tmp_path):
+    """torchrun exits 1 whatever its ranks returned; the first failing rank left its code, and its
+    reason, in the staging folder (a file from before the reason was written still gives the code)."""
     staging = tmp_path / ".run.x.starting"
     staging.mkdir()
     fake = SimpleNamespace(staging_dir=staging)
-    assert launch._setup_exit_code(fake, 1) == 1
+    assert launch._setup_exit(fake, 1) == (1, "")
     (staging / rf.SETUP_EXIT_FILE).write_text("8\n")
-    assert launch._setup_exit_code(fake, 1) == 8
-    assert launch._setup_exit_code(SimpleNamespace(staging_dir=None), 1) == 1
+    assert launch._setup_exit(fake, 1) == (8, "")
+    (staging / rf.SETUP_EXIT_FILE).write_text('5\ndistributed.strategy = "fsdp" needs CUDA GPUs\n')
+    assert launch._setup_exit(fake, 1) == (5, 'distributed.strategy = "fsdp" needs CUDA GPUs')
+    assert launch._setup_exit(SimpleNamespace(staging_dir=None), 1) == (1, "")
 
+
+
+def test_a_rank_stopped_by_torchrun_does_not_hide_the_reason(tmp_path):
+    """The race behind a flaky test: rank 1 fails setup (fsdp needs CUDA), torchrun stops rank 0,
+    whose "interrupted" line can land last in the shared log. The reason and the code are the first
+    failing rank's, from the staging folder, whichever line came last."""
+    staging = tmp_path / ".run.x.starting"
+    staging.mkdir()
+    log = staging / "train.log"
+    log.write_text('peft-advisor: distributed.strategy = "fsdp" needs CUDA GPUs\n'
+                   "peft-advisor: interrupted before training started\n")
+    (staging / rf.SETUP_EXIT_FILE).write_text('5\ndistributed.strategy = "fsdp" needs CUDA GPUs\n')
+    fake = SimpleNamespace(staging_dir=staging, log_path=log, log_offset=0, run_dir=tmp_path / "run",
+                           running=lambda: False)
+    err = launch._setup_failure(fake, 1)
+    assert err.code == ExitCode.NO_GPU and str(err) == 'distributed.strategy = "fsdp" needs CUDA GPUs'
+    assert not staging.exists()
 
 # ---------------------------------------------------------------- monitor
 
@@ -174,10 +194,10 @@ def test_the_first_rank_to_fail_setup_leaves_the_exit_code(tmp_path, monkeypatch
 
     monkeypatch.setenv("PEFT_ADVISOR_STAGING", str(tmp_path))
     monkeypatch.setenv("RANK", "1")
-    record_setup_exit(ExitCode.NO_GPU)
+    record_setup_exit(ExitCode.NO_GPU, "needs CUDA GPUs")
     monkeypatch.setenv("RANK", "0")
-    record_setup_exit(ExitCode.TRAIN_FAILED)  # a knock-on failure, later
-    assert (tmp_path / rf.SETUP_EXIT_FILE).read_text() == "5\n"
+    record_setup_exit(ExitCode.INTERRUPTED, "interrupted before training started")  # torchrun stopped it, later
+    assert (tmp_path / rf.SETUP_EXIT_FILE).read_text() == "5\nneeds CUDA GPUs\n"
     assert [p.name for p in tmp_path.iterdir()] == [rf.SETUP_EXIT_FILE]
 
 
