@@ -128,8 +128,10 @@ class EventsCallback(TrainerCallback):
             self._clock = time.time()
 
     def on_step_end(self, args, state, control, **kwargs):
+        from peft_advisor.core.run_folder import fault_point
         from peft_advisor.train.dist import any_rank
 
+        fault_point("step")  # tests only: a paced run (step:slow:SECONDS), whatever the machine's speed
         out_of_time = bool(self.time_limit_s and self._clock and time.time() - self._clock >= self.time_limit_s)
         self.stop_requested, out_of_time = any_rank(self.ranks, self.stop_requested, out_of_time)
         if self.stop_requested:

@@ -37,7 +37,12 @@ def tiny_recipe(workdir):
     return rc.save(recipe, workdir / "tiny.toml")
 
 
-async def test_launch_the_real_trainer_and_watch_it_to_the_end(tiny_recipe):
+async def test_launch_the_real_trainer_and_watch_it_to_the_end(tiny_recipe, monkeypatch):
+    """The bar must be seen moving: the tiny run is paced at 0.1 s a step (4 s in all), so it cannot
+    end between two of the monitor's reads however fast the machine (it once did, seen at 0.5 only)."""
+    from peft_advisor.core.run_folder import FAULT_ENV
+
+    monkeypatch.setenv(FAULT_ENV, "step:slow:0.1")  # the child inherits it
     app = make_app(gpu=False)
     real = Services()  # the real launcher: launch.start / launch.stop
     app.services.start_run, app.services.stop_run = real.start_run, real.stop_run
