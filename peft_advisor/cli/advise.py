@@ -12,7 +12,8 @@ import sys
 
 from peft_advisor.core.advise import DEFAULT_MODEL, AdviceRequest
 from peft_advisor.core.errors import ExitCode, UserError
-from peft_advisor.core.estimate import METHODS, OPTIMIZERS, Estimate, Settings
+from peft_advisor.core.estimate import METHODS, Estimate, Settings
+from peft_advisor.core.techniques import OPTIMIZERS
 from peft_advisor.core.units import GIB, fmt_bytes, fmt_count, fmt_file_bytes
 
 _D = AdviceRequest()

@@ -140,11 +140,10 @@ def warn_missing_packages(recipe: rc.Recipe, name: str, cuda_here=None) -> None:
     Without a GPU nothing is said: the recipe is for another machine (validate says more)."""
     from peft_advisor.launch import CudaHere
 
-    from peft_advisor.core.techniques import method_needs_bnb
+    from peft_advisor.core.techniques import method_needs_bnb, needs_cuda
 
     cuda_here = cuda_here or CudaHere()
-    needs = recipe.train.liger_kernels or recipe.train.optimizer != "adamw" or method_needs_bnb(recipe.method)
-    if needs and cuda_here():
+    if (needs_cuda(recipe.train.liger_kernels, recipe.train.optimizer) or method_needs_bnb(recipe.method)) and cuda_here():
         warning = technique_warning(recipe, name, cuda_here)
         if warning:
             print(f"peft-advisor: warning: {warning}", file=sys.stderr)

@@ -31,7 +31,7 @@ from peft_advisor.core import adapters
 from peft_advisor.core.catalog import METHOD_IDS, method_info, trains_all_weights
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.model_spec import ModelSpec
-from peft_advisor.core.techniques import OPTIMIZERS  # noqa: F401 (the CLI reads it from here)
+from peft_advisor.core.techniques import OPTIMIZERS
 from peft_advisor.core.units import GIB
 
 METHODS = METHOD_IDS
