@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The device calls (<= 600 s each) owed to issues 13, 15 and 17; each part is bounded so a slow
+# one cannot starve the rest, and each writes under $OUT as it goes.
+#   bash bench/gpu_round3.sh fits    issue 13's fits round 3 (advice trained on capped cards, with
+#                                    the techniques available), beside issue 15's --data estimate
+#                                    on a long-tailed set (memory only: each process reads its own
+#                                    allocator's peak, so sharing the card does not change them)
+#   bash bench/gpu_round3.sh speed   issue 15's techniques target against the plain transformers +
+#                                    peft loop, then checkpointing at micro-batch 4 against none at
+#                                    micro-batch 1 (speed: alone on the GPU), then issue 17's run of
+#                                    each new method
+# Run from the repository root.
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+cd bench || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
+
+case "${1:-}" in
+fits)
+  timeout 540 python3 fits.py --round 3 --parallel-gib 70 --out "$OUT/fits_round3.jsonl" > "$OUT/fits.log" 2>&1 &
+  timeout 400 python3 data_peak.py --rows 200 --out "$OUT/data_peak.jsonl" > "$OUT/data_peak.log" 2>&1 &
+  wait
+  python3 fits.py --table "$OUT/fits_round3.jsonl" > "$OUT/fits_round3.md" 2>&1
+  ;;
+speed)
+  timeout 270 python3 techniques.py --shapes llama-3.2-1b:8x1024,qwen2.5-0.5b:8x1024 --steps 50 \
+    --variants train,fused_liger,fused_liger_8bit --out "$OUT/techniques.jsonl" > "$OUT/techniques.log" 2>&1
+  for shape in "smollm2-1.7b 2048" "qwen2.5-0.5b 512"; do
+    set -- $shape
+    timeout 60 python3 gpu_methods.py --model "$1" --seq "$2" --batch 4 --ckpt --steps 12 --only lora \
+      --out "$OUT/ckpt_$1_b4_ckpt.md" > /dev/null 2>> "$OUT/ckpt.log"
+    timeout 60 python3 gpu_methods.py --model "$1" --seq "$2" --batch 1 --steps 24 --only lora \
+      --out "$OUT/ckpt_$1_b1_plain.md" > /dev/null 2>> "$OUT/ckpt.log"
+  done
+  timeout 180 python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
+    --only oft,lokr,loha,ia3,lorafa,miss,c3a,shira,pissa,olora --out "$OUT/methods.md" > "$OUT/methods.log" 2>&1
+  ;;
+*)
+  echo "usage: bash bench/gpu_round3.sh fits|speed" >&2
+  exit 2
+  ;;
+esac
+echo done
