@@ -44,6 +44,8 @@ def register(sub) -> None:
     e.add_argument("--method", required=True, help=", ".join(METHODS))
     _add_card(e)
     e.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing on")
+    e.add_argument("--grad-ckpt-layers", type=int, default=0, metavar="N",
+                   help="with --grad-ckpt: checkpoint only the first N decoder blocks (default 0: all)")
     e.add_argument("--galore-rank", type=int, default=128, metavar="R",
                    help="rank of GaLore's gradient projection (default 128; GaLore only)")
     e.add_argument("--galore-layerwise", action="store_true",
@@ -145,7 +147,7 @@ def run_estimate(args) -> int:
     if args.no_techniques and (args.fused_loss or args.liger or args.offload or optimizer != "adamw"):
         raise UserError("--no-techniques turns every technique off: drop it or the technique flags", ExitCode.USAGE)
     s = Settings(method=_method(args.method), rank=args.rank, targets=args.targets, batch_size=args.batch,
-                 seq_len=args.seq, grad_ckpt=args.grad_ckpt, galore_rank=args.galore_rank,
+                 seq_len=args.seq, grad_ckpt=args.grad_ckpt, grad_ckpt_layers=args.grad_ckpt_layers, galore_rank=args.galore_rank,
                  galore_layerwise=args.galore_layerwise, galore_8bit=args.galore_8bit,
                  vera_rank=args.vera_rank, vera_save_projection=not args.no_vera_projection,
                  fused_loss=args.fused_loss, liger_kernels=args.liger, offload_activations=args.offload,

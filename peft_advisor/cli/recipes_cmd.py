@@ -29,6 +29,8 @@ def register(sub) -> None:
                    help="micro-batches added up per optimizer step (batch = micro-batch x N; default 1)")
     p.add_argument("--seq", type=int, help="max sequence length in tokens")
     p.add_argument("--grad-ckpt", action="store_true", default=None, help="gradient checkpointing")
+    p.add_argument("--grad-ckpt-layers", type=int, metavar="N",
+                   help="with --grad-ckpt: checkpoint only the first N decoder blocks (default 0: all)")
     p.add_argument("--lr", type=float, help="learning rate (default: a per-method starting point)")
     p.add_argument("--steps", type=int, help="max optimizer steps; 0 = use --epochs")
     p.add_argument("--epochs", type=float, help="passes over the data when --steps is 0 (default 1)")
@@ -62,6 +64,7 @@ _FLAG_KEYS = {
     "method": "method.name", "rank": "method.rank", "alpha": "method.alpha", "dropout": "method.dropout",
     "data": "data.path", "data_format": "data.format", "seq": "data.max_seq_len",
     "batch": "train.micro_batch", "grad_accum": "train.grad_accum", "grad_ckpt": "train.grad_ckpt",
+    "grad_ckpt_layers": "train.grad_ckpt_layers",
     "lr": "train.lr", "steps": "train.max_steps", "epochs": "train.epochs", "output_dir": "output.dir",
     "vram_gib": "budget.vram_gib", "adapter_mb": "budget.adapter_mb", "gpu": "budget.gpu",
 }

@@ -72,6 +72,10 @@ class Settings:
     """Micro-batch: the sequences in one forward pass."""
     seq_len: int = 1024
     grad_ckpt: bool = False
+    grad_ckpt_layers: int = 0
+    """With `grad_ckpt`: how many decoder blocks are checkpointed, counted from the first; the last
+    ones keep their activations and are not recomputed (faster, more memory). 0 (or the model's
+    layer count or more): every block."""
     grad_accum: int = 1
     """Does not change the peak; keeps the effective batch when the micro-batch shrinks."""
     galore_rank: int = 128
@@ -110,7 +114,7 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"{name} must be a whole number >= 1, got {value!r}", ExitCode.USAGE)
-        for name in ("eval_seq_len", "generate_len"):
+        for name in ("eval_seq_len", "generate_len", "grad_ckpt_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise UserError(f"{name} must be a whole number >= 0, got {value!r}", ExitCode.USAGE)
@@ -158,6 +162,9 @@ class Estimate:
     """weights, trainable, gradients, optimizer, activations, logits, overhead (sum = peak)."""
     calibrated: str | None = None
     """Set when a local measurement adjusted this estimate (says which)."""
+    checkpointed_share: float = 0.0
+    """Share of the decoder blocks that checkpointing recomputes (0: none, 1: all): the speed
+    model's recompute cost scales with it (`recommend.speed_figure`)."""
     cpu_bytes: int = 0
     """Host RAM per training process beyond the usual: activations offloaded by `offload_activations`
     (pinned) and ZeRO's offloaded optimizer states and weights; 0 with neither. The advice checks it
@@ -493,17 +500,34 @@ the one being computed and the one being copied to (forward) or back from (backw
 memory. Assumed, not yet measured."""
 
 
-def _saved_per_block_bytes(spec: ModelSpec, s: Settings) -> int:
-    """What one decoder block saves for backward: its input with checkpointing, else everything."""
-    if s.grad_ckpt:
+def checkpointed_layers(spec: ModelSpec, s: Settings) -> int:
+    """Decoder blocks that checkpointing recomputes: none without it, else `grad_ckpt_layers`
+    (0 or more than the model has: all of them)."""
+    if not s.grad_ckpt:
+        return 0
+    if 0 < s.grad_ckpt_layers < spec.num_layers:
+        return s.grad_ckpt_layers
+    return spec.num_layers
+
+
+def _saved_per_block_bytes(spec: ModelSpec, s: Settings, checkpointed: bool) -> int:
+    """What one decoder block saves for backward: its input when checkpointed, else everything."""
+    if checkpointed:
         return s.tokens * (FP32 if s.method == "qlora" else BF16) * spec.hidden_size
     return s.tokens * _act_bytes_per_token_layer(spec, s)
+
+
+def _blocks_saved_bytes(spec: ModelSpec, s: Settings) -> tuple[int, int]:
+    """(checkpointed blocks' inputs, the other blocks' whole activations), all layers together."""
+    k = checkpointed_layers(spec, s)
+    return (k * _saved_per_block_bytes(spec, s, True),
+            (spec.num_layers - k) * _saved_per_block_bytes(spec, s, False))
 
 
 def _saved_activation_bytes(spec: ModelSpec, s: Settings) -> int:
     """Every activation saved for backward at its start (logits excluded), wherever it is kept."""
     final = _norm_saved_bytes(s, spec.hidden_size) + (BF16 * spec.hidden_size if trains_all_weights(s.method) else 0)
-    return spec.num_layers * _saved_per_block_bytes(spec, s) + s.tokens * final
+    return sum(_blocks_saved_bytes(spec, s)) + s.tokens * final
 
 
 def _offloaded_bytes(spec: ModelSpec, s: Settings) -> int:
@@ -514,7 +538,7 @@ def _offloaded_bytes(spec: ModelSpec, s: Settings) -> int:
     if not s.offload_activations:
         return 0
     offloaded_blocks = max(0, spec.num_layers - OFFLOAD_BLOCKS_ON_GPU)
-    return offloaded_blocks * _saved_per_block_bytes(spec, s)
+    return sum(_blocks_saved_bytes(spec, s)) * offloaded_blocks // spec.num_layers
 
 
 def _offloaded_cpu_bytes(spec: ModelSpec, s: Settings) -> int:
@@ -538,9 +562,19 @@ def _activation_bytes(spec: ModelSpec, s: Settings) -> int:
 
 def _recompute_bytes(spec: ModelSpec, s: Settings) -> int:
     """With checkpointing: one block's activations plus the gradient flowing through it."""
-    if not s.grad_ckpt:
+    if not checkpointed_layers(spec, s):
         return 0
     return s.tokens * (_act_bytes_per_token_layer(spec, s) + 2 * FP32 * spec.hidden_size)
+
+
+def _uncheckpointed_on_card_bytes(spec: ModelSpec, s: Settings) -> int:
+    """The whole activations of the blocks checkpointing leaves alone (partial checkpointing), as
+    far as they stay on the card: backward frees them before it recomputes a checkpointed block."""
+    if not s.grad_ckpt:
+        return 0
+    kept = _blocks_saved_bytes(spec, s)[1]
+    return kept - (kept * max(0, spec.num_layers - OFFLOAD_BLOCKS_ON_GPU) // spec.num_layers
+                   if s.offload_activations else 0)
 
 
 def _kernel_scratch_bytes(spec: ModelSpec, s: Settings) -> int:
@@ -568,6 +602,7 @@ def _components(spec: ModelSpec, s: Settings) -> tuple:
         "optimizer": _optimizer_bytes(spec, s, n_trainable),
         "grads_total": _gradient_bytes(spec, s, n_trainable),
         "acts": _activation_bytes(spec, s),
+        "acts_kept": _activation_bytes(spec, s) - _uncheckpointed_on_card_bytes(spec, s),
         "logits": _logits_bytes(spec, s),
         "scratch": _kernel_scratch_bytes(spec, s),
         "recompute": _recompute_bytes(spec, s),
@@ -586,8 +621,9 @@ def assemble(c: dict[str, int], s: Settings, extra_static: int = 0, grads_held: 
     never change.
     """
     grads = c["grads_total"] if grads_held is None else grads_held
-    forward_peak = c["acts"] + max(c["logits"], c["recompute"]) + c["scratch"]
-    backward_end = grads + (c["acts"] if s.grad_ckpt else 0) + c["scratch"]
+    # a checkpointed block is recomputed once backward has freed the blocks left uncheckpointed
+    forward_peak = max(c["acts"] + c["logits"], c["acts_kept"] + c["recompute"]) + c["scratch"]
+    backward_end = grads + (c["acts_kept"] if s.grad_ckpt else 0) + c["scratch"]
     at_backward_end = backward_end > forward_peak
     k = ALLOC_OVERHEAD
     overhead = int(k["activations"] * (c["acts"] + c["recompute"]) + k["logits"] * c["logits"] + k["gradients"] * grads)
@@ -625,6 +661,7 @@ def from_breakdown(spec: ModelSpec, s: Settings, breakdown: dict[str, int], n_tr
         trainable_params=n_trainable,
         breakdown=breakdown,
         cpu_bytes=_offloaded_cpu_bytes(spec, s),
+        checkpointed_share=checkpointed_layers(spec, s) / spec.num_layers,
     )
 
 

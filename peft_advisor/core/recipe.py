@@ -186,6 +186,8 @@ class TrainSection:
     """gradient clipping norm; 0 = no clipping"""
     grad_ckpt: bool = _f(False)
     """recompute activations in backward: much less memory, ~30% slower"""
+    grad_ckpt_layers: int = _f(0, ge=0, le=10_000)
+    """with grad_ckpt: blocks checkpointed, from the first (the rest keep activations: faster); 0 = all"""
     seed: int = _f(42, ge=0, le=2**32 - 1)
     """random seed for data order and adapter init"""
     eval_every: int = _f(50, ge=0, le=MAX_STEPS)
@@ -461,6 +463,9 @@ def _cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
         out.append(("train.grad_accum", f"must be 1 with method.galore_layerwise = true, got {t.grad_accum}"))
     if t.max_steps == 0 and t.epochs <= 0:
         out.append(("train.epochs", "must be > 0 when train.max_steps = 0"))
+    if t.grad_ckpt_layers and not t.grad_ckpt:
+        out.append(("train.grad_ckpt_layers", f"is {t.grad_ckpt_layers} but train.grad_ckpt is false; set grad_ckpt "
+                    "= true (this says how many blocks it covers) or grad_ckpt_layers = 0"))
     return out + _technique_checks(recipe) + _distributed_checks(recipe)
 
 
@@ -490,6 +495,9 @@ def _distributed_checks(recipe: Recipe) -> list[tuple[str, str]]:
     problem = offload_problem(d.strategy, d.zero_offload)
     if problem:
         out.append(("distributed.zero_offload", problem.removeprefix("= ")))
+    if world_size(d) > 1 and d.strategy == "fsdp" and recipe.train.grad_ckpt_layers:
+        out.append(("train.grad_ckpt_layers", "must be 0 with FSDP on several GPUs (FSDP's own checkpointing covers "
+                    'every block); set it to 0 or use distributed.strategy = "ddp"'))
     if world_size(d) == 1 or m.name not in methods():
         return out
     from peft_advisor.core.catalog import method_info, zero_refusal  # the per-method facts: data/methods.toml
@@ -766,6 +774,7 @@ def recipe_from_recommendation(
             micro_batch=settings.batch_size,
             grad_accum=settings.grad_accum,
             grad_ckpt=settings.grad_ckpt,
+            grad_ckpt_layers=getattr(settings, "grad_ckpt_layers", 0) if settings.grad_ckpt else 0,
             lr=lr if lr is not None else default_lr(name) if known else 2e-4,
             **technique_keys(settings),
         ),
@@ -809,6 +818,7 @@ def settings_from_recipe(recipe: Recipe):
         batch_size=t.micro_batch,
         seq_len=recipe.data.max_seq_len,
         grad_ckpt=t.grad_ckpt,
+        grad_ckpt_layers=t.grad_ckpt_layers,
         grad_accum=t.grad_accum,
         galore_rank=m.galore_rank,
         galore_layerwise=m.galore_layerwise,

@@ -119,6 +119,11 @@ class Recommendation:
     """What this method needed, or why it did not fit, without the techniques ("" when it would
     have fitted with the same knobs or no technique is on)."""
 
+    @property
+    def step_time_vs_lora(self) -> float:
+        """`speed_figure` at these settings, checkpointed share included."""
+        return speed_figure(self.method, self.settings, self.estimate.checkpointed_share)
+
     def to_dict(self) -> dict:
         return {
             "method": self.method,
@@ -133,7 +138,7 @@ class Recommendation:
             "high_bytes": self.estimate.high_bytes,
             "adapter_bytes": self.estimate.adapter_bytes,
             "trainable_params": self.estimate.trainable_params,
-            "step_time_vs_lora": round(speed_figure(self.method, self.settings), 2),
+            "step_time_vs_lora": round(self.step_time_vs_lora, 2),
             "adjustments": list(self.adjustments),
             "technique_savings": {words: saved for words, saved in self.savings},
             "reasons": list(self.reasons),
@@ -210,7 +215,7 @@ def _ladder(s: Settings, multi_gpu: bool = False, techniques: tuple[str, ...] = 
         yield cur, tuple(a for a, _ in steps)
     if not cur.grad_ckpt:
         cur = replace(cur, grad_ckpt=True)
-        steps.append(("gradient checkpointing on", cur))
+        steps.append((CKPT_ON, cur))
         yield cur, tuple(a for a, _ in steps)
     for change in _technique_steps(s, techniques, before_ckpt=False):
         cur = replace(cur, **change)
@@ -352,6 +357,34 @@ def _without_needless(est: Estimate, adjustments: tuple, budget: Budget, estimat
     return est, adjustments
 
 
+CKPT_ON = "gradient checkpointing on"
+
+
+def _fewest_checkpointed(spec: ModelSpec, par: Parallel, est: Estimate, adjustments: tuple, budget: Budget,
+                         estimate) -> tuple[Estimate, tuple]:
+    """Checkpointing recomputes every block it covers. When the ladder turned it on and the run fits
+    with room, the last blocks keep their activations instead: the fewest checkpointed blocks with
+    which the whole band still fits (memory grows as fewer are checkpointed, so a bisection finds
+    it). Fills the card the person has, and each block left alone saves its recompute. Not under
+    FSDP on several GPUs, whose own checkpointing covers every block."""
+    s, layers = est.settings, spec.num_layers
+    fsdp = par.gpus > 1 and par.strategy == "fsdp"
+    if CKPT_ON not in adjustments or s.grad_ckpt_layers or layers < 2 or fsdp:
+        return est, adjustments
+    lo, hi, best = 1, layers, est  # `hi` blocks checkpointed fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        cand = estimate(replace(s, grad_ckpt_layers=mid))
+        if fit_of(cand, budget.vram_bytes) == "ok" and _ram_fits(cand, budget):
+            hi, best = mid, cand
+        else:
+            lo = mid + 1
+    if best is est:
+        return est, adjustments
+    label = f"gradient checkpointing on {hi} of {layers} blocks"
+    return best, tuple(label if a == CKPT_ON else a for a in adjustments)
+
+
 def _fits(est: Estimate, budget: Budget) -> bool:
     return fit_of(est, budget.vram_bytes) is not None
 
@@ -392,7 +425,8 @@ def _search(spec: ModelSpec, s: Settings, budget: Budget, par: Parallel = Parall
                 short_of_ram = short_of_ram or est
                 continue
             if fit == "ok":
-                return _without_needless(est, size_adj + adj, budget, estimate) + (None,)
+                est, adj = _without_needless(est, size_adj + adj, budget, estimate)
+                return _fewest_checkpointed(spec, par, est, adj, budget, estimate) + (None,)
             if fit == "tight" and tight is None:
                 tight = est, size_adj + adj, None  # kept unless a later setting fits with room
             if closest is None or est.total_bytes < closest.total_bytes:
@@ -486,7 +520,7 @@ def describe_knobs(s: Settings) -> list[str]:
     """The settings that change memory, in words (part of `settings_words`)."""
     parts = [f"micro-batch {s.batch_size}" + (f" × {s.grad_accum}" if s.grad_accum > 1 else "")]
     if s.grad_ckpt:
-        parts.append("checkpointing")
+        parts.append(f"checkpointing {s.grad_ckpt_layers} blocks" if s.grad_ckpt_layers else "checkpointing")
     if s.method == "galore" and s.galore_layerwise:
         parts.append("layer-wise")
     if s.method == "galore" and s.galore_8bit:
@@ -509,12 +543,13 @@ def _describe(s: Settings) -> str:
 # ---------------------------------------------------------------- ranking and reasons
 
 
-def speed_figure(method: str, s: Settings) -> float:
+def speed_figure(method: str, s: Settings, checkpointed_share: float | None = None) -> float:
     """The one speed figure: step time vs LoRA's (without checkpointing) at these settings, from
-    the measured median (core.speed) times CKPT_TIME_FACTOR when checkpointing is on. The reason,
-    the ranking, both tables and the JSON all use this."""
-    t = step_time_vs_lora(method)
-    return t * CKPT_TIME_FACTOR if s.grad_ckpt else t
+    the measured median (core.speed), its recompute cost (CKPT_TIME_FACTOR - 1) scaled by the share
+    of blocks checkpointed (`Estimate.checkpointed_share`; None: all of them when `grad_ckpt`). The
+    reason, the ranking, both tables and the JSON all use this."""
+    share = (1.0 if s.grad_ckpt else 0.0) if checkpointed_share is None else checkpointed_share
+    return step_time_vs_lora(method) * (1 + (CKPT_TIME_FACTOR - 1) * share)
 
 
 def quality_at(m: Method, s: Settings, requested_rank: int) -> int:
@@ -547,7 +582,7 @@ def _sort_key(rec: Recommendation, m: Method, priority: str, request: Settings):
     est = rec.estimate
     requested = _rank_of(replace(request, method=rec.method))
     quality, peak, size = -quality_at(m, rec.settings, requested), est.total_bytes, est.adapter_bytes
-    time = speed_figure(rec.method, rec.settings)
+    time = rec.step_time_vs_lora
     evidence = -evidence_level(m, rec.settings, requested)
     return (rec.fit != "ok",) + {
         "quality": (quality, evidence, _costly_changes(rec.adjustments), time, peak),
@@ -703,13 +738,14 @@ def _quality_reason(m: Method, rec: Recommendation, request: Settings) -> str:
 
 def _speed_reason(rec: Recommendation) -> str:
     """The speed figure with the shape it was measured at (the same number the ranking uses)."""
-    t = speed_figure(rec.method, rec.settings)
+    share, t = rec.estimate.checkpointed_share, rec.step_time_vs_lora
     measured = measured_step_time(rec.method)
     lo_hi = step_time_range(rec.method)
     spread = f", {lo_hi[0]:.2f}–{lo_hi[1]:.2f}× across them" if lo_hi and rec.method != "lora" else ""
     basis = (f"measured {measured:.2f}× on {measured_shapes()}{spread}" if measured is not None
              else "not measured: assumed LoRA's")
-    ckpt = f"; ×{CKPT_TIME_FACTOR:g} for gradient checkpointing" if rec.settings.grad_ckpt else ""
+    ckpt = "" if not share else (f"; ×{CKPT_TIME_FACTOR:g} for gradient checkpointing" if share == 1 else
+                                 f"; ×{1 + (CKPT_TIME_FACTOR - 1) * share:.2f} for checkpointing {share:.0%} of the blocks")
     return f"speed: {t:.2f}× LoRA's step time without checkpointing ({basis}{ckpt})"
 
 
@@ -720,7 +756,7 @@ def _why_first(recs, catalog, priority: str, request: Settings) -> str:
         at = quality_at(m, best.settings, _rank_of(replace(request, method=best.method)))
         return f"best measured quality that fits (quality {at}/5 relative to LoRA = 3)"
     if priority == "speed":
-        return f"fastest that fits ({speed_figure(best.method, best.settings):.2f}× LoRA's step time)"
+        return f"fastest that fits ({best.step_time_vs_lora:.2f}× LoRA's step time)"
     if priority == "memory":
         return f"smallest peak memory ({fmt_bytes(best.estimate.total_bytes)})"
     return f"smallest adapter ({fmt_file_bytes(best.estimate.adapter_bytes)})"

@@ -378,12 +378,22 @@ class Run:
             data_collator=Collator(self.tokenizer.pad_token_id),
             processing_class=self.tokenizer,
             optimizers=self.built.optimizers,
-            callbacks=[self.callback],
+            callbacks=self.callbacks(),
         )
         trainer.baseline_rows = self.recipe.train.baseline_eval_rows
         trainer.fused_loss = self.fused_loss
         trainer.offload_activations, trainer.pin_memory = self.recipe.train.offload_activations, self.cuda
         return trainer
+
+    def callbacks(self) -> list:
+        """The events callback, after the one that limits checkpointing to `train.grad_ckpt_layers`
+        blocks (it writes what it did into the start event's fields)."""
+        t = self.recipe.train
+        if not (t.grad_ckpt and t.grad_ckpt_layers):
+            return [self.callback]
+        from peft_advisor.train.techniques import partial_checkpointing_callback
+
+        return [partial_checkpointing_callback(t.grad_ckpt_layers, self.callback.start_fields), self.callback]
 
     # ------------------------------------------------------------ train
 

@@ -125,3 +125,31 @@ def is_activation(tensor, kept: set[int], min_bytes: int = OFFLOAD_MIN_BYTES) ->
     except (RuntimeError, NotImplementedError):  # a nested tensor has no single size
         return True
     return _storage_ptr(tensor) not in kept
+
+
+def limit_checkpointing(model, layers: int) -> tuple[int, int]:
+    """Keep gradient checkpointing on the first `layers` decoder blocks only (`train.grad_ckpt_layers`):
+    the later ones keep their activations, so backward frees them before it recomputes a
+    checkpointed block (the estimator's `checkpointed_layers`). transformers reads each block's own
+    `gradient_checkpointing` flag, set on all of them by `gradient_checkpointing_enable`. Returns
+    (checkpointed, blocks that had it)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    blocks = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    for block in blocks[layers:]:
+        block.gradient_checkpointing = False
+    return min(layers, len(blocks)), len(blocks)
+
+
+def partial_checkpointing_callback(layers: int, start_fields: dict):
+    """A TrainerCallback, listed before the events callback, that limits checkpointing once Trainer
+    has turned it on (at the start of `train()`) and records `checkpointed_layers` ("k of n") in
+    the start event."""
+    from transformers import TrainerCallback
+
+    class PartialCheckpointing(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            done, total = limit_checkpointing(model, layers)
+            start_fields["checkpointed_layers"] = f"{done} of {total}"
+
+    return PartialCheckpointing()

@@ -41,7 +41,7 @@ def test_knobs_are_turned_to_make_a_method_fit():
     advice = advise(vram_gib=24, seq_len=2048, batch_size=8)
     lora = next(r for r in advice.recommendations if r.method == "lora")
     assert lora.settings.grad_ckpt
-    assert "gradient checkpointing on" in lora.adjustments
+    assert any(a.startswith("gradient checkpointing on") for a in lora.adjustments)
     assert lora.settings.batch_size * lora.settings.grad_accum == 8  # effective batch kept
 
 

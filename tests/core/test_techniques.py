@@ -80,7 +80,7 @@ def test_offloaded_activations_leave_the_card_for_cpu_ram(ckpt):
     s = Settings("lora", seq_len=2048, grad_ckpt=ckpt)
     on = replace(s, offload_activations=True)
     plain, off = E.components(LLAMA_1B, s), E.components(LLAMA_1B, on)
-    block = E._saved_per_block_bytes(LLAMA_1B, s)
+    block = E._saved_per_block_bytes(LLAMA_1B, s, ckpt)
     blocks = (LLAMA_1B.num_layers - E.OFFLOAD_BLOCKS_ON_GPU) * block
     assert off["acts"] + blocks == plain["acts"] and plain["cpu"] == 0
     T, H, V = s.tokens, LLAMA_1B.hidden_size, LLAMA_1B.vocab_size

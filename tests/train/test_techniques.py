@@ -425,3 +425,47 @@ def test_offloading_under_fsdp2_and_with_tensors_without_storage(tmp_path):
     assert is_activation(sparse, set(), min_bytes=1)
     weight = torch.nn.Parameter(torch.ones(512, 512))
     assert not is_activation(weight, set(), min_bytes=1) and not is_activation(weight.t(), set(), min_bytes=1)
+
+
+# ---------------------------------------------------------------- partial checkpointing
+
+
+def test_partial_checkpointing_limits_the_blocks_and_changes_no_loss(make_recipe, tmp_path):
+    """grad_ckpt_layers = 1: the first block is recomputed, the others keep their activations; the
+    losses are those of full checkpointing (recomputation changes no number)."""
+    quiet = {"train.eval_every": 0, "train.save_every": 0, "train.grad_ckpt": True}
+    full = make_recipe(name="full.toml", **quiet)
+    part = make_recipe(name="part.toml", **{"train.grad_ckpt_layers": 1, **quiet})
+    assert train(full, tmp_path / "full") == 0
+    assert train(part, tmp_path / "part") == 0
+    start = events_of(tmp_path / "part")[0]
+    blocks = int(start["checkpointed_layers"].split(" of ")[1])
+    assert start["checkpointed_layers"] == f"1 of {blocks}" and blocks >= 2
+    assert "checkpointed_layers" not in events_of(tmp_path / "full")[0]
+    assert step_losses(tmp_path / "part") == pytest.approx(step_losses(tmp_path / "full"), rel=1e-5)
+
+
+def test_limit_checkpointing_turns_it_off_on_the_later_blocks(tiny_model):
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from peft_advisor.train.techniques import limit_checkpointing
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    blocks = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    assert limit_checkpointing(model, 1) == (1, len(blocks))
+    assert [b.gradient_checkpointing for b in blocks] == [True] + [False] * (len(blocks) - 1)
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"train.grad_ckpt_layers": 3}, "train.grad_ckpt_layers: is 3 but train.grad_ckpt is false"),
+    ({"train.grad_ckpt": True, "train.grad_ckpt_layers": 3, "distributed.gpus": 2, "distributed.strategy": "fsdp"},
+     "must be 0 with FSDP on several GPUs"),
+    ({"train.grad_ckpt": True, "train.grad_ckpt_layers": -1}, "train.grad_ckpt_layers"),
+])
+def test_partial_checkpointing_refusals(changes, needle):
+    from peft_advisor.core import recipe as rc
+
+    with pytest.raises(UserError, match=needle):
+        rc.updated(rc.Recipe(), changes)

@@ -99,7 +99,7 @@ def _row(method, name, catalog, rank, est, budget_bytes, why, reasons, settings)
         quality=getattr(info, "quality", None),
         speed=getattr(info, "speed", None),
         time_vs_lora=getattr(info, "time_vs_lora", None),
-        step_time=_step_time(method, settings),
+        step_time=_step_time(method, settings, est),
         why=why,
         reasons=reasons,
         settings=settings,
@@ -108,10 +108,10 @@ def _row(method, name, catalog, rank, est, budget_bytes, why, reasons, settings)
     )
 
 
-def _step_time(method: str, settings) -> float | None:
+def _step_time(method: str, settings, est) -> float | None:
     from peft_advisor.core.recommend import speed_figure
 
-    return None if settings is None else speed_figure(method, settings)
+    return None if settings is None else speed_figure(method, settings, getattr(est, "checkpointed_share", None))
 
 
 def dots(score: int | None) -> str:
