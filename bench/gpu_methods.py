@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="Markdown table to write (JSON lines beside it)")
     ap.add_argument("--only", help="comma list of methods")
     ap.add_argument("--ckpt", action="store_true", help="gradient checkpointing on")
+    ap.add_argument("--ckpt-layers", type=int, default=0, help="with --ckpt: checkpoint the first N blocks only")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gpu-methods-"))
     model = make_model_folder(args.model, work / "model")
@@ -46,6 +47,10 @@ def main() -> int:
         label = method + "".join(f"+{k}" for k in kw)
         recipe = write_recipe(work / f"{label}.toml", model, data, work / f"run-{label}", method,
                               steps=args.steps, batch=args.batch, seq=args.seq, ckpt=args.ckpt, **kw)
+        if args.ckpt_layers:
+            from peft_advisor.core import recipe as rc
+
+            rc.save(rc.updated(rc.load(recipe), {"train.grad_ckpt_layers": args.ckpt_layers}), recipe, force=True)
         t0 = time.time()
         proc = subprocess.run([sys.executable, "-m", "peft_advisor", "train", str(recipe)],
                               capture_output=True, text=True, cwd=ROOT)
@@ -62,7 +67,8 @@ def render(rows, args) -> str:
     gib = 2**30
     lines = [f"# Every method through `peft-advisor train` on {args.model} (random weights)", "",
              f"Command: `python bench/gpu_methods.py --model {args.model} --steps {args.steps} --batch {args.batch} "
-             f"--seq {args.seq}{' --ckpt' if args.ckpt else ''} --out {args.out}`", "",
+             f"--seq {args.seq}{' --ckpt' if args.ckpt else ''}"
+             f"{f' --ckpt-layers {args.ckpt_layers}' if args.ckpt_layers else ''} --out {args.out}`", "",
              "| method | status | steps | loss first → last | peak reserved GiB | estimate GiB | error | tokens/s | adapter MB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -6,9 +6,8 @@
 #                                    on a long-tailed set (memory only: each process reads its own
 #                                    allocator's peak, so sharing the card does not change them)
 #   bash bench/gpu_round3.sh speed   issue 15's techniques target against the plain transformers +
-#                                    peft loop, then checkpointing at micro-batch 4 against none at
-#                                    micro-batch 1 (speed: alone on the GPU), then issue 17's run of
-#                                    each new method
+#                                    peft loop, then checkpointing all, half or none of the blocks
+#                                    (speed: alone on the GPU), then issue 17's run of each new method
 # Run from the repository root.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -30,13 +29,13 @@ fits)
 speed)
   timeout 270 python3 techniques.py --shapes llama-3.2-1b:8x1024,qwen2.5-0.5b:8x1024 --steps 50 \
     --variants train,fused_liger,fused_liger_8bit --out "$OUT/techniques.jsonl" > "$OUT/techniques.log" 2>&1
-  for shape in "smollm2-1.7b 2048" "qwen2.5-0.5b 512"; do
-    set -- $shape
-    timeout 60 python3 gpu_methods.py --model "$1" --seq "$2" --batch 4 --ckpt --steps 12 --only lora \
-      --out "$OUT/ckpt_$1_b4_ckpt.md" > /dev/null 2>> "$OUT/ckpt.log"
-    timeout 60 python3 gpu_methods.py --model "$1" --seq "$2" --batch 1 --steps 24 --only lora \
-      --out "$OUT/ckpt_$1_b1_plain.md" > /dev/null 2>> "$OUT/ckpt.log"
+  # partial checkpointing: all 24 blocks, 12, none (peak against the estimate, tokens/s)
+  for layers in 0 12; do
+    timeout 60 python3 gpu_methods.py --model smollm2-1.7b --seq 2048 --batch 4 --ckpt --ckpt-layers $layers \
+      --steps 12 --only lora --out "$OUT/ckpt_smollm2-1.7b_b4_ckpt$layers.md" > /dev/null 2>> "$OUT/ckpt.log"
   done
+  timeout 60 python3 gpu_methods.py --model smollm2-1.7b --seq 2048 --batch 4 --steps 12 --only lora \
+    --out "$OUT/ckpt_smollm2-1.7b_b4_none.md" > /dev/null 2>> "$OUT/ckpt.log"
   timeout 180 python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
     --only oft,lokr,loha,ia3,lorafa,miss,c3a,shira,pissa,olora --out "$OUT/methods.md" > "$OUT/methods.log" 2>&1
   ;;
