@@ -199,8 +199,9 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         s = r["settings"]
-        setting = f"r{s.get('rank')} b{s.get('batch_size')}×{s.get('grad_accum')}" + "".join(
-            f" {word}" for key, word in SETTING_WORDS if s.get(key)) + (" 8-bit" if "8bit" in s.get("optimizer", "") else "")
+        ckpt = f" ckpt {s['grad_ckpt_layers']} blocks" if s.get("grad_ckpt") and s.get("grad_ckpt_layers") else ""
+        setting = f"r{s.get('rank')} b{s.get('batch_size')}×{s.get('grad_accum')}{ckpt}" + "".join(
+            f" {word}" for key, word in SETTING_WORDS if s.get(key) and not (key == "grad_ckpt" and ckpt)) + (" 8-bit" if "8bit" in s.get("optimizer", "") else "")
         peak = f"{r['peak_bytes'] / GIB:.2f}" if r.get("peak_bytes") else "—"
         used = f"{r['budget_used'] * 100:.0f} %" if r.get("budget_used") else "—"
         err = f"{r['estimate_error'] * 100:+.1f} %" if r.get("estimate_error") is not None else "—"
