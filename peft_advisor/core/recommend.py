@@ -366,10 +366,11 @@ def _fewest_checkpointed(spec: ModelSpec, par: Parallel, est: Estimate, adjustme
     with room, the last blocks keep their activations instead: the fewest checkpointed blocks with
     which the whole band still fits (memory grows as fewer are checkpointed, so a bisection finds
     it). Fills the card the person has, and each block left alone saves its recompute. Not under
-    FSDP on several GPUs, whose own checkpointing covers every block."""
+    FSDP on several GPUs, whose own checkpointing covers every block, nor with offloading, which
+    would copy a whole block's activations to the CPU and back instead of one recompute."""
     s, layers = est.settings, spec.num_layers
     fsdp = par.gpus > 1 and par.strategy == "fsdp"
-    if CKPT_ON not in adjustments or s.grad_ckpt_layers or layers < 2 or fsdp:
+    if CKPT_ON not in adjustments or s.grad_ckpt_layers or layers < 2 or fsdp or s.offload_activations:
         return est, adjustments
     lo, hi, best = 1, layers, est  # `hi` blocks checkpointed fits
     while lo < hi:

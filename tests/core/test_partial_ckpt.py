@@ -61,3 +61,9 @@ def test_not_under_fsdp_on_several_gpus():
     advice = advise(AdviceRequest(model="smollm2-1.7b", vram_gib=12, seq_len=2048, batch_size=4, gpus=2,
                                   strategy="fsdp"))
     assert all(r.settings.grad_ckpt_layers == 0 for r in advice.recommendations)
+
+
+def test_not_with_offloading():
+    """Qwen3-4B at 4 x 4096 on 16 GiB needs its activations offloaded: every block stays checkpointed."""
+    best = advise(AdviceRequest(model="qwen3-4b", vram_gib=16, seq_len=4096, batch_size=4)).best
+    assert best.settings.offload_activations and best.settings.grad_ckpt and best.settings.grad_ckpt_layers == 0
