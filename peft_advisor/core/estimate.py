@@ -365,6 +365,11 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     targets = _targets(spec, s)
     if s.method == "vera":
         return total + sum(FP32 * (s.vera_rank + t.d_out) for t in targets)
+    family = method_info(s.method).family
+    if family == "shira":  # F.linear on the bf16 input as it comes: inputs shared by q/k/v or gate/up once
+        return total + BF16 * sum({_input_of(t): t.d_in for t in targets}.values())
+    if family in DELTA_WEIGHT_BYTES:  # the fp32 input copy only: no rank-sized intermediate
+        return total + FP32 * sum(t.d_in for t in targets)
     if fp32_acts:  # inputs are fp32 already: adapters sharing an input share the saved tensor
         total += FP32 * sum({_input_of(t): t.d_in for t in targets}.values())
     else:  # peft casts each adapted layer's input to fp32: one copy per target
@@ -373,6 +378,21 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     if s.method == "dora":  # base result (bf16) and LoRA result (fp32) kept for the magnitude
         total += (BF16 + FP32) * sum(t.d_out for t in targets)
     return total
+
+
+DELTA_WEIGHT_BYTES = {"lokr": FP32, "loha": FP32, "shira": BF16}
+"""Methods whose peft forward builds each adapted layer's whole weight and multiplies the input by
+it, so `F.linear` keeps a d_out x d_in matrix per adapted layer for backward, whatever the token
+count: LoKr's Kronecker product and LoHa's Hadamard product (fp32, the adapter's dtype; peft
+`_get_delta_activations`), SHiRA's base weight plus its sparse delta (a bf16 clone). Bytes per
+element; measured: LoKr and LoHa ran 12-14 % above an estimate without it on Qwen2.5-0.5B
+(bench/results/h100_round3_speed.md)."""
+
+
+def _delta_weight_bytes_per_block(spec: ModelSpec, s: Settings) -> int:
+    """What one decoder block keeps of DELTA_WEIGHT_BYTES's matrices (0 for other methods)."""
+    per = DELTA_WEIGHT_BYTES.get(method_info(s.method).family)
+    return per * sum(t.d_in * t.d_out for t in _targets(spec, s)) if per else 0
 
 
 def _norm_saved_bytes(s: Settings, width: int) -> int:
@@ -514,7 +534,7 @@ def _saved_per_block_bytes(spec: ModelSpec, s: Settings, checkpointed: bool) -> 
     """What one decoder block saves for backward: its input when checkpointed, else everything."""
     if checkpointed:
         return s.tokens * (FP32 if s.method == "qlora" else BF16) * spec.hidden_size
-    return s.tokens * _act_bytes_per_token_layer(spec, s)
+    return s.tokens * _act_bytes_per_token_layer(spec, s) + _delta_weight_bytes_per_block(spec, s)
 
 
 def _blocks_saved_bytes(spec: ModelSpec, s: Settings) -> tuple[int, int]:
@@ -564,7 +584,8 @@ def _recompute_bytes(spec: ModelSpec, s: Settings) -> int:
     """With checkpointing: one block's activations plus the gradient flowing through it."""
     if not checkpointed_layers(spec, s):
         return 0
-    return s.tokens * (_act_bytes_per_token_layer(spec, s) + 2 * FP32 * spec.hidden_size)
+    return (s.tokens * (_act_bytes_per_token_layer(spec, s) + 2 * FP32 * spec.hidden_size)
+            + _delta_weight_bytes_per_block(spec, s))
 
 
 def _uncheckpointed_on_card_bytes(spec: ModelSpec, s: Settings) -> int:
