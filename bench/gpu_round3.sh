@@ -12,6 +12,11 @@
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+# The device returns only a few files of a call's output: everything goes back as one archive, even
+# when the call's timeout stops this script (TERM runs the EXIT trap).
+bundle() { (cd "$OUT" && ls | grep -v '^results.tgz$' | tar czf results.tgz --remove-files -T -); }
+trap bundle EXIT
+trap 'exit 143' TERM
 cd bench || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
 

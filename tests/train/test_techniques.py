@@ -323,7 +323,9 @@ def test_liger_loss_equals_the_chunked_loss_on_a_gpu(arch, dtype, tiny_model):
     ({"method.name": "full", "train.fused_loss": True, "train.optimizer": "adamw_8bit"}, "loss_impl", "liger"),
     ({"train.offload_activations": True, "train.grad_ckpt": True}, "offload_activations", "pinned"),
     ({"train.liger_kernels": True, "train.fused_loss": True}, "liger_kernels", "llama"),
-], ids=["fused", "8bit", "paged", "loraplus-paged8", "full-fused-8bit", "offload-ckpt", "liger-kernels"])
+    ({"train.grad_ckpt": True, "train.grad_ckpt_layers": 1, "train.fused_loss": True}, "checkpointed_layers", "1 of 2"),
+], ids=["fused", "8bit", "paged", "loraplus-paged8", "full-fused-8bit", "offload-ckpt", "liger-kernels",
+        "partial-ckpt"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cuda(), reason="needs an NVIDIA GPU with CUDA")
 def test_techniques_train_on_a_gpu(changes, field, value, make_recipe, tmp_path):
