@@ -62,6 +62,9 @@ def test_recommend_table_for_a_12_gib_card():
         (["estimate", "--method", "lora", "--optimizer", "adam8"], ExitCode.USAGE, "unknown optimizer 'adam8'"),
         (["estimate", "--method", "galore", "--optimizer", "adamw_8bit"], ExitCode.USAGE, "galore_8bit"),
         (["estimate", "--method", "lora", "--no-techniques", "--fused-loss"], ExitCode.USAGE, "--no-techniques turns every"),
+        (["estimate", "--method", "lora", "--grad-ckpt-layers", "4"], ExitCode.USAGE, "--grad-ckpt-layers needs --grad-ckpt"),
+        (["estimate", "--method", "lora", "--grad-ckpt", "--grad-ckpt-layers", "-1"], ExitCode.USAGE,
+         "grad_ckpt_layers must be a whole number >= 0"),
     ],
 )
 def test_bad_input_is_one_line_and_a_distinct_exit_code(args, code, words, capsys):
