@@ -146,9 +146,6 @@ def run_estimate(args) -> int:
     optimizer = args.optimizer.strip().lower()
     if args.no_techniques and (args.fused_loss or args.liger or args.offload or optimizer != "adamw"):
         raise UserError("--no-techniques turns every technique off: drop it or the technique flags", ExitCode.USAGE)
-    if args.grad_ckpt_layers and not args.grad_ckpt:
-        raise UserError("--grad-ckpt-layers needs --grad-ckpt (it says how many blocks checkpointing covers)",
-                        ExitCode.USAGE)
     s = Settings(method=_method(args.method), rank=args.rank, targets=args.targets, batch_size=args.batch,
                  seq_len=args.seq, grad_ckpt=args.grad_ckpt, grad_ckpt_layers=args.grad_ckpt_layers,
                  galore_rank=args.galore_rank,

@@ -259,16 +259,18 @@ def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, ca
     return EstimateResult(est, card, par, fit, card_note(card), settings_words(settings), data_words)
 
 
-TECHNIQUE_FLAGS = {"train.optimizer": "--optimizer", "train.fused_loss": "--fused-loss"}
+TECHNIQUE_FLAGS = {"train.optimizer": "--optimizer", "train.fused_loss": "--fused-loss",
+                   "train.grad_ckpt_layers": "--grad-ckpt-layers"}
 
 
 def refuse_unrunnable(settings, par) -> None:
     """No figure for a run that `train` would refuse (the same rule, `core.techniques.recipe_refusals`):
     one line naming the option, as the recipe check names the key."""
-    from peft_advisor.core.techniques import recipe_refusals
+    from peft_advisor.core.techniques import checkpointing_refusal, recipe_refusals
 
+    ckpt = checkpointing_refusal(settings.grad_ckpt, settings.grad_ckpt_layers, par.strategy, par.gpus)
     refusals = recipe_refusals(settings.method, settings.targets, settings.optimizer, settings.fused_loss,
-                               par.strategy, par.gpus, settings.method == "qlora")
+                               par.strategy, par.gpus, settings.method == "qlora") + ([ckpt] if ckpt else [])
     if refusals:
         key, why = refusals[0]  # the optimizer's reason starts with its value: --optimizer "adamw_8bit" cannot ...
         raise UserError(f"{TECHNIQUE_FLAGS.get(key, key)} {why}", ExitCode.USAGE)

@@ -557,8 +557,16 @@ def _offloaded_bytes(spec: ModelSpec, s: Settings) -> int:
     so FSDP's and ZeRO-3's gathered weights stay too)."""
     if not s.offload_activations:
         return 0
-    offloaded_blocks = max(0, spec.num_layers - OFFLOAD_BLOCKS_ON_GPU)
-    return sum(_blocks_saved_bytes(spec, s)) * offloaded_blocks // spec.num_layers
+    return sum(_blocks_saved_bytes(spec, s)) - sum(_blocks_on_card_while_offloading(spec, s))
+
+
+def _blocks_on_card_while_offloading(spec: ModelSpec, s: Settings) -> tuple[int, int]:
+    """(checkpointed, whole) bytes of the last OFFLOAD_BLOCKS_ON_GPU blocks, the ones still on the
+    card when backward starts; with partial checkpointing the last blocks are the whole ones."""
+    on_card = min(OFFLOAD_BLOCKS_ON_GPU, spec.num_layers)
+    whole = min(on_card, spec.num_layers - checkpointed_layers(spec, s))
+    return ((on_card - whole) * _saved_per_block_bytes(spec, s, True),
+            whole * _saved_per_block_bytes(spec, s, False))
 
 
 def _offloaded_cpu_bytes(spec: ModelSpec, s: Settings) -> int:
@@ -593,9 +601,9 @@ def _uncheckpointed_on_card_bytes(spec: ModelSpec, s: Settings) -> int:
     far as they stay on the card: backward frees them before it recomputes a checkpointed block."""
     if not s.grad_ckpt:
         return 0
-    kept = _blocks_saved_bytes(spec, s)[1]
-    return kept - (kept * max(0, spec.num_layers - OFFLOAD_BLOCKS_ON_GPU) // spec.num_layers
-                   if s.offload_activations else 0)
+    if s.offload_activations:
+        return _blocks_on_card_while_offloading(spec, s)[1]
+    return _blocks_saved_bytes(spec, s)[1]
 
 
 def _kernel_scratch_bytes(spec: ModelSpec, s: Settings) -> int:

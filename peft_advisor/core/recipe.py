@@ -463,19 +463,17 @@ def _cross_checks(recipe: Recipe) -> list[tuple[str, str]]:
         out.append(("train.grad_accum", f"must be 1 with method.galore_layerwise = true, got {t.grad_accum}"))
     if t.max_steps == 0 and t.epochs <= 0:
         out.append(("train.epochs", "must be > 0 when train.max_steps = 0"))
-    if t.grad_ckpt_layers and not t.grad_ckpt:
-        out.append(("train.grad_ckpt_layers", f"is {t.grad_ckpt_layers} but train.grad_ckpt is false; set grad_ckpt "
-                    "= true (this says how many blocks it covers) or grad_ckpt_layers = 0"))
     return out + _technique_checks(recipe) + _distributed_checks(recipe)
 
 
 def _technique_checks(recipe: Recipe) -> list[tuple[str, str]]:
     """The [train] techniques that cannot run with this method, these targets or this [distributed]."""
-    from peft_advisor.core.techniques import recipe_refusals
+    from peft_advisor.core.techniques import checkpointing_refusal, recipe_refusals
 
     m, t, d = recipe.method, recipe.train, recipe.distributed
+    ckpt = checkpointing_refusal(t.grad_ckpt, t.grad_ckpt_layers, d.strategy, world_size(d))
     return recipe_refusals(m.name, m.targets, t.optimizer, t.fused_loss, d.strategy, world_size(d),
-                           qlora=m.name == "qlora")
+                           qlora=m.name == "qlora") + ([ckpt] if ckpt else [])
 
 
 def _distributed_checks(recipe: Recipe) -> list[tuple[str, str]]:
@@ -495,9 +493,6 @@ def _distributed_checks(recipe: Recipe) -> list[tuple[str, str]]:
     problem = offload_problem(d.strategy, d.zero_offload)
     if problem:
         out.append(("distributed.zero_offload", problem.removeprefix("= ")))
-    if world_size(d) > 1 and d.strategy == "fsdp" and recipe.train.grad_ckpt_layers:
-        out.append(("train.grad_ckpt_layers", "must be 0 with FSDP on several GPUs (FSDP's own checkpointing covers "
-                    'every block); set it to 0 or use distributed.strategy = "ddp"'))
     if world_size(d) == 1 or m.name not in methods():
         return out
     from peft_advisor.core.catalog import method_info, zero_refusal  # the per-method facts: data/methods.toml

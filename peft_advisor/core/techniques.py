@@ -75,6 +75,19 @@ def recipe_refusals(method: str, targets, optimizer: str, fused_loss: bool, stra
     return out
 
 
+def checkpointing_refusal(grad_ckpt: bool, grad_ckpt_layers: int, strategy: str, world: int) -> tuple[str, str] | None:
+    """Partial checkpointing (`train.grad_ckpt_layers`) where it cannot run, as (key, one-line reason)."""
+    if not grad_ckpt_layers:
+        return None
+    if not grad_ckpt:
+        return ("train.grad_ckpt_layers", f"is {grad_ckpt_layers} but gradient checkpointing is off; turn grad_ckpt "
+                "on (this says how many blocks it covers) or set it to 0")
+    if strategy == "fsdp" and world > 1:
+        return ("train.grad_ckpt_layers", "must be 0 with FSDP on several GPUs (FSDP's own checkpointing covers every "
+                'block); set it to 0 or use distributed.strategy = "ddp"')
+    return None
+
+
 def environment_refusal(liger_kernels: bool, optimizer: str, cuda: bool,
                         is_installed=None) -> tuple[str, str] | None:
     """What this machine cannot run, as (key, one-line reason), or None. The fused loss is never

@@ -131,14 +131,26 @@ def limit_checkpointing(model, layers: int) -> tuple[int, int]:
     """Keep gradient checkpointing on the first `layers` decoder blocks only (`train.grad_ckpt_layers`):
     the later ones keep their activations, so backward frees them before it recomputes a
     checkpointed block (the estimator's `checkpointed_layers`). transformers reads each block's own
-    `gradient_checkpointing` flag, set on all of them by `gradient_checkpointing_enable`. Returns
-    (checkpointed, blocks that had it)."""
+    `gradient_checkpointing` flag, set on all of them by `gradient_checkpointing_enable`. Only the
+    language decoder's blocks count: a multimodal model (Gemma 3) lists its vision encoder's layers
+    first. Returns (checkpointed, decoder blocks that had it)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    blocks = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+    blocks = [m for m in decoder_blocks(model) if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
     for block in blocks[layers:]:
         block.gradient_checkpointing = False
     return min(layers, len(blocks)), len(blocks)
+
+
+def decoder_blocks(model) -> list:
+    """The language decoder's blocks in order, through a peft wrapper (`get_decoder().layers`)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise UserError(f"train.grad_ckpt_layers: cannot find the decoder blocks of {type(base).__name__}; "
+                        "set grad_ckpt_layers = 0 (checkpoint every block)", ExitCode.BAD_RECIPE)
+    return list(layers)
 
 
 def partial_checkpointing_callback(layers: int, start_fields: dict):

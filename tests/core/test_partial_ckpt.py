@@ -42,6 +42,7 @@ def test_the_advice_checkpoints_the_fewest_blocks_that_fit_with_room():
     k = best.settings.grad_ckpt_layers
     assert best.fit == "ok" and 0 < k < SMOL.num_layers
     assert f"gradient checkpointing on {k} of {SMOL.num_layers} blocks" in best.adjustments
+    assert k > 1  # so that k - 1 blocks is a real setting (0 would mean all of them)
     one_fewer = estimate(SMOL, replace(best.settings, grad_ckpt_layers=k - 1), advice.budget.total_vram_bytes)
     assert fit_of(one_fewer, advice.budget.vram_bytes) != "ok"  # the fewest
     full = estimate(SMOL, replace(best.settings, grad_ckpt_layers=0), advice.budget.total_vram_bytes)
@@ -67,3 +68,16 @@ def test_not_with_offloading():
     """Qwen3-4B at 4 x 4096 on 16 GiB needs its activations offloaded: every block stays checkpointed."""
     best = advise(AdviceRequest(model="qwen3-4b", vram_gib=16, seq_len=4096, batch_size=4)).best
     assert best.settings.offload_activations and best.settings.grad_ckpt and best.settings.grad_ckpt_layers == 0
+
+
+def test_offloading_keeps_the_last_blocks_whole_on_the_card():
+    """With partial checkpointing the last blocks are the uncheckpointed ones: while offloading,
+    the two on the card are whole blocks (OFFLOAD_BLOCKS_ON_GPU), the rest go to pinned RAM."""
+    from peft_advisor.core import estimate as E
+
+    s = Settings("lora", batch_size=4, seq_len=2048, grad_ckpt=True, grad_ckpt_layers=12, offload_activations=True)
+    whole = E._saved_per_block_bytes(SMOL, s, False)
+    final = E._saved_activation_bytes(SMOL, s) - sum(E._blocks_saved_bytes(SMOL, s))
+    assert E.components(SMOL, s)["acts"] == E.OFFLOAD_BLOCKS_ON_GPU * whole + final
+    one_whole = replace(s, grad_ckpt_layers=SMOL.num_layers - 1)
+    assert E.components(SMOL, one_whole)["acts"] == whole + E._saved_per_block_bytes(SMOL, s, True) + final

@@ -460,8 +460,32 @@ def test_limit_checkpointing_turns_it_off_on_the_later_blocks(tiny_model):
     assert [b.gradient_checkpointing for b in blocks] == [True] + [False] * (len(blocks) - 1)
 
 
+def test_limit_checkpointing_counts_only_the_language_decoders_blocks():
+    """Gemma 3's multimodal model lists its vision encoder's layers first: they are not the blocks."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    from peft_advisor.train.techniques import limit_checkpointing
+
+    config = Gemma3Config(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                         num_key_value_heads=1, head_dim=16, vocab_size=128, max_position_embeddings=128,
+                         sliding_window=16),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
+                           image_size=28, patch_size=14),
+        mm_tokens_per_image=4)
+    model = Gemma3ForConditionalGeneration(config)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert limit_checkpointing(model, 2) == (2, 3)
+    decoder = model.get_base_model().get_decoder().layers
+    assert [b.gradient_checkpointing for b in decoder] == [True, True, False]
+    vision = [m for n, m in model.named_modules() if "vision" in n and hasattr(m, "gradient_checkpointing")]
+    assert vision and all(m.gradient_checkpointing for m in vision if type(m).__name__.endswith("Layer"))
+
+
 @pytest.mark.parametrize("changes, needle", [
-    ({"train.grad_ckpt_layers": 3}, "train.grad_ckpt_layers: is 3 but train.grad_ckpt is false"),
+    ({"train.grad_ckpt_layers": 3}, "train.grad_ckpt_layers: is 3 but gradient checkpointing is off"),
     ({"train.grad_ckpt": True, "train.grad_ckpt_layers": 3, "distributed.gpus": 2, "distributed.strategy": "fsdp"},
      "must be 0 with FSDP on several GPUs"),
     ({"train.grad_ckpt": True, "train.grad_ckpt_layers": -1}, "train.grad_ckpt_layers"),
