@@ -8,6 +8,7 @@
 #   bash bench/gpu_round3.sh speed   issue 15's techniques target against the plain transformers +
 #                                    peft loop, then checkpointing all, half or none of the blocks
 #                                    (speed: alone on the GPU), then issue 17's run of each new method
+#   bash bench/gpu_round3.sh owed    what those two calls did not reach (see the case for the list)
 # Run from the repository root.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -44,8 +45,20 @@ speed)
   timeout 180 python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
     --only oft,lokr,loha,ia3,lorafa,miss,c3a,shira,pissa,olora --out "$OUT/methods.md" > "$OUT/methods.log" 2>&1
   ;;
+owed)
+  # what the first two calls did not reach (bench/results/h100_*round3*): round 3's cases that never
+  # ran, issue 15's --data estimate and Qwen2.5-0.5B's techniques run, the six methods not yet on a GPU
+  timeout 200 python3 fits.py --round 3 --cases 5-8 --parallel-gib 40 --out "$OUT/fits_round3_rest.jsonl" \
+    > "$OUT/fits.log" 2>&1 &
+  timeout 200 python3 data_peak.py --rows 200 --vram 36 --out "$OUT/data_peak.jsonl" > "$OUT/data_peak.log" 2>&1 &
+  wait
+  timeout 150 python3 techniques.py --shapes qwen2.5-0.5b:8x1024 --steps 50 --variants train,fused_liger \
+    --out "$OUT/techniques.jsonl" > "$OUT/techniques.log" 2>&1
+  timeout 200 python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
+    --only ia3,miss,c3a,lorafa,pissa,olora --out "$OUT/methods.md" > "$OUT/methods.log" 2>&1
+  ;;
 *)
-  echo "usage: bash bench/gpu_round3.sh fits|speed" >&2
+  echo "usage: bash bench/gpu_round3.sh fits|speed|owed" >&2
   exit 2
   ;;
 esac
