@@ -624,14 +624,15 @@ def components(spec: ModelSpec, s: Settings) -> dict[str, int]:
 @lru_cache(maxsize=1024)
 def _components(spec: ModelSpec, s: Settings) -> tuple:
     n_trainable = trainable_params(spec, s)
+    acts = _activation_bytes(spec, s)
     return tuple({
         "trainable_params": n_trainable,
         "weights": _weight_bytes(spec, s),
         "trainable": 0 if trains_all_weights(s.method) else n_trainable * FP32,
         "optimizer": _optimizer_bytes(spec, s, n_trainable),
         "grads_total": _gradient_bytes(spec, s, n_trainable),
-        "acts": _activation_bytes(spec, s),
-        "acts_kept": _activation_bytes(spec, s) - _uncheckpointed_on_card_bytes(spec, s),
+        "acts": acts,
+        "acts_kept": acts - _uncheckpointed_on_card_bytes(spec, s),
         "logits": _logits_bytes(spec, s),
         "scratch": _kernel_scratch_bytes(spec, s),
         "recompute": _recompute_bytes(spec, s),

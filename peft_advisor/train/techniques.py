@@ -143,12 +143,14 @@ def limit_checkpointing(model, layers: int) -> tuple[int, int]:
 
 
 def decoder_blocks(model) -> list:
-    """The language decoder's blocks in order, through a peft wrapper (`get_decoder().layers`)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    """The language decoder's blocks in order (`get_decoder().layers` of `fused_loss.causal_lm`)."""
+    from peft_advisor.train.fused_loss import causal_lm
+
+    lm = causal_lm(model)
+    decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else None
     layers = getattr(decoder, "layers", None)
     if layers is None:
-        raise UserError(f"train.grad_ckpt_layers: cannot find the decoder blocks of {type(base).__name__}; "
+        raise UserError(f"train.grad_ckpt_layers: cannot find the decoder blocks of {type(lm).__name__}; "
                         "set grad_ckpt_layers = 0 (checkpoint every block)", ExitCode.BAD_RECIPE)
     return list(layers)
 
