@@ -9,6 +9,7 @@
 #                                    peft loop, then checkpointing all, half or none of the blocks
 #                                    (speed: alone on the GPU), then issue 17's run of each new method
 #   bash bench/gpu_round3.sh owed    what those two calls did not reach (see the case for the list)
+#   bash bench/gpu_round3.sh trace   what is alive at the peak of round 3's rsLoRA cases (memory_trace.py)
 # Run from the repository root.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -57,8 +58,17 @@ owed)
   timeout 200 python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
     --only ia3,miss,c3a,lorafa,pissa,olora --out "$OUT/methods.md" > "$OUT/methods.log" 2>&1
   ;;
+trace)
+  # round 3's rsLoRA runs were 1-9 % above the estimate's tensors (allocated, not reserved): what is
+  # alive at the peak with the techniques and partial checkpointing on, against the estimate's terms
+  for c in smollm2-1.7b:rslora:4:2048:ckpt19:fused smollm2-1.7b:rslora:4:2048:ckpt19 \
+      smollm2-1.7b:rslora:4:2048:ckpt:fused gemma-3-4b:rslora:4:4096:ckpt31:fused qwen2.5-7b:rslora:4:2048:ckpt27:fused; do
+    timeout 110 python3 memory_trace.py --expandable --case "$c" --out "$OUT/trace.jsonl" >> "$OUT/trace.log" 2>&1
+  done
+  python3 memory_trace.py --table "$OUT/trace.jsonl" > "$OUT/trace.md" 2>&1
+  ;;
 *)
-  echo "usage: bash bench/gpu_round3.sh fits|speed|owed" >&2
+  echo "usage: bash bench/gpu_round3.sh fits|speed|owed|trace" >&2
   exit 2
   ;;
 esac

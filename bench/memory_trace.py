@@ -37,10 +37,33 @@ SKIP = ("torch/utils/_contextlib", "torch/nn/modules/module.py", "torch/_tensor.
 
 
 def parse_case(text: str) -> dict:
-    """MODEL:METHOD:BATCH:SEQ[:ckpt]."""
+    """MODEL:METHOD:BATCH:SEQ[:ckpt|:ckptN][:fused]: `ckptN` checkpoints the first N blocks only,
+    `fused` adds the trainer's Liger kernels and fused loss (the advice's techniques)."""
     parts = text.split(":")
-    return dict(model=parts[0], method=parts[1], batch=int(parts[2]), seq=int(parts[3]),
-                grad_ckpt=len(parts) > 4 and parts[4] == "ckpt", rank=16, targets="all-linear")
+    flags = parts[4:]
+    ckpt = next((f for f in flags if f.startswith("ckpt")), "")
+    return dict(model=parts[0], method=parts[1], batch=int(parts[2]), seq=int(parts[3]), grad_ckpt=bool(ckpt),
+                grad_ckpt_layers=int(ckpt[4:] or 0), fused="fused" in flags, rank=16, targets="all-linear")
+
+
+def prepare(case: dict):
+    """The case's model, optimizer and loss function, built as the trainer builds them: Liger's
+    kernels on the base model before the adapter, checkpointing limited to the first N blocks,
+    the fused loss instead of the model's own."""
+    from peft_advisor.train import techniques
+
+    base = build_base(preset_config(case["model"]))
+    if case.get("fused"):
+        techniques.apply_liger_kernels(base)
+    model, opt = apply_method(base, case)
+    if case.get("grad_ckpt_layers"):
+        techniques.limit_checkpointing(model, case["grad_ckpt_layers"])
+    if not case.get("fused"):
+        return model, opt, lambda ids: model(input_ids=ids, labels=ids).loss
+    from peft_advisor.train.fused_loss import FusedLoss
+
+    fused = FusedLoss(model, "liger")
+    return model, opt, lambda ids: fused(model, {"input_ids": ids, "labels": ids})["loss"]
 
 
 def origin(frames: list[dict]) -> str:
@@ -81,8 +104,7 @@ def trace_case(case: dict, out: Path) -> dict:
     from peft_advisor.core.model_spec import load_preset
 
     torch.manual_seed(0)
-    model = build_base(preset_config(case["model"]))
-    model, opt = apply_method(model, case)
+    model, opt, loss_of = prepare(case)
     model.train()
     vocab = model.config.get_text_config().vocab_size
     ids = torch.randint(0, vocab, (case["batch"], case["seq"]), device="cuda")
@@ -91,7 +113,7 @@ def trace_case(case: dict, out: Path) -> dict:
     static = torch.cuda.memory_allocated()
 
     def step():
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = loss_of(ids)
         loss.backward()
         del loss
         if opt is not None:
@@ -108,7 +130,9 @@ def trace_case(case: dict, out: Path) -> dict:
     torch.cuda.memory._record_memory_history(enabled=None)
     peak_alloc, groups, _ = peak_live(snap)
     spec = load_preset(case["model"])
-    s = Settings(method=case["method"], batch_size=case["batch"], seq_len=case["seq"], grad_ckpt=case["grad_ckpt"])
+    s = Settings(method=case["method"], batch_size=case["batch"], seq_len=case["seq"], grad_ckpt=case["grad_ckpt"],
+                 grad_ckpt_layers=case.get("grad_ckpt_layers", 0), fused_loss=case.get("fused", False),
+                 liger_kernels=case.get("fused", False))
     est = estimate(spec, s)
     row = dict(case, gpu=torch.cuda.get_device_name(), alloc_conf=os.environ.get("PYTORCH_CUDA_ALLOC_CONF"), static_bytes=static,
                peak_allocated_bytes=torch.cuda.max_memory_allocated(),
@@ -138,7 +162,8 @@ def table(rows: list[dict]) -> str:
         b = r["estimate_breakdown"]
         bare = sum(v for k, v in b.items() if k != "overhead")
         logits_fp32 = r["estimate_components"]["logits"] / 3  # LOGIT_BYTES 12 = three fp32 buffers
-        case = f"{r['model']} {r['method']} {r['batch']}×{r['seq']}{' ckpt' if r['grad_ckpt'] else ''}"
+        ckpt = f" ckpt {r['grad_ckpt_layers']} blocks" if r.get("grad_ckpt_layers") else " ckpt" if r["grad_ckpt"] else ""
+        case = f"{r['model']} {r['method']} {r['batch']}×{r['seq']}{ckpt}{' fused liger' if r.get('fused') else ''}"
         lines.append(f"| {case} | {r.get('alloc_conf') or 'default'} | {r['peak_allocated_bytes'] / GIB:.2f} | "
                      f"{bare / GIB:.2f} | {(bare - r['peak_allocated_bytes']) / r['peak_allocated_bytes'] * 100:+.1f} % | "
                      f"{r['peak_reserved_bytes'] / GIB:.2f} | {(r['peak_reserved_bytes'] - r['peak_allocated_bytes']) / GIB:.2f} | "
@@ -148,7 +173,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--case", action="append", help="MODEL:METHOD:BATCH:SEQ[:ckpt] (repeatable)")
+    ap.add_argument("--case", action="append", help="MODEL:METHOD:BATCH:SEQ[:ckpt|:ckptN][:fused] (repeatable)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--table", type=Path, help="print the Markdown table of a results file and exit (no GPU)")
     ap.add_argument("--expandable", action="store_true", help="the trainer's allocator setting (launch.allocator_env)")
