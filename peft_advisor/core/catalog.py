@@ -105,6 +105,10 @@ class Method:
     """The rank its quality figure was measured at; below it the claim is not carried over."""
     alpha_per_rank: float | None = None
     """The recipe's alpha = alpha_per_rank × rank (LoRA family); None for methods without alpha."""
+    memory_measured: bool = True
+    """Its peak memory has been measured on a GPU through `peft-advisor train`; false: the
+    estimator's activation terms are LoRA's by analogy and the advice says so. Independent of the
+    speed figure (`data/speed.json`), which needs a LoRA run at the same shape."""
 
     def to_dict(self) -> dict:
         d = asdict(self)

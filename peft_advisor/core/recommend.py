@@ -625,7 +625,7 @@ def _reasons(rec: Recommendation, m: Method, budget: Budget, request: Settings,
                    "every update_proj_gap steps (seconds to minutes, growing with the model)")
     if est.calibrated:
         out.append(f"estimate {est.calibrated}")
-    if measured_step_time(rec.method) is None:  # no H200 run yet: neither step time nor memory
+    if not m.memory_measured:
         out.append(f"memory not yet measured on a GPU: {m.name}'s activation terms are LoRA's by analogy "
                    "(parameters and adapter size are counted exactly)")
     out.append(f"adapter: {fmt_file_bytes(est.adapter_bytes)} ({m.adapter_size})")
