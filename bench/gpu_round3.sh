@@ -20,6 +20,17 @@ bundle() { (cd "$OUT" && ls | grep -v '^results.tgz$' | tar czf results.tgz --re
 trap bundle EXIT
 trap 'exit 143' TERM
 cd bench || exit 1
+# round 3's rsLoRA runs were 1-9 % above the estimate's tensors (allocated, not reserved): what is
+# alive at the peak with the techniques and partial checkpointing on, against the estimate's terms
+trace_cases() {
+  for c in gemma-3-4b:rslora:4:4096:ckpt31:fused qwen2.5-7b:rslora:4:2048:ckpt27:fused smollm2-1.7b:rslora:4:2048:ckpt19:fused \
+      smollm2-1.7b:rslora:4:2048:ckpt19 smollm2-1.7b:rslora:4:2048:ckpt:fused; do
+    timeout 110 python3 memory_trace.py --expandable --case "$c" --out "$OUT/trace.jsonl" >> "$OUT/trace.log" 2>&1
+    python3 memory_trace.py --table "$OUT/trace.jsonl" > "$OUT/trace.md" 2>&1
+  done
+}
+export -f trace_cases
+export OUT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
 
 case "${1:-}" in
@@ -52,6 +63,9 @@ owed)
   timeout 200 python3 fits.py --round 3 --cases 5-8 --parallel-gib 40 --out "$OUT/fits_round3_rest.jsonl" \
     > "$OUT/fits.log" 2>&1 &
   timeout 200 python3 data_peak.py --rows 200 --vram 36 --out "$OUT/data_peak.jsonl" > "$OUT/data_peak.log" 2>&1 &
+  # the allocator traces (memory only) beside them where the card has room for all three
+  mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+  if [ "$mib" -gt 130000 ]; then timeout 200 bash -c trace_cases & fi
   wait
   timeout 150 python3 techniques.py --shapes qwen2.5-0.5b:8x1024 --steps 50 --variants train,fused_liger \
     --out "$OUT/techniques.jsonl" > "$OUT/techniques.log" 2>&1
@@ -59,13 +73,7 @@ owed)
     --only ia3,miss,c3a,lorafa,pissa,olora --out "$OUT/methods.md" > "$OUT/methods.log" 2>&1
   ;;
 trace)
-  # round 3's rsLoRA runs were 1-9 % above the estimate's tensors (allocated, not reserved): what is
-  # alive at the peak with the techniques and partial checkpointing on, against the estimate's terms
-  for c in smollm2-1.7b:rslora:4:2048:ckpt19:fused smollm2-1.7b:rslora:4:2048:ckpt19 \
-      smollm2-1.7b:rslora:4:2048:ckpt:fused gemma-3-4b:rslora:4:4096:ckpt31:fused qwen2.5-7b:rslora:4:2048:ckpt27:fused; do
-    timeout 110 python3 memory_trace.py --expandable --case "$c" --out "$OUT/trace.jsonl" >> "$OUT/trace.log" 2>&1
-  done
-  python3 memory_trace.py --table "$OUT/trace.jsonl" > "$OUT/trace.md" 2>&1
+  timeout 560 bash -c trace_cases
   ;;
 *)
   echo "usage: bash bench/gpu_round3.sh fits|speed|owed|trace" >&2
