@@ -60,16 +60,16 @@ speed)
 owed)
   # what the first two calls did not reach (bench/results/h100_*round3*): round 3's cases that never
   # ran, issue 15's --data estimate and Qwen2.5-0.5B's techniques run, the six methods not yet on a GPU
-  timeout 200 python3 fits.py --round 3 --cases 5-8 --parallel-gib 40 --out "$OUT/fits_round3_rest.jsonl" \
+  timeout 190 python3 fits.py --round 3 --cases 5-8 --parallel-gib 40 --out "$OUT/fits_round3_rest.jsonl" \
     > "$OUT/fits.log" 2>&1 &
-  timeout 200 python3 data_peak.py --rows 200 --vram 36 --out "$OUT/data_peak.jsonl" > "$OUT/data_peak.log" 2>&1 &
+  timeout 190 python3 data_peak.py --rows 200 --vram 36 --out "$OUT/data_peak.jsonl" > "$OUT/data_peak.log" 2>&1 &
   # the allocator traces (memory only) beside them where the card has room for all three
   mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
-  if [ "$mib" -gt 130000 ]; then timeout 200 bash -c trace_cases & fi
+  if [ "$mib" -gt 130000 ]; then timeout 190 bash -c trace_cases & fi
   wait
-  timeout 150 python3 techniques.py --shapes qwen2.5-0.5b:8x1024 --steps 50 --variants train,fused_liger \
+  timeout 140 python3 techniques.py --shapes qwen2.5-0.5b:8x1024 --steps 50 --variants train,fused_liger \
     --out "$OUT/techniques.jsonl" > "$OUT/techniques.log" 2>&1
-  timeout 200 python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
+  timeout 150 python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
     --only ia3,miss,c3a,lorafa,pissa,olora --out "$OUT/methods.md" > "$OUT/methods.log" 2>&1
   ;;
 trace)
