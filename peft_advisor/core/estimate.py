@@ -596,6 +596,26 @@ def _recompute_bytes(spec: ModelSpec, s: Settings) -> int:
             + _delta_weight_bytes_per_block(spec, s))
 
 
+def _backward_transient_bytes(spec: ModelSpec, s: Settings) -> int:
+    """What the backward of one block allocates beyond the activations it saved, at its widest
+    moment, the down projection's backward: the gradient of its input (intermediate-sized, per
+    token) from the frozen base path, and from an adapter on it that casts the input to fp32 (peft's
+    LoRA-style layers, LoKr, LoHa) an fp32 gradient and its cast back, plus, for the methods that
+    build a whole delta weight, that weight's gradient. Counted from the code (torch's linear
+    backward, peft's cast); hidden under the whole-vocabulary loss's buffers, it sets the peak once
+    the fused loss removes them: round 3's fits runs with the fused loss held 4-9 bytes per token per
+    intermediate feature more than the saved activations (bench/results/h100_fits_round3.jsonl)."""
+    a = FP32 if s.method == "qlora" else BF16
+    per_token = a * spec.intermediate_size
+    down = [t for t in _targets(spec, s) if t.name == "down_proj"]
+    family = method_info(s.method).family
+    if not down or trains_all_weights(s.method) or family == "shira":  # one matmul: one input gradient
+        return s.tokens * per_token
+    adapter = FP32 + (0 if a == FP32 else BF16)  # the fp32 copy's gradient and its cast back
+    delta = DELTA_WEIGHT_BYTES.get(family, 0) * down[0].d_in * down[0].d_out
+    return s.tokens * (per_token + adapter * spec.intermediate_size) + delta
+
+
 def _uncheckpointed_on_card_bytes(spec: ModelSpec, s: Settings) -> int:
     """The whole activations of the blocks checkpointing leaves alone (partial checkpointing), as
     far as they stay on the card: backward frees them before it recomputes a checkpointed block."""
@@ -636,6 +656,7 @@ def _components(spec: ModelSpec, s: Settings) -> tuple:
         "logits": _logits_bytes(spec, s),
         "scratch": _kernel_scratch_bytes(spec, s),
         "recompute": _recompute_bytes(spec, s),
+        "backward": _backward_transient_bytes(spec, s),
         "eval": _eval_bytes(spec, s),
         "cpu": _offloaded_cpu_bytes(spec, s),
     }.items())
@@ -651,8 +672,13 @@ def assemble(c: dict[str, int], s: Settings, extra_static: int = 0, grads_held: 
     never change.
     """
     grads = c["grads_total"] if grads_held is None else grads_held
-    # a checkpointed block is recomputed once backward has freed the blocks left uncheckpointed
-    forward_peak = max(c["acts"] + c["logits"], c["acts_kept"] + c["recompute"]) + c["scratch"]
+    # a checkpointed block is recomputed once backward has freed the blocks left uncheckpointed;
+    # the last block's backward runs on top of every saved activation when that block kept its own
+    transient = c.get("backward", 0)
+    last_kept = not s.grad_ckpt or c["acts_kept"] < c["acts"]
+    block_backward = (c["acts"] + transient) if last_kept else 0
+    recompute = c["acts_kept"] + c["recompute"] + transient if c["recompute"] else 0
+    forward_peak = max(c["acts"] + c["logits"], block_backward, recompute) + c["scratch"]
     backward_end = grads + (c["acts_kept"] if s.grad_ckpt else 0) + c["scratch"]
     at_backward_end = backward_end > forward_peak
     k = ALLOC_OVERHEAD
