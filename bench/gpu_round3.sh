@@ -20,6 +20,9 @@ bundle() { (cd "$OUT" && ls | grep -v '^results.tgz$' | tar czf results.tgz --re
 trap bundle EXIT
 trap 'exit 143' TERM
 cd bench || exit 1
+# BUDGET_S: the seconds this call may take in all; a part gets at most what is left of it
+DEADLINE=$((SECONDS + ${BUDGET_S:-570}))
+part() { local left=$((DEADLINE - SECONDS - 15)); [ "$left" -lt "$1" ] && echo $((left > 1 ? left : 1)) || echo "$1"; }
 # round 3's rsLoRA runs were 1-9 % above the estimate's tensors (allocated, not reserved): what is
 # alive at the peak with the techniques and partial checkpointing on, against the estimate's terms
 trace_cases() {
@@ -67,10 +70,10 @@ owed)
   mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
   if [ "$mib" -gt 130000 ]; then timeout 190 bash -c trace_cases & fi
   wait
-  timeout 140 python3 techniques.py --shapes qwen2.5-0.5b:8x1024 --steps 50 --variants train,fused_liger \
-    --out "$OUT/techniques.jsonl" > "$OUT/techniques.log" 2>&1
-  timeout 150 python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
+  timeout $(part 150) python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
     --only ia3,miss,c3a,lorafa,pissa,olora --out "$OUT/methods.md" > "$OUT/methods.log" 2>&1
+  timeout $(part 140) python3 techniques.py --shapes qwen2.5-0.5b:8x1024 --steps 50 --variants train,fused_liger \
+    --out "$OUT/techniques.jsonl" > "$OUT/techniques.log" 2>&1
   ;;
 trace)
   timeout 560 bash -c trace_cases
