@@ -9,6 +9,7 @@
 #                                    peft loop, then checkpointing all, half or none of the blocks
 #                                    (speed: alone on the GPU), then issue 17's run of each new method
 #   bash bench/gpu_round3.sh owed    what those two calls did not reach (see the case for the list)
+#   bash bench/gpu_round3.sh owed-short  the memory-only parts of owed side by side, for a short call
 #   bash bench/gpu_round3.sh trace   what is alive at the peak of round 3's rsLoRA cases (memory_trace.py)
 # Run from the repository root.
 set -u
@@ -75,11 +76,23 @@ owed)
   timeout $(part 140) python3 techniques.py --shapes qwen2.5-0.5b:8x1024 --steps 50 --variants train,fused_liger \
     --out "$OUT/techniques.jsonl" > "$OUT/techniques.log" 2>&1
   ;;
+owed-short)
+  # what is left of `owed` when refused starts left a short call: all memory-only, side by side on
+  # one card (28 + 36 GiB capped, the methods' runs about 10 GiB), the fits cases held out for the
+  # backward-transient term first
+  timeout $(part 200) python3 fits.py --round 3 --cases 5-8 --parallel-gib 28 --out "$OUT/fits_round3_rest.jsonl" \
+    > "$OUT/fits.log" 2>&1 &
+  timeout $(part 200) python3 data_peak.py --rows 200 --vram 36 --out "$OUT/data_peak.jsonl" > "$OUT/data_peak.log" 2>&1 &
+  timeout $(part 200) python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
+    --only ia3,miss,c3a,lorafa,pissa,olora --out "$OUT/methods.md" > "$OUT/methods.log" 2>&1 &
+  wait
+  python3 fits.py --table "$OUT/fits_round3_rest.jsonl" > "$OUT/fits_round3_rest.md" 2>&1
+  ;;
 trace)
   timeout 560 bash -c trace_cases
   ;;
 *)
-  echo "usage: bash bench/gpu_round3.sh fits|speed|owed|trace" >&2
+  echo "usage: bash bench/gpu_round3.sh fits|speed|owed|owed-short|trace" >&2
   exit 2
   ;;
 esac
