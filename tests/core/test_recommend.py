@@ -52,7 +52,10 @@ def test_memory_and_size_priorities():
     by_size = advise(vram_gib=40, priority="size", seq_len=512, batch_size=2)
     assert by_size.best.method == "ia3"  # scaling vectors only: smaller than VeRA's (issue 17)
     assert by_size.best.reasons[0].startswith("smallest adapter")
-    assert any(r.startswith("memory not yet measured on a GPU") for r in by_size.best.reasons)
+    # IA3 ran on a GPU (catalog memory_measured); LoRA-FA has not: only its reasons say so
+    assert not any(r.startswith("memory not yet measured on a GPU") for r in by_size.best.reasons)
+    lorafa = next(r for r in by_size.recommendations if r.method == "lorafa")
+    assert any(r.startswith("memory not yet measured on a GPU") for r in lorafa.reasons)
 
 
 def test_adapter_budget_rules_out_full_size_checkpoints_and_shrinks_lora():
