@@ -232,20 +232,23 @@ def rescore(rows: list[dict]) -> str:
     from peft_advisor.core.model_spec import load_preset
 
     keys = {f.name for f in dataclasses.fields(Settings)}
-    lines = ["| model | held out | method | batch×seq | measured GiB | then: error | now: estimate GiB | now: error |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | held out | method | batch×seq | measured GiB | then: error | now: estimate GiB | now: error | "
+             "now: terms vs allocated |", "|---|---|---|---|---|---|---|---|---|"]
     errors = []
     for r in rows:
         if r.get("status") != "ok" or not r.get("peak_bytes") or r.get("rank") is None:
             continue
         s = r["settings"]
-        now = estimate(load_preset(r["model"]), Settings(**{k: v for k, v in s.items() if k in keys})).peak_bytes
+        est = estimate(load_preset(r["model"]), Settings(**{k: v for k, v in s.items() if k in keys}))
+        now = est.peak_bytes
         err = (now - r["peak_bytes"]) / r["peak_bytes"]
+        alloc = r.get("peak_allocated_bytes")  # the estimate's terms without its allocator overhead
+        terms = f"{((now - est.breakdown['overhead']) / alloc - 1) * 100:+.1f} %" if alloc else "—"
         if r["held_out"]:
             errors.append(abs(err))
         lines.append(f"| {r['model']} | {'yes' if r['held_out'] else 'no'} | {r['method']} | "
                      f"{s['batch_size']}×{s['seq_len']} | {r['peak_bytes'] / GIB:.2f} | {r['estimate_error'] * 100:+.1f} % | "
-                     f"{now / GIB:.2f} | {err * 100:+.1f} % |")
+                     f"{now / GIB:.2f} | {err * 100:+.1f} % | {terms} |")
     head = (f"**now, held-out runs that ended ok: |error| median {statistics.median(errors) * 100:.1f} %, "
             f"worst {max(errors) * 100:.1f} % ({len(errors)} runs)**" if errors else "**no runs**")
     return "\n".join([head, "", *lines, ""])
