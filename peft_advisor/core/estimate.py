@@ -341,12 +341,18 @@ def _gradient_bytes(spec: ModelSpec, s: Settings, n_trainable: int) -> int:
 # ---------------------------------------------------------------- activations
 
 
+def _hidden_dtype_bytes(s: Settings) -> int:
+    """Bytes per element of the hidden states and saved activations: bf16, but fp32 for QLoRA
+    (`prepare_model_for_kbit_training` casts embeddings, norms and lm_head to fp32)."""
+    return FP32 if s.method == "qlora" else BF16
+
+
 def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     """Bytes autograd saves per token in one decoder block, without checkpointing."""
     h, i = spec.hidden_size, spec.intermediate_size
     q, kv, heads = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim, spec.num_heads
     fp32_acts = s.method == "qlora"
-    a = FP32 if fp32_acts else BF16
+    a = _hidden_dtype_bytes(s)
     norms = spec.norm_params_per_layer // h if spec.norm_params_per_layer >= h else 2
     norms = min(norms, 4)
     total = norms * _norm_saved_bytes(s, spec.hidden_size)
@@ -402,7 +408,7 @@ def _norm_saved_bytes(s: Settings, width: int) -> int:
     measured)."""
     if not s.liger_kernels:
         return FP32 * width
-    return (FP32 if s.method == "qlora" else BF16) * width + FP32
+    return _hidden_dtype_bytes(s) * width + FP32
 
 
 def _mlp_saved_tensors(s: Settings) -> int:
@@ -457,7 +463,7 @@ def _fused_loss_bytes(spec: ModelSpec, s: Settings) -> int:
     Liger's code; assumed, not yet measured. The chunked torch loss used where Liger is not (no
     CUDA, or liger-kernel not installed) is `_chunked_loss_bytes`. Evaluation still builds the whole logits
     (transformers' Liger path skips them only in training), so `_eval_bytes` is unchanged."""
-    a = FP32 if s.method == "qlora" else BF16  # prepare_model_for_kbit_training: fp32 hidden states
+    a = _hidden_dtype_bytes(s)  # prepare_model_for_kbit_training: fp32 hidden states
     chunk = fused_loss_chunk_tokens(spec, s) * spec.vocab_size * a
     grad_hidden = s.tokens * spec.hidden_size * a
     losses = s.tokens * FP32
@@ -478,7 +484,7 @@ def _chunked_loss_bytes(spec: ModelSpec, s: Settings) -> int:
     backward, plus the gradient of every hidden state and, when the head trains, its gradient."""
     from peft_advisor.core.techniques import loss_chunk_tokens
 
-    a = FP32 if s.method == "qlora" else BF16
+    a = _hidden_dtype_bytes(s)
     chunk = min(s.tokens, loss_chunk_tokens(spec.vocab_size)) * spec.vocab_size
     per_logit = 2 * a + CHUNKED_LOSS_BYTES + (SOFTCAP_BYTES if spec.logit_softcap else 0)
     head_grad = spec.vocab_size * spec.hidden_size * BF16 if trains_all_weights(s.method) else 0
@@ -505,7 +511,7 @@ def _eval_bytes(spec: ModelSpec, s: Settings) -> int:
         forward = ev.tokens * (_act_bytes_per_token_layer(spec, ev) + per_entry * spec.vocab_size)
     if s.generate_len:
         gen = replace(s, batch_size=EVAL_GENERATE_BATCH, seq_len=s.generate_len)
-        a = FP32 if s.method == "qlora" else BF16
+        a = _hidden_dtype_bytes(s)
         kv_cache = 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * a * gen.tokens
         prefill = gen.tokens * _act_bytes_per_token_layer(spec, gen)
         generate = kv_cache + prefill + EVAL_GENERATE_BATCH * spec.vocab_size * (BF16 + FP32)
@@ -533,7 +539,7 @@ def checkpointed_layers(spec: ModelSpec, s: Settings) -> int:
 def _saved_per_block_bytes(spec: ModelSpec, s: Settings, checkpointed: bool) -> int:
     """What one decoder block saves for backward: its input when checkpointed, else everything."""
     if checkpointed:
-        return s.tokens * (FP32 if s.method == "qlora" else BF16) * spec.hidden_size
+        return s.tokens * _hidden_dtype_bytes(s) * spec.hidden_size
     return s.tokens * _act_bytes_per_token_layer(spec, s) + _delta_weight_bytes_per_block(spec, s)
 
 
@@ -576,7 +582,7 @@ def _offloaded_cpu_bytes(spec: ModelSpec, s: Settings) -> int:
     allocator's rounding of host blocks is not counted (assumed, not yet measured)."""
     if not s.offload_activations:
         return 0
-    a = FP32 if s.method == "qlora" else BF16
+    a = _hidden_dtype_bytes(s)
     loss = s.tokens * spec.hidden_size * a + (0 if s.fused_loss else s.tokens * spec.vocab_size * FP32)
     final = s.tokens * _norm_saved_bytes(s, spec.hidden_size)
     return _offloaded_bytes(spec, s) + final + loss
@@ -605,7 +611,7 @@ def _backward_transient_bytes(spec: ModelSpec, s: Settings) -> int:
     backward, peft's cast); hidden under the whole-vocabulary loss's buffers, it sets the peak once
     the fused loss removes them: round 3's fits runs with the fused loss held 4-9 bytes per token per
     intermediate feature more than the saved activations (bench/results/h100_fits_round3.jsonl)."""
-    a = FP32 if s.method == "qlora" else BF16
+    a = _hidden_dtype_bytes(s)
     per_token = a * spec.intermediate_size
     down = [t for t in _targets(spec, s) if t.name == "down_proj"]
     family = method_info(s.method).family
@@ -674,7 +680,7 @@ def assemble(c: dict[str, int], s: Settings, extra_static: int = 0, grads_held: 
     grads = c["grads_total"] if grads_held is None else grads_held
     # a checkpointed block is recomputed once backward has freed the blocks left uncheckpointed;
     # the last block's backward runs on top of every saved activation when that block kept its own
-    transient = c.get("backward", 0)
+    transient = c["backward"]
     last_kept = not s.grad_ckpt or c["acts_kept"] < c["acts"]
     block_backward = (c["acts"] + transient) if last_kept else 0
     recompute = c["acts_kept"] + c["recompute"] + transient if c["recompute"] else 0
