@@ -358,7 +358,9 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     total = norms * _norm_saved_bytes(s, spec.hidden_size)
     if spec.qk_norm:  # the per-head query and key norms save theirs too
         total += _norm_saved_bytes(s, q + kv)
-    if fp32_acts and spec.num_kv_heads < spec.num_heads:
+    if spec.eager_attention:
+        total += _eager_attention_bytes(spec, s)
+    elif fp32_acts and spec.num_kv_heads < spec.num_heads:
         # fp32 + grouped KV: SDPA's math kernel (expanded K/V, the probability matrix)
         total += FP32 * 3 * q + FP32 * heads * s.seq_len
     else:  # flash / memory-efficient: q, k, v, output and the log-sum-exp
@@ -384,6 +386,25 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     if s.method == "dora":  # base result (bf16) and LoRA result (fp32) kept for the magnitude
         total += (BF16 + FP32) * sum(t.d_out for t in targets)
     return total
+
+
+def _eager_score_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Bytes per score (head x query x key) that eager attention keeps for backward: softmax's fp32
+    output, the probabilities cast back to the model's dtype (the same tensor in fp32) and, when the
+    scores are soft-capped, tanh's output."""
+    a = _hidden_dtype_bytes(s)
+    return FP32 + (0 if a == FP32 else a) + (a if spec.attn_softcap else 0)
+
+
+def _eager_attention_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Per token, what transformers' eager attention saves (Gemma 2): the queries, the keys and
+    values repeated to every head, and the whole score matrix, one row of `seq_len` keys per head
+    whatever the causal mask or sliding window hides. Counted by autograd on the CPU: 64 bytes per
+    token per key position on Gemma 2 (8 heads x 8 bytes), with the linear part exact
+    (bench/results/cpu_saved_audit.md)."""
+    a = _hidden_dtype_bytes(s)
+    q = spec.num_heads * spec.head_dim
+    return a * 3 * q + _eager_score_bytes(spec, s) * spec.num_heads * s.seq_len
 
 
 DELTA_WEIGHT_BYTES = {"lokr": FP32, "loha": FP32, "shira": BF16}

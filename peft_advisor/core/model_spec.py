@@ -68,6 +68,11 @@ class ModelSpec:
     qk_norm: bool = False
     """RMSNorm on every head's queries and keys (Qwen3, Gemma 3): each keeps its fp32 input for
     backward, q + kv values per token per block (bench/results/h100_memory_trace.md)."""
+    eager_attention: bool = False
+    """transformers runs this architecture's attention eagerly (Gemma 2: SDPA cannot soft-cap the
+    scores), so autograd keeps whole score matrices, heads x row length per token per block."""
+    attn_softcap: bool = False
+    """Eager attention soft-caps its scores (Gemma 2's `attn_logit_softcapping`): tanh keeps one more."""
 
     @property
     def embedding_params(self) -> int:
@@ -237,6 +242,8 @@ def _build(c: dict, model_type: str, source: str) -> ModelSpec:
         hf_id=c.get("_name_or_path") or None,
         logit_softcap=bool(c.get("final_logit_softcapping")),
         qk_norm=model_type in ("qwen3", "gemma3_text"),
+        eager_attention=model_type == "gemma2",
+        attn_softcap=model_type == "gemma2" and c.get("attn_logit_softcapping", 50.0) is not None,
     )
 
 
