@@ -76,7 +76,12 @@ def build(preset: str, method: str, rank: int):
 
     config, _ = small_config(preset)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    with torch.device("meta"):  # no init pass over full-size weights: 70B blocks fit the RAM of a laptop
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.normal_(0, 0.02) if tensor.is_floating_point() else tensor.zero_()
     recipe = rc.updated(rc.Recipe(), {"model.id": preset, "method.name": method, "method.rank": rank})
     return BUILDERS[method](model, recipe).model
 

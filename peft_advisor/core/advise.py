@@ -246,6 +246,8 @@ def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, ca
         settings = without_techniques(settings)
     par = Parallel(req.gpus or 1, req.strategy, req.zero_offload)
     refuse_unrunnable(settings, par)
+    if settings.grad_ckpt_layers >= spec.num_layers:  # as many as the model has or more: all of them,
+        settings = replace(settings, grad_ckpt_layers=0)  # as the estimate and the trainer take it
     prof = data_profile(req, profile)
     if prof is not None:
         seq_len, evaluation = data_shape(prof, req, par)

@@ -124,3 +124,16 @@ def test_needs_before_a_budget():
     need = needs(AdviceRequest(model="llama-3.1-8b"))
     assert set(need) >= {"lora", "qlora", "full"}
     assert need["qlora"][0] < need["lora"][0] < need["full"][0]
+
+
+def test_checkpointing_as_many_blocks_as_the_model_has_is_said_as_all_of_them():
+    """The estimate and the trainer take N >= the model's blocks as all of them; the words must too
+    (Qwen3-0.6B has 28)."""
+    s = Settings("lora", batch_size=1, grad_ckpt=True, grad_ckpt_layers=40)
+    over = estimate_one(AdviceRequest(model="qwen3-0.6b", vram_gib=24), s)
+    every = estimate_one(AdviceRequest(model="qwen3-0.6b", vram_gib=24), Settings("lora", batch_size=1, grad_ckpt=True))
+    assert over.words == every.words
+    assert "checkpointing" in over.words and "40 blocks" not in " ".join(over.words)
+    assert over.estimate.peak_bytes == every.estimate.peak_bytes
+    some = estimate_one(AdviceRequest(model="qwen3-0.6b", vram_gib=24), Settings("lora", batch_size=1, grad_ckpt=True, grad_ckpt_layers=20))
+    assert "checkpointing 20 blocks" in some.words
