@@ -2,10 +2,11 @@
 
 Each count follows the parameter shapes peft 0.21 creates for one `nn.Linear` target (checked
 against the study's saved adapters on Llama-3.2-3B, within 2 %, and against this project's own
-saved adapters on a tiny model, tests). Only sizes live here; the estimator's memory terms for
-these methods (activations, allocator overhead) are LoRA's by analogy, plus the delta weights that
-LoKr, LoHa and SHiRA build (`estimate.DELTA_WEIGHT_BYTES`); the catalog's `memory_measured` says
-which have been checked on a GPU, and the advice says "memory not yet measured" for the others.
+saved adapters on a tiny model, tests). Only sizes live here; the estimator counts what each
+method saves for backward as autograd saves it (checked on the CPU on real block shapes,
+bench/results/cpu_saved_audit.md), plus the delta weights that LoKr, LoHa and SHiRA build
+(`estimate.DELTA_WEIGHT_BYTES`); the catalog's `memory_measured` says which have been checked on a
+GPU, and the advice says "memory not yet measured" for the others.
 """
 
 from __future__ import annotations

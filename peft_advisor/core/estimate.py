@@ -375,7 +375,16 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
         return total + sum(FP32 * (s.vera_rank + t.d_out) for t in targets)
     family = method_info(s.method).family
     if family == "shira":  # F.linear on the bf16 input as it comes: inputs shared by q/k/v or gate/up once
-        return total + BF16 * sum({_input_of(t): t.d_in for t in targets}.values())
+        inputs = {_input_of(t): t.d_in for t in targets}
+        if not spec.eager_attention:  # o_proj's input is SDPA's output, counted with the attention
+            inputs.pop("o_proj", None)
+        return total + BF16 * sum(inputs.values())
+    if family == "ia3":  # feed-forward (MLP) targets scale their input cast to fp32, the others their output
+        return total + sum(FP32 * t.d_in if t.group == "mlp" else a * t.d_out for t in targets)
+    if family == "miss" or s.method == "lorafa":
+        # MiSS sums the input into rank-sized groups and LoRA-FA's A is frozen: neither keeps the
+        # input, only one rank-sized fp32 tensor per target (bench/results/cpu_saved_audit.md)
+        return total + FP32 * s.rank * len(targets)
     if family in DELTA_WEIGHT_BYTES:  # the fp32 input copy only: no rank-sized intermediate
         return total + FP32 * sum(t.d_in for t in targets)
     if fp32_acts:  # inputs are fp32 already: adapters sharing an input share the saved tensor

@@ -626,7 +626,8 @@ def _reasons(rec: Recommendation, m: Method, budget: Budget, request: Settings,
     if est.calibrated:
         out.append(f"estimate {est.calibrated}")
     if not m.memory_measured:
-        out.append(f"memory not yet measured on a GPU: {m.name}'s activation terms are LoRA's by analogy "
+        out.append(f"memory not yet measured on a GPU: {m.name}'s saved activations are counted as autograd "
+                   "saves them on the CPU, its backward buffers and allocator overhead as LoRA's "
                    "(parameters and adapter size are counted exactly)")
     out.append(f"adapter: {fmt_file_bytes(est.adapter_bytes)} ({m.adapter_size})")
     for caveat in m.caveats[:1]:

@@ -31,8 +31,11 @@ def tiny_llama_bf16(folder):
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma2"])
-@pytest.mark.parametrize("method", ["lora", "dora", "full"])
+CASES = [("llama", m) for m in ("lora", "dora", "full", "ia3", "miss", "lorafa", "shira")] + [
+    ("gemma2", m) for m in ("lora", "full", "shira")]  # eager: o_proj's input is a copy of its own
+
+
+@pytest.mark.parametrize(("arch", "method"), CASES)
 def test_estimated_bytes_per_token_equal_autograds(arch, method, tiny_model):
     from peft_advisor.core import recipe as rc
     from peft_advisor.core.model_spec import from_hf_config
