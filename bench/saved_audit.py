@@ -19,8 +19,10 @@ row.
 
 What this does not see: kernel transients (the backward's own buffers), Liger's kernels and
 bitsandbytes (CUDA only: QLoRA and the `liger` techniques are left out), and any difference
-between the CPU's attention kernel and CUDA's (both save q, k, v, the output and the log-sum-exp
-for a causal mask without padding; a run that kept the probabilities is flagged as quadratic).
+between the CPU's attention kernel and CUDA's. One is known: on the CPU the input of o_proj is
+SDPA's own output, while the H100 runs of SHiRA (which keeps that input in bf16) fit only if it is
+a copy, so the estimator counts one, and SHiRA and full fine-tuning read 2 bytes per query feature
+per token above what this audit sees on SDPA architectures.
 """
 
 from __future__ import annotations

@@ -375,10 +375,8 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
         return total + sum(FP32 * (s.vera_rank + t.d_out) for t in targets)
     family = method_info(s.method).family
     if family == "shira":  # F.linear on the bf16 input as it comes: inputs shared by q/k/v or gate/up once
-        inputs = {_input_of(t): t.d_in for t in targets}
-        if not spec.eager_attention:  # o_proj's input is SDPA's output, counted with the attention
-            inputs.pop("o_proj", None)
-        return total + BF16 * sum(inputs.values())
+        # (o_proj's input too: on the CPU it shares SDPA's output, but the H100 runs say it is a copy)
+        return total + BF16 * sum({_input_of(t): t.d_in for t in targets}.values())
     if family == "ia3":  # feed-forward (MLP) targets scale their input cast to fp32, the others their output
         return total + sum(FP32 * t.d_in if t.group == "mlp" else a * t.d_out for t in targets)
     if family == "miss" or s.method == "lorafa":

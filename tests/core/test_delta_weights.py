@@ -34,12 +34,11 @@ def test_checkpointed_blocks_recompute_one_weight_set_at_a_time():
 
 def test_shira_saves_its_inputs_in_bf16_once_per_shared_input():
     """LoRA: an fp32 copy of each target's input and its rank-sized intermediate; SHiRA: the bf16
-    input as it comes, once for q/k/v and once for gate/up, none for o_proj (its input is SDPA's
-    output, counted with the attention); LoKr: the fp32 copies only."""
+    input as it comes, once for q/k/v and once for gate/up; LoKr: the fp32 copies only."""
     shira, lora, lokr = (E.Settings(m, batch_size=1, seq_len=1) for m in ("shira", "lora", "lokr"))
     targets = E._targets(QWEN, lora)
     distinct = {E._input_of(t): t.d_in for t in targets}
     assert sum(distinct.values()) < sum(t.d_in for t in targets)  # q/k/v and gate/up share theirs
     base = E._act_bytes_per_token_layer(QWEN, lora) - 4 * sum(t.d_in for t in targets) - 4 * lora.rank * len(targets)
-    assert E._act_bytes_per_token_layer(QWEN, shira) == base + 2 * (sum(distinct.values()) - distinct["o_proj"])
+    assert E._act_bytes_per_token_layer(QWEN, shira) == base + 2 * sum(distinct.values())
     assert E._act_bytes_per_token_layer(QWEN, lokr) == base + 4 * sum(t.d_in for t in targets)

@@ -51,4 +51,7 @@ def test_estimated_bytes_per_token_equal_autograds(arch, method, tiny_model):
     if method == "full":
         return
     rope_tables = 2 * spec.head_dim * 2  # cos and sin per position, bf16, not in the estimate
-    assert est_per_token <= per_token <= est_per_token + rope_tables
+    # SHiRA's o_proj keeps its input: on the CPU that is SDPA's own output, on the H100 runs a copy
+    # (counted); eager attention copies it everywhere
+    cuda_copy = 2 * spec.num_heads * spec.head_dim if method == "shira" and not spec.eager_attention else 0
+    assert est_per_token - cuda_copy <= per_token <= est_per_token - cuda_copy + rope_tables
