@@ -4,26 +4,25 @@ Usage (no GPU needed):
     python bench/saved_audit.py --out bench/results/cpu_saved_audit.jsonl [--models all] [--methods lora,dora]
     python bench/saved_audit.py --table bench/results/cpu_saved_audit.jsonl   # against the estimator as it is now
 
-The saved activations are the estimator's largest term, and the only one fitted per architecture
-by analogy: `estimate._act_bytes_per_token_layer` says how many bytes one block saves per token.
-This checks it on every preset without a GPU: each architecture is built from its own config with
-three decoder blocks and a small vocabulary (the block's shapes are the real ones), in bf16 with
-random weights, the method applied by the trainer's own builder, and one forward runs at three
-row lengths (autograd has saved everything by the end of forward; backward adds nothing to
-count, and bf16 matmuls' backward is very slow on a CPU). A `saved_tensors_hooks` pack hook attributes every storage autograd keeps
-(weights excluded, each storage once) to the block whose forward saved it; the last block is the
-typical one (the first sees frozen embeddings). The block's bytes are solved as a constant, a
-multiple of the tokens and a multiple of tokens x row length (what grows faster than the tokens:
-an attention score matrix); the last two are compared with the estimator's, and at 4096 tokens per
-row.
+The saved activations are the estimator's largest term and the one that most depends on each
+architecture's and each method's code: `estimate._act_bytes_per_token_layer` says how many bytes
+one block saves per token. This checks it on every preset without a GPU: each architecture is built from its own config with three
+decoder blocks and a small vocabulary (the block's shapes are the real ones), in bf16 with random
+weights, the method applied by the trainer's own builder, and one forward runs at three row lengths
+(autograd has saved everything by the end of forward; backward adds nothing to count, and bf16
+matmuls' backward is very slow on a CPU). A `saved_tensors_hooks` pack hook attributes every
+storage autograd keeps (weights excluded, each storage once) to the block whose forward saved it;
+the last block is the typical one (the first sees frozen embeddings). The block's bytes are solved
+as a constant, a multiple of the tokens and a multiple of tokens x row length (what grows faster
+than the tokens: an attention score matrix); the last two are compared with the estimator's, and at
+4096 tokens per row.
 
 What this does not see: kernel transients (the backward's own buffers), Liger's kernels and
-bitsandbytes (CUDA only: QLoRA and the `liger` techniques are left out), and any difference
-between the CPU's attention kernel and CUDA's. One is known: on the CPU the input of o_proj is
-SDPA's own output, while the H100 runs of SHiRA (which keeps that input in bf16) fit only if it is
-a copy, so the estimator counts one, and SHiRA and full fine-tuning read 2 bytes per query feature
-per token above what this audit sees on SDPA architectures.
-"""
+bitsandbytes (CUDA only: QLoRA and the `liger` techniques are left out), and any difference between
+the CPU's attention kernel and CUDA's. One is known: on the CPU the input of o_proj is SDPA's own
+output, while the H100 runs of SHiRA (which keeps that input in bf16) fit only if it is a copy, so
+the estimator counts one, and SHiRA and full fine-tuning read 2 bytes per query feature per token
+above what this audit sees on SDPA architectures."""
 
 from __future__ import annotations
 

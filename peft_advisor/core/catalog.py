@@ -107,8 +107,8 @@ class Method:
     """The recipe's alpha = alpha_per_rank × rank (LoRA family); None for methods without alpha."""
     memory_measured: bool = True
     """Its peak memory has been measured on a GPU through `peft-advisor train`; false: only its
-    saved activations were checked (on the CPU, bench/saved_audit.py), and the advice says so. Independent of the
-    speed figure (`data/speed.json`), which needs a LoRA run at the same shape."""
+    saved activations were checked (on the CPU, bench/saved_audit.py), and the advice says so.
+    Independent of the speed figure (`data/speed.json`), which needs a LoRA run at the same shape."""
 
     def to_dict(self) -> dict:
         d = asdict(self)

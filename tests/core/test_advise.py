@@ -135,5 +135,6 @@ def test_checkpointing_as_many_blocks_as_the_model_has_is_said_as_all_of_them():
     assert over.words == every.words
     assert "checkpointing" in over.words and "40 blocks" not in " ".join(over.words)
     assert over.estimate.peak_bytes == every.estimate.peak_bytes
-    some = estimate_one(AdviceRequest(model="qwen3-0.6b", vram_gib=24), Settings("lora", batch_size=1, grad_ckpt=True, grad_ckpt_layers=20))
+    some = estimate_one(AdviceRequest(model="qwen3-0.6b", vram_gib=24),
+                        Settings("lora", batch_size=1, grad_ckpt=True, grad_ckpt_layers=20))
     assert "checkpointing 20 blocks" in some.words
