@@ -13,11 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from peft_advisor.core.catalog import default_lr  # noqa: E402  (the trainer's default per method)
+from peft_advisor.core.model_spec import preset_config as shipped_config  # noqa: E402
 
 
 def preset_config(preset: str, tok) -> dict:
     """`preset`'s shipped config.json, its special tokens those of the byte tokenizer `tok`."""
-    cfg = json.loads((ROOT / "peft_advisor" / "data" / "models" / f"{preset}.json").read_text())
+    cfg = shipped_config(preset)
     cfg.pop("_name_or_path", None)
     cfg.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     return cfg

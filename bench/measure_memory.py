@@ -35,8 +35,7 @@ sys.path.insert(0, str(ROOT))
 LORA_FAMILY = ("lora", "rslora", "dora", "loraplus", "qlora")
 
 
-def preset_config(preset: str) -> dict:
-    return json.loads((ROOT / "peft_advisor" / "data" / "models" / f"{preset}.json").read_text())
+from peft_advisor.core.model_spec import preset_config  # noqa: E402
 
 
 def target_names(model_type: str, targets: str) -> list[str]:

@@ -54,7 +54,9 @@ def small_config(preset: str):
     """The preset's config with BLOCKS decoder blocks and a VOCAB-entry vocabulary."""
     from transformers import AutoConfig
 
-    raw = json.loads((ROOT / "peft_advisor" / "data" / "models" / f"{preset}.json").read_text())
+    from peft_advisor.core.model_spec import preset_config
+
+    raw = preset_config(preset)
     config = AutoConfig.for_model(**{k: v for k, v in raw.items() if not k.startswith("_")})
     text = config.get_text_config()
     text.num_hidden_layers = BLOCKS

@@ -351,8 +351,8 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     """Bytes autograd saves per token in one decoder block, without checkpointing."""
     h, i = spec.hidden_size, spec.intermediate_size
     q, kv, heads = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim, spec.num_heads
-    fp32_acts = s.method == "qlora"
     a = _hidden_dtype_bytes(s)
+    fp32_acts = a == FP32
     norms = spec.norm_params_per_layer // h if spec.norm_params_per_layer >= h else 2
     norms = min(norms, 4)
     total = norms * _norm_saved_bytes(s, spec.hidden_size)

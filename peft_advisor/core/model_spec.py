@@ -265,13 +265,15 @@ def _preset_ids() -> tuple[str, ...]:
     return tuple(sorted(p.name[: -len(".json")] for p in _preset_dir().iterdir() if p.name.endswith(".json")))
 
 
+def preset_config(preset_id: str) -> dict:
+    """A shipped preset's config.json as a dict (benchmarks build the real architecture from it)."""
+    return json.loads(_preset_dir().joinpath(f"{preset_id}.json").read_text(encoding="utf-8"))
+
+
 @lru_cache(maxsize=64)
 def load_preset(preset_id: str) -> ModelSpec:
     """A shipped preset by exact id; callers that take user input use `load_model_spec`."""
-    path = _preset_dir().joinpath(f"{preset_id}.json")
-    config = json.loads(path.read_text(encoding="utf-8"))
-    spec = from_hf_config(config, source=preset_id)
-    return spec
+    return from_hf_config(preset_config(preset_id), source=preset_id)
 
 
 def load_model_spec(model: str) -> ModelSpec:

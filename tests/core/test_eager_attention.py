@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from peft_advisor.core.estimate import BF16, FP32, Settings, _act_bytes_per_token_layer, estimate
-from peft_advisor.core.model_spec import from_hf_config, load_preset
+from peft_advisor.core.model_spec import from_hf_config, load_preset, preset_config
 
 GEMMA2 = load_preset("gemma-2-2b")
 LORA = Settings("lora", batch_size=2, seq_len=2048)
@@ -31,7 +31,7 @@ def test_each_head_keeps_softmax_fp32_output_probabilities_and_tanh_per_key():
     assert per_key(GEMMA2, LORA) == heads * (FP32 + BF16 + BF16)
     # QLoRA computes in fp32: probabilities and softmax's output are one tensor
     assert per_key(GEMMA2, replace(LORA, method="qlora")) == heads * (FP32 + FP32)
-    raw = {**load_preset_config("gemma-2-2b"), "attn_logit_softcapping": None}
+    raw = {**preset_config("gemma-2-2b"), "attn_logit_softcapping": None}
     assert per_key(from_hf_config(raw), LORA) == heads * (FP32 + BF16)
 
 
@@ -43,9 +43,3 @@ def test_the_score_matrices_dominate_gemma_2_at_long_rows():
     sdpa = replace(GEMMA2, eager_attention=False)
     assert estimate(GEMMA2, s).peak_bytes - estimate(sdpa, s).peak_bytes >= scores
 
-
-def load_preset_config(preset: str) -> dict:
-    import json
-    from importlib import resources
-
-    return json.loads(resources.files("peft_advisor.data").joinpath("models", f"{preset}.json").read_text())
