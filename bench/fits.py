@@ -141,9 +141,9 @@ class GpuBudget:
 
 
 def run_case(index: int, preset: str, budget: float, seq: int, work: Path, out: Path, pool: GpuBudget,
-             lock: threading.Lock, models: dict) -> None:
+             lock: threading.Lock, models: dict, top: int = 3) -> None:
     try:
-        recs = advise(preset, budget, seq)[:3]
+        recs = advise(preset, budget, seq)[:top]
     except RuntimeError as err:
         return append(out, lock, dict(case=index, model=preset, budget_gib=budget, seq=seq, status="advice failed",
                                       error=str(err)))
@@ -260,6 +260,7 @@ def main() -> int:
     ap.add_argument("--round", default="2", choices=sorted(ROUNDS), help="which case list (default 2)")
     ap.add_argument("--cases", default="all", help="all, N or N-M (indices into the round's cases)")
     ap.add_argument("--case", action="append", help="MODEL:GIB:SEQ instead of CASES (MODEL a preset or a model folder)")
+    ap.add_argument("--top", type=int, default=3, help="how many of each case's recommendations to train (default 3)")
     ap.add_argument("--parallel-gib", type=float, default=70.0, help="budgets that may run at once, together")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fits"))
     ap.add_argument("--table", type=Path, help="print the Markdown table of a results file and exit")
@@ -286,7 +287,7 @@ def main() -> int:
     print(f"models ready in {time.time() - started:.0f} s", flush=True)
     pool, lock = GpuBudget(args.parallel_gib), threading.Lock()
     with ThreadPoolExecutor(max_workers=4) as ex:
-        futures = [ex.submit(run_case, i, p, b, s, args.work, args.out, pool, lock, models) for i, p, b, s in chosen]
+        futures = [ex.submit(run_case, i, p, b, s, args.work, args.out, pool, lock, models, args.top) for i, p, b, s in chosen]
         for f in futures:
             f.result()
     print(f"done in {time.time() - started:.0f} s", flush=True)

@@ -10,6 +10,10 @@
 #                                    (speed: alone on the GPU), then issue 17's run of each new method
 #   bash bench/gpu_round3.sh owed    what those two calls did not reach (see the case for the list)
 #   bash bench/gpu_round3.sh owed-short  the memory-only parts of owed side by side, for a short call
+#   bash bench/gpu_round3.sh gemma2  the eager-attention term (Gemma 2 keeps its score matrices) on
+#                                    the advice it changed, few blocks checkpointed, beside the
+#                                    rsLoRA trace owed since round 3 and the three methods not yet
+#                                    on a GPU; then Qwen2.5-0.5B's techniques speed run, alone
 #   bash bench/gpu_round3.sh trace   what is alive at the peak of round 3's rsLoRA cases (memory_trace.py)
 # Run from the repository root.
 set -u
@@ -88,11 +92,25 @@ owed-short)
   wait
   python3 fits.py --table "$OUT/fits_round3_rest.jsonl" > "$OUT/fits_round3_rest.md" 2>&1
   ;;
+gemma2)
+  timeout $(part 330) python3 fits.py --top 1 --case gemma-2-2b:24:2048 --case gemma-2-2b:12:1024 \
+    --case gemma-2-2b:16:4096 --case gemma-2-2b:32:4096 --parallel-gib 40 --out "$OUT/fits_gemma2.jsonl" \
+    > "$OUT/fits.log" 2>&1 &
+  timeout $(part 330) bash -c 'for c in gemma-2-2b:lora:1:4096:ckpt22:fused qwen3-0.6b:rslora:4:4096:ckpt22:fused; do
+      python3 memory_trace.py --expandable --case "$c" --out "$OUT/trace.jsonl" >> "$OUT/trace.log" 2>&1
+      python3 memory_trace.py --table "$OUT/trace.jsonl" > "$OUT/trace.md" 2>&1; done' &
+  timeout $(part 330) python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
+    --only lorafa,pissa,olora --out "$OUT/methods.md" > "$OUT/methods.log" 2>&1 &
+  wait
+  python3 fits.py --table "$OUT/fits_gemma2.jsonl" > "$OUT/fits_gemma2.md" 2>&1
+  timeout $(part 150) python3 techniques.py --shapes qwen2.5-0.5b:8x1024 --steps 50 --variants train,fused_liger \
+    --out "$OUT/techniques.jsonl" > "$OUT/techniques.log" 2>&1
+  ;;
 trace)
   timeout 560 bash -c trace_cases
   ;;
 *)
-  echo "usage: bash bench/gpu_round3.sh fits|speed|owed|owed-short|trace" >&2
+  echo "usage: bash bench/gpu_round3.sh fits|speed|owed|owed-short|gemma2|trace" >&2
   exit 2
   ;;
 esac
