@@ -101,6 +101,11 @@ gemma2)
       python3 memory_trace.py --table "$OUT/trace.jsonl" > "$OUT/trace.md" 2>&1; done' &
   timeout $(part 330) python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 512 --steps 6 \
     --only lorafa,pissa,olora --out "$OUT/methods.md" > "$OUT/methods.log" 2>&1 &
+  # issue 15's --data estimate (capped at 36 GiB of advice) where the card has room for it too
+  mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+  if [ "$mib" -gt 130000 ]; then
+    timeout $(part 330) python3 data_peak.py --rows 200 --vram 36 --out "$OUT/data_peak.jsonl" > "$OUT/data_peak.log" 2>&1 &
+  fi
   wait
   python3 fits.py --table "$OUT/fits_gemma2.jsonl" > "$OUT/fits_gemma2.md" 2>&1
   timeout $(part 150) python3 techniques.py --shapes qwen2.5-0.5b:8x1024 --steps 50 --variants train,fused_liger \
