@@ -14,9 +14,9 @@
 #                                    the advice it changed, few blocks checkpointed, beside the
 #                                    rsLoRA trace owed since round 3 and the three methods not yet
 #                                    on a GPU; then Qwen2.5-0.5B's techniques speed run, alone
-#   bash bench/gpu_round3.sh gemma2-tf  the Gemma 2 advice again under the transformers a fresh install
-#                                    gets (5.25: Gemma 2's attention eager), with that transformers
-#                                    (and its hub, tokenizers, safetensors, peft) on PYTHONPATH first
+#   bash bench/gpu_round3.sh gemma2-eager  the Gemma 2 advice again, now that the trainer loads Gemma 2
+#                                    with eager attention on every transformers (the device's ran it on
+#                                    SDPA, without the soft-cap, and the `gemma2` call read 15-68 % below)
 #   bash bench/gpu_round3.sh trace   what is alive at the peak of round 3's rsLoRA cases (memory_trace.py)
 # Run from the repository root.
 set -u
@@ -114,20 +114,20 @@ gemma2)
   timeout $(part 150) python3 techniques.py --shapes qwen2.5-0.5b:8x1024 --steps 50 --variants train,fused_liger \
     --out "$OUT/techniques.jsonl" > "$OUT/techniques.log" 2>&1
   ;;
-gemma2-tf)
+gemma2-eager)
   python3 -c "import transformers, peft; from transformers.models.gemma2 import modeling_gemma2 as m; \
 print('transformers', transformers.__version__, 'peft', peft.__version__, 'gemma2 sdpa', m.Gemma2PreTrainedModel._supports_sdpa)" \
     > "$OUT/versions.txt" 2>&1
   timeout $(part 300) python3 fits.py --top 1 --case gemma-2-2b:24:2048 --case gemma-2-2b:16:4096 \
-    --case gemma-2-2b:32:4096 --case gemma-2-2b:24:8192 --parallel-gib 74 --out "$OUT/fits_gemma2_tf.jsonl" \
+    --case gemma-2-2b:32:4096 --case gemma-2-2b:24:8192 --parallel-gib 74 --out "$OUT/fits_gemma2_eager.jsonl" \
     > "$OUT/fits.log" 2>&1
-  python3 fits.py --table "$OUT/fits_gemma2_tf.jsonl" > "$OUT/fits_gemma2_tf.md" 2>&1
+  python3 fits.py --table "$OUT/fits_gemma2_eager.jsonl" > "$OUT/fits_gemma2_eager.md" 2>&1
   ;;
 trace)
   timeout 560 bash -c trace_cases
   ;;
 *)
-  echo "usage: bash bench/gpu_round3.sh fits|speed|owed|owed-short|gemma2|gemma2-tf|trace" >&2
+  echo "usage: bash bench/gpu_round3.sh fits|speed|owed|owed-short|gemma2|gemma2-eager|trace" >&2
   exit 2
   ;;
 esac

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 LORA_FAMILY = ("lora", "rslora", "dora", "loraplus", "qlora")
 
 
-from peft_advisor.core.model_spec import preset_config  # noqa: E402
+from peft_advisor.core.model_spec import attention_implementation, preset_config  # noqa: E402
 
 
 def target_names(model_type: str, targets: str) -> list[str]:
@@ -52,8 +52,9 @@ def build_base(cfg_dict: dict):
     cfg = dict(cfg_dict)
     cfg.pop("_name_or_path", None)
     config = AutoConfig.for_model(**cfg)
+    attn = attention_implementation(getattr(config.get_text_config(), "model_type", None)) or "sdpa"  # as the trainer
     with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation=attn)
     model.config.use_cache = False
     return model
 

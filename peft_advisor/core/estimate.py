@@ -353,8 +353,7 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
     q, kv, heads = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim, spec.num_heads
     a = _hidden_dtype_bytes(s)
     fp32_acts = a == FP32
-    norms = spec.norm_params_per_layer // h if spec.norm_params_per_layer >= h else 2
-    norms = min(norms, 4)
+    norms = _norms_per_block(spec)
     total = norms * _norm_saved_bytes(s, spec.hidden_size)
     if spec.qk_norm:  # the per-head query and key norms save theirs too
         total += _norm_saved_bytes(s, q + kv)
@@ -370,29 +369,51 @@ def _act_bytes_per_token_layer(spec: ModelSpec, s: Settings) -> int:
         # trainable weights also need every linear input and the norms' bf16 outputs
         total += norms * BF16 * h + BF16 * (2 * h + q + i) + BF16 * i
         return total
-    targets = _targets(spec, s)
+    return total + _adapter_saved_bytes(spec, s, _targets(spec, s))
+
+
+def _adapter_saved_bytes(spec: ModelSpec, s: Settings, targets) -> int:
+    """Per token, what the method's adapters on `targets` save for backward beyond the base model."""
+    a = _hidden_dtype_bytes(s)
     if s.method == "vera":
-        return total + sum(FP32 * (s.vera_rank + t.d_out) for t in targets)
+        return sum(FP32 * (s.vera_rank + t.d_out) for t in targets)
     family = method_info(s.method).family
     if family == "shira":  # F.linear on the bf16 input as it comes: inputs shared by q/k/v or gate/up once
         # (o_proj's input too: on the CPU it shares SDPA's output, but the H100 runs say it is a copy)
-        return total + BF16 * sum({_input_of(t): t.d_in for t in targets}.values())
+        return BF16 * sum({_input_of(t): t.d_in for t in targets}.values())
     if family == "ia3":  # feed-forward (MLP) targets scale their input cast to fp32, the others their output
-        return total + sum(FP32 * t.d_in if t.group == "mlp" else a * t.d_out for t in targets)
+        return sum(FP32 * t.d_in if t.group == "mlp" else a * t.d_out for t in targets)
     if family == "miss" or s.method == "lorafa":
         # MiSS sums the input into rank-sized groups and LoRA-FA's A is frozen: neither keeps the
         # input, only one rank-sized fp32 tensor per target (bench/results/cpu_saved_audit.md)
-        return total + FP32 * s.rank * len(targets)
+        return FP32 * s.rank * len(targets)
     if family in DELTA_WEIGHT_BYTES:  # the fp32 input copy only: no rank-sized intermediate
-        return total + FP32 * sum(t.d_in for t in targets)
-    if fp32_acts:  # inputs are fp32 already: adapters sharing an input share the saved tensor
-        total += FP32 * sum({_input_of(t): t.d_in for t in targets}.values())
+        return FP32 * sum(t.d_in for t in targets)
+    if a == FP32:  # inputs are fp32 already: adapters sharing an input share the saved tensor
+        total = FP32 * sum({_input_of(t): t.d_in for t in targets}.values())
     else:  # peft casts each adapted layer's input to fp32: one copy per target
-        total += FP32 * sum(t.d_in for t in targets)
+        total = FP32 * sum(t.d_in for t in targets)
     total += FP32 * s.rank * len(targets)
     if s.method == "dora":  # base result (bf16) and LoRA result (fp32) kept for the magnitude
         total += (BF16 + FP32) * sum(t.d_out for t in targets)
     return total
+
+
+def _norms_per_block(spec: ModelSpec) -> int:
+    """RMSNorms in one decoder block: two, or Gemma 2/3's four (their per-layer norm weights tell)."""
+    h = spec.hidden_size
+    return min(spec.norm_params_per_layer // h if spec.norm_params_per_layer >= h else 2, 4)
+
+
+def _mlp_half_saved_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Per token, what a block saves after its attention (the norms after it, the MLP, the adapters
+    on the MLP's targets): backward has freed all of it by the time it reaches the attention."""
+    a = _hidden_dtype_bytes(s)
+    total = (_norms_per_block(spec) - 1) * _norm_saved_bytes(s, spec.hidden_size)
+    total += _mlp_saved_tensors(s) * a * spec.intermediate_size
+    if trains_all_weights(s.method):  # down_proj's bf16 input (the norms' outputs left out: a floor)
+        return total + BF16 * spec.intermediate_size
+    return total + _adapter_saved_bytes(spec, s, [t for t in _targets(spec, s) if t.group == "mlp"])
 
 
 def _eager_score_bytes(spec: ModelSpec, s: Settings) -> int:
@@ -639,6 +660,11 @@ def _backward_transient_bytes(spec: ModelSpec, s: Settings) -> int:
     backward, peft's cast); hidden under the whole-vocabulary loss's buffers, it sets the peak once
     the fused loss removes them: round 3's fits runs with the fused loss held 4-9 bytes per token per
     intermediate feature more than the saved activations (bench/results/h100_fits_round3.jsonl)."""
+    return max(_mlp_backward_bytes(spec, s), _eager_backward_bytes(spec, s))
+
+
+def _mlp_backward_bytes(spec: ModelSpec, s: Settings) -> int:
+    """`_backward_transient_bytes` at the down projection's backward."""
     a = _hidden_dtype_bytes(s)
     per_token = a * spec.intermediate_size
     down = [t for t in _targets(spec, s) if t.name == "down_proj"]
@@ -648,6 +674,19 @@ def _backward_transient_bytes(spec: ModelSpec, s: Settings) -> int:
     adapter = FP32 + (0 if a == FP32 else BF16)  # the fp32 copy's gradient and its cast back
     delta = DELTA_WEIGHT_BYTES.get(family, 0) * down[0].d_in * down[0].d_out
     return s.tokens * (per_token + adapter * spec.intermediate_size) + delta
+
+
+def _eager_backward_bytes(spec: ModelSpec, s: Settings) -> int:
+    """Eager attention's backward (Gemma 2) at its widest: the gradient of the probabilities in the
+    model's dtype and its fp32 cast, a whole score matrix each, while the MLP half of the block is
+    already freed. Counted with fake tensors on the CPU: 6 bytes per score less that half, within
+    1-5 % on Gemma-2-2B/9B/27B at 4096-8192 tokens per row; it outgrows the down projection's
+    transient past about 4,000 tokens per row (bench/results/cpu_backward_audit.md)."""
+    if not spec.eager_attention:
+        return 0
+    scores_per_token = spec.num_heads * s.seq_len
+    per_token = (FP32 + _hidden_dtype_bytes(s)) * scores_per_token - _mlp_half_saved_bytes(spec, s)
+    return max(0, s.tokens * per_token)
 
 
 def _uncheckpointed_on_card_bytes(spec: ModelSpec, s: Settings) -> int:

@@ -242,9 +242,21 @@ def _build(c: dict, model_type: str, source: str) -> ModelSpec:
         hf_id=c.get("_name_or_path") or None,
         logit_softcap=bool(c.get("final_logit_softcapping")),
         qk_norm=model_type in ("qwen3", "gemma3_text"),
-        eager_attention=model_type == "gemma2",
+        eager_attention=model_type in EAGER_ATTENTION_TYPES,
         attn_softcap=model_type == "gemma2" and c.get("attn_logit_softcapping", 50.0) is not None,
     )
+
+
+EAGER_ATTENTION_TYPES = ("gemma2",)
+"""Architectures whose attention soft-caps its scores, which SDPA cannot do: the trainer loads them
+with eager attention whatever the installed transformers would pick (transformers 5.25 does the
+same; earlier 5.x ran Gemma 2 on SDPA and left the cap out), so the estimate counts their score
+matrices."""
+
+
+def attention_implementation(model_type: str | None) -> str | None:
+    """The `attn_implementation` the trainer asks transformers for, or None for its default."""
+    return "eager" if model_type in EAGER_ATTENTION_TYPES else None
 
 
 # ---------------------------------------------------------------- presets and loading

@@ -110,9 +110,23 @@ def load_model(path: str, r, cuda: bool, ranks=None):
     if quant is not None:  # bitsandbytes quantizes on the GPU: each rank loads onto its own
         kwargs.update(quantization_config=quant, device_map={"": ranks.local_rank if ranks is not None else 0})
     try:
+        kwargs.update(attention_kwargs(path, r.model.trust_remote_code))
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except _load_errors() as err:
         raise _load_error(path, err) from None
+
+
+def attention_kwargs(path: str, trust_remote_code: bool) -> dict:
+    """`attn_implementation` for architectures whose attention SDPA cannot compute (Gemma 2's soft-
+    capped scores: `model_spec.attention_implementation`), so that training is right and its memory
+    is what the estimate counts on every transformers 5.x; {} for the rest (transformers' default)."""
+    from transformers import AutoConfig
+
+    from peft_advisor.core.model_spec import attention_implementation
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    chosen = attention_implementation(getattr(config.get_text_config(), "model_type", None))
+    return {"attn_implementation": chosen} if chosen else {}
 
 
 def estimate_for(model, r, world: int = 1, shape: dict | None = None):

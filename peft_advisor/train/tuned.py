@@ -85,11 +85,12 @@ def load_plain(path: str, run: RunModel, dtype: str, device: str = "cpu"):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from peft_advisor.train.model import _load_error, _load_errors
+    from peft_advisor.train.model import _load_error, _load_errors, attention_kwargs
 
+    remote = run.recipe.model.trust_remote_code
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype),
-                                                     trust_remote_code=run.recipe.model.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), trust_remote_code=remote,
+                                                     **attention_kwargs(path, remote))
     except _load_errors() as err:
         raise _load_error(path, err) from None
     return model.to(device).eval()

@@ -1,0 +1,180 @@
+"""What one decoder block's backward holds beyond what forward saved, counted on the CPU with fake tensors.
+
+Usage (no GPU needed; seconds per case):
+    python bench/backward_audit.py --out bench/results/cpu_backward_audit.jsonl [--cases gemma-2-2b:lora:4096,...]
+    python bench/backward_audit.py --table bench/results/cpu_backward_audit.jsonl   # against the estimator as it is now
+
+The estimator puts a step's peak at the last block's backward when the fused loss has removed the
+vocabulary-sized buffers: every saved activation plus what that block's backward allocates at its
+widest moment (`estimate._backward_transient_bytes`). This builds the block as
+bench/saved_audit.py does (the preset's real shapes, three blocks, the method applied by the
+trainer's builder), swaps every weight for a fake tensor (`FakeTensorMode`: shapes and dtypes, no
+data, so a 4096-token backward takes seconds) and, through a dispatch mode, follows every storage
+the step creates until it dies. Per block it records the most bytes alive during that block's
+backward above what was alive when its backward began: the net growth, frees of its saved tensors
+included.
+
+What this sees and what it does not: tensors as ATen's CPU kernels allocate them, at the moment
+they die. The CUDA caching allocator rounds blocks and cannot always reuse a freed one at once, so
+a GPU's peak can grow more than this (round 3's fits runs held 4-9 bytes per token per intermediate
+feature where this counts about 5); kernel workspaces are not seen. It is a check of which phase of
+a block's backward is the widest and how that scales, not a peak-memory figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import weakref
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.saved_audit import BATCH, build, small_config  # noqa: E402
+
+CASES = ("gemma-2-2b:lora:1024,gemma-2-2b:lora:2048,gemma-2-2b:lora:4096,gemma-2-2b:lora:8192,"
+         "gemma-2-9b:lora:1024,gemma-2-9b:lora:4096,gemma-2-9b:lora:8192,gemma-2-27b:lora:4096,"
+         "gemma-2-27b:lora:8192,gemma-2-2b:dora:8192,gemma-2-2b:full:8192,llama-3.2-1b:lora:4096,"
+         "qwen3-0.6b:lora:4096,qwen3-0.6b:dora:4096,phi-3.5-mini:lora:4096")
+
+
+def fake_weights(model):
+    """The model with every parameter and buffer replaced by a fake tensor of the same shape, dtype
+    and trainability, and the FakeTensorMode that owns them."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode()
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None:
+                module._parameters[name] = torch.nn.Parameter(mode.from_tensor(p), requires_grad=p.requires_grad)
+        for name, b in list(module._buffers.items()):
+            if b is not None:
+                module._buffers[name] = mode.from_tensor(b)
+    return model, mode
+
+
+def live_bytes_mode(model):
+    """A dispatch mode that counts the bytes of every storage an op creates until the storage dies
+    (weights and buffers excluded), with `live` and `peak` readable and `peak` resettable."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+    from torch.utils.weak import WeakIdKeyDictionary
+    import torch
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live = self.peak = 0
+            self.known = WeakIdKeyDictionary()
+            for t in (*model.parameters(), *model.buffers()):
+                self.known[t.untyped_storage()] = 0
+
+        def _free(self, nbytes: int) -> None:
+            self.live -= nbytes
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor) and t.untyped_storage() not in self.known:
+                    storage = t.untyped_storage()
+                    nbytes = storage.nbytes()
+                    self.known[storage] = nbytes
+                    weakref.finalize(storage, self._free, nbytes)
+                    self.live += nbytes
+                    self.peak = max(self.peak, self.live)
+            return out
+
+    return LiveBytes()
+
+
+def backward_growth(model, seq_len: int) -> int:
+    """The last decoder block's net growth during its own backward, in bytes, at BATCH rows of
+    `seq_len` tokens (the model's weights become fake tensors)."""
+    import torch
+
+    from peft_advisor.train.techniques import decoder_blocks
+
+    model, mode = fake_weights(model)
+    model.train()
+    block = decoder_blocks(model)[-1]
+    marks: list[int] = []
+    with mode:
+        live = live_bytes_mode(model)
+
+        def began(module, grad_output):
+            marks.append(live.live)
+            live.peak = live.live
+
+        block.register_full_backward_pre_hook(began)
+        block.register_full_backward_hook(lambda m, gi, go: marks.append(live.peak))
+        vocab = model.config.get_text_config().vocab_size
+        ids = torch.randint(0, vocab, (BATCH, seq_len))
+        with live:
+            model(input_ids=ids, labels=ids).loss.backward()
+    return marks[1] - marks[0]
+
+
+def estimated_growth(preset: str, method: str, seq_len: int) -> int:
+    """The estimator's transient for the same block and rows."""
+    from peft_advisor.core.estimate import Settings, _backward_transient_bytes
+    from peft_advisor.core.model_spec import from_hf_config
+
+    spec = from_hf_config(small_config(preset)[1], preset)
+    return _backward_transient_bytes(spec, Settings(method=method, rank=16, batch_size=BATCH, seq_len=seq_len))
+
+
+def audit(preset: str, method: str, seq_len: int) -> dict:
+    start = time.perf_counter()
+    measured = backward_growth(build(preset, method, 16), seq_len)
+    tokens = BATCH * seq_len
+    return {"model": preset, "method": method, "batch": BATCH, "seq_len": seq_len,
+            "growth_bytes": measured, "growth_per_token_bytes": round(measured / tokens, 1),
+            "wall_s": round(time.perf_counter() - start, 1)}
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| model | method | rows × tokens | backward growth per token (fake tensors) | estimator's transient per token "
+           "| estimate / measured |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "growth_bytes" not in r:
+            out.append(f"| {r['model']} | {r['method']} | | failed: {r.get('message', '')} | | |")
+            continue
+        est = estimated_growth(r["model"], r["method"], r["seq_len"]) / (r["batch"] * r["seq_len"])
+        out.append(f"| {r['model']} | {r['method']} | {r['batch']} × {r['seq_len']} | "
+                   f"{r['growth_per_token_bytes'] / 1024:,.1f} KiB | {est / 1024:,.1f} KiB | "
+                   f"{est / r['growth_per_token_bytes']:.2f} |")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=CASES, help="comma list of MODEL:METHOD:SEQ_LEN")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--table", type=Path, help="print the table of a JSONL file and stop")
+    args = parser.parse_args()
+    if args.table:
+        print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
+        return 0
+    rows = []
+    for case in args.cases.split(","):
+        preset, method, seq_len = case.split(":")
+        try:
+            row = audit(preset, method, int(seq_len))
+        except Exception as err:  # one case's failure must not lose the others' rows
+            row = {"model": preset, "method": method, "seq_len": int(seq_len), "message": f"{type(err).__name__}: {err}"[:300]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.out:
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
