@@ -52,10 +52,22 @@ def test_memory_and_size_priorities():
     by_size = advise(vram_gib=40, priority="size", seq_len=512, batch_size=2)
     assert by_size.best.method == "ia3"  # scaling vectors only: smaller than VeRA's (issue 17)
     assert by_size.best.reasons[0].startswith("smallest adapter")
-    # IA3 ran on a GPU (catalog memory_measured); LoRA-FA has not: only its reasons say so
-    assert not any(r.startswith("memory not yet measured on a GPU") for r in by_size.best.reasons)
+    # every method has run on a GPU now (catalog memory_measured): none says it has not
+    assert not any(r.startswith("memory not yet measured on a GPU") for rec in by_size.recommendations
+                   for r in rec.reasons)
+
+
+def test_a_method_not_measured_on_a_gpu_says_so():
+    from dataclasses import replace
+
+    from peft_advisor.core.catalog import load_catalog
+
+    real = load_catalog()
+    catalog = {**real, "lorafa": replace(real["lorafa"], memory_measured=False)}
+    by_size = advise(vram_gib=40, priority="size", seq_len=512, batch_size=2, catalog=catalog)
     lorafa = next(r for r in by_size.recommendations if r.method == "lorafa")
     assert any(r.startswith("memory not yet measured on a GPU") for r in lorafa.reasons)
+    assert not any(r.startswith("memory not yet measured on a GPU") for r in by_size.best.reasons)
 
 
 def test_adapter_budget_rules_out_full_size_checkpoints_and_shrinks_lora():
