@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.saved_audit import BATCH, build, small_config  # noqa: E402
+from bench.saved_audit import BATCH, build, run_rows, small_config  # noqa: E402
 
 CASES = ("gemma-2-2b:lora:1024,gemma-2-2b:lora:2048,gemma-2-2b:lora:4096,gemma-2-2b:lora:8192,"
          "gemma-2-9b:lora:1024,gemma-2-9b:lora:4096,gemma-2-9b:lora:8192,gemma-2-27b:lora:4096,"
@@ -160,19 +160,12 @@ def main() -> int:
     if args.table:
         print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
         return 0
-    rows = []
+    cases = []
     for case in args.cases.split(","):
         preset, method, seq_len = case.split(":")
-        try:
-            row = audit(preset, method, int(seq_len))
-        except Exception as err:  # one case's failure must not lose the others' rows
-            row = {"model": preset, "method": method, "seq_len": int(seq_len), "message": f"{type(err).__name__}: {err}"[:300]}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if args.out:
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-    print(table(rows))
+        cases.append(({"model": preset, "method": method, "seq_len": int(seq_len)},
+                      lambda p=preset, m=method, n=int(seq_len): audit(p, m, n)))
+    print(table(run_rows(cases, args.out)))
     return 0
 
 

@@ -236,20 +236,26 @@ def main() -> int:
         return 0
     models = presets() if args.models == "all" else args.models.split(",")
     methods = METHODS if args.methods == "all" else tuple(args.methods.split(","))
-    rows = []
-    for preset in models:
-        for method in methods:
-            try:
-                row = audit(preset, method, args.rank)
-            except Exception as err:  # one architecture's failure must not lose the others' rows
-                row = {"model": preset, "method": method, "message": f"{type(err).__name__}: {err}"[:300]}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if args.out:
-                with args.out.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-    print(table(rows))
+    cases = [({"model": p, "method": m}, lambda p=p, m=m: audit(p, m, args.rank)) for p in models for m in methods]
+    print(table(run_rows(cases, args.out)))
     return 0
+
+
+def run_rows(cases, out: Path | None) -> list[dict]:
+    """Each (identity, measure) case's row, printed and appended to `out` as it finishes; a case
+    that raises records its error instead, so one architecture's failure does not lose the others'."""
+    rows = []
+    for identity, measure_case in cases:
+        try:
+            row = measure_case()
+        except Exception as err:  # noqa: BLE001 - record and go on
+            row = {**identity, "message": f"{type(err).__name__}: {err}"[:300]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if out:
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+    return rows
 
 
 if __name__ == "__main__":
