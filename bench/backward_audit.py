@@ -60,7 +60,7 @@ def fake_weights(model):
 
 def live_bytes_mode(model):
     """A dispatch mode that counts the bytes of every storage an op creates until the storage dies
-    (weights and buffers excluded), with `live` and `peak` readable and `peak` resettable."""
+    (weights and buffers excluded), with `live` and `peak` readable and `reset()` setting peak to live."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
     from torch.utils.weak import WeakIdKeyDictionary
@@ -73,6 +73,9 @@ def live_bytes_mode(model):
             self.known = WeakIdKeyDictionary()
             for t in (*model.parameters(), *model.buffers()):
                 self.known[t.untyped_storage()] = 0
+
+        def reset(self) -> None:
+            self.peak = self.live
 
         def _free(self, nbytes: int) -> None:
             self.live -= nbytes
@@ -92,31 +95,66 @@ def live_bytes_mode(model):
     return LiveBytes()
 
 
-def backward_growth(model, seq_len: int) -> int:
-    """The last decoder block's net growth during its own backward, in bytes, at BATCH rows of
-    `seq_len` tokens (the model's weights become fake tensors)."""
+class CudaBytes:
+    """The same readers over the CUDA caching allocator's counters (allocated bytes, not reserved)."""
+
+    def __init__(self):
+        import torch
+
+        self.cuda = torch.cuda
+
+    @property
+    def live(self) -> int:
+        return self.cuda.memory_allocated()
+
+    @property
+    def peak(self) -> int:
+        return self.cuda.max_memory_allocated()
+
+    def reset(self) -> None:
+        self.cuda.reset_peak_memory_stats()
+
+
+def block_growth(model, seq_len: int, cuda: bool = False) -> dict[str, int]:
+    """The last decoder block at BATCH rows of `seq_len` tokens: its net growth during its own
+    backward, and the most its forward held above what it ended with (its forward transient), in
+    bytes. On the CPU the weights become fake tensors; with `cuda` the model runs on the GPU and the
+    allocator's counters are read instead."""
+    import contextlib
+
     import torch
 
     from peft_advisor.train.techniques import decoder_blocks
 
-    model, mode = fake_weights(model)
+    if cuda:
+        model, mode = model.to("cuda"), contextlib.nullcontext()
+    else:
+        model, mode = fake_weights(model)
     model.train()
     block = decoder_blocks(model)[-1]
-    marks: list[int] = []
+    marks: dict[str, int] = {}
     with mode:
-        live = live_bytes_mode(model)
+        counter = CudaBytes() if cuda else live_bytes_mode(model)
 
-        def began(module, grad_output):
-            marks.append(live.live)
-            live.peak = live.live
+        def mark(name: str, reset: bool = False, peak: str | None = None):
+            def hook(*_):
+                if peak:
+                    marks[peak] = counter.peak
+                marks[name] = counter.live
+                if reset:
+                    counter.reset()
+            return hook
 
-        block.register_full_backward_pre_hook(began)
-        block.register_full_backward_hook(lambda m, gi, go: marks.append(live.peak))
+        block.register_forward_pre_hook(mark("forward_start", reset=True))
+        block.register_forward_hook(mark("forward_end", peak="forward_peak"))
+        block.register_full_backward_pre_hook(mark("backward_start", reset=True))
+        block.register_full_backward_hook(mark("backward_end", peak="backward_peak"))
         vocab = model.config.get_text_config().vocab_size
-        ids = torch.randint(0, vocab, (BATCH, seq_len))
-        with live:
+        ids = torch.randint(0, vocab, (BATCH, seq_len), device="cuda" if cuda else "cpu")
+        with contextlib.nullcontext() if cuda else counter:
             model(input_ids=ids, labels=ids).loss.backward()
-    return marks[1] - marks[0]
+    return {"growth_bytes": marks["backward_peak"] - marks["backward_start"],
+            "forward_transient_bytes": marks["forward_peak"] - marks["forward_end"]}
 
 
 def estimated_growth(preset: str, method: str, seq_len: int) -> int:
@@ -128,12 +166,13 @@ def estimated_growth(preset: str, method: str, seq_len: int) -> int:
     return _backward_transient_bytes(spec, Settings(method=method, rank=16, batch_size=BATCH, seq_len=seq_len))
 
 
-def audit(preset: str, method: str, seq_len: int) -> dict:
+def audit(preset: str, method: str, seq_len: int, cuda: bool = False) -> dict:
     start = time.perf_counter()
-    measured = backward_growth(build(preset, method, 16), seq_len)
+    measured = block_growth(build(preset, method, 16), seq_len, cuda)
     tokens = BATCH * seq_len
-    return {"model": preset, "method": method, "batch": BATCH, "seq_len": seq_len,
-            "growth_bytes": measured, "growth_per_token_bytes": round(measured / tokens, 1),
+    return {"model": preset, "method": method, "batch": BATCH, "seq_len": seq_len, "device": "cuda" if cuda else "fake",
+            **measured, "growth_per_token_bytes": round(measured["growth_bytes"] / tokens, 1),
+            "forward_transient_per_token_bytes": round(measured["forward_transient_bytes"] / tokens, 1),
             "wall_s": round(time.perf_counter() - start, 1)}
 
 
@@ -155,6 +194,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=CASES, help="comma list of MODEL:METHOD:SEQ_LEN")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--cuda", action="store_true", help="real weights on the GPU, the allocator's counters")
     parser.add_argument("--table", type=Path, help="print the table of a JSONL file and stop")
     args = parser.parse_args()
     if args.table:
@@ -164,7 +204,7 @@ def main() -> int:
     for case in args.cases.split(","):
         preset, method, seq_len = case.split(":")
         cases.append(({"model": preset, "method": method, "seq_len": int(seq_len)},
-                      lambda p=preset, m=method, n=int(seq_len): audit(p, m, n)))
+                      lambda p=preset, m=method, n=int(seq_len): audit(p, m, n, args.cuda)))
     print(table(run_rows(cases, args.out)))
     return 0
 

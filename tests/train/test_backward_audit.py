@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.backward_audit import backward_growth
+from bench.backward_audit import block_growth
 from bench.saved_audit import BATCH
 
 
@@ -32,7 +32,7 @@ def test_eager_attention_backward_is_counted(seq_len):
     from peft_advisor.core.model_spec import from_hf_config
 
     model, config = tiny_gemma2_lora()
-    measured = backward_growth(model, seq_len)
+    measured = block_growth(model, seq_len)["growth_bytes"]
     spec = from_hf_config(config.to_dict(), "tiny-gemma2")
     s = Settings(method="lora", rank=16, batch_size=BATCH, seq_len=seq_len)
     assert _backward_transient_bytes(spec, s) == _eager_backward_bytes(spec, s)  # attention is the widest
