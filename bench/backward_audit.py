@@ -157,13 +157,17 @@ def block_growth(model, seq_len: int, cuda: bool = False) -> dict[str, int]:
             "forward_transient_bytes": marks["forward_peak"] - marks["forward_end"]}
 
 
-def estimated_growth(preset: str, method: str, seq_len: int) -> int:
-    """The estimator's transient for the same block and rows."""
-    from peft_advisor.core.estimate import Settings, _backward_transient_bytes
+def estimated_growth(preset: str, method: str, seq_len: int, device: str = "fake") -> int:
+    """The estimator's transient for the same block and rows; against the fake-tensor count without
+    the bytes per score it adds for a GPU's kernels (`estimate.EAGER_BACKWARD_GPU_EXTRA`)."""
+    from peft_advisor.core.estimate import (EAGER_BACKWARD_GPU_EXTRA, Settings, _eager_backward_bytes,
+                                            _mlp_backward_bytes)
     from peft_advisor.core.model_spec import from_hf_config
 
     spec = from_hf_config(small_config(preset)[1], preset)
-    return _backward_transient_bytes(spec, Settings(method=method, rank=16, batch_size=BATCH, seq_len=seq_len))
+    s = Settings(method=method, rank=16, batch_size=BATCH, seq_len=seq_len)
+    extra = EAGER_BACKWARD_GPU_EXTRA if device == "cuda" else 0
+    return max(_mlp_backward_bytes(spec, s), _eager_backward_bytes(spec, s, gpu_extra=extra))
 
 
 def audit(preset: str, method: str, seq_len: int, cuda: bool = False) -> dict:
@@ -177,14 +181,14 @@ def audit(preset: str, method: str, seq_len: int, cuda: bool = False) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| model | method | rows × tokens | backward growth per token (fake tensors) | estimator's transient per token "
-           "| estimate / measured |", "|---|---|---|---|---|---|"]
+    out = ["| model | method | rows × tokens | counted on | backward growth per token | estimator's transient per token "
+           "| estimate / measured |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "growth_bytes" not in r:
-            out.append(f"| {r['model']} | {r['method']} | | failed: {r.get('message', '')} | | |")
+            out.append(f"| {r['model']} | {r['method']} | | | failed: {r.get('message', '')} | | |")
             continue
-        est = estimated_growth(r["model"], r["method"], r["seq_len"]) / (r["batch"] * r["seq_len"])
-        out.append(f"| {r['model']} | {r['method']} | {r['batch']} × {r['seq_len']} | "
+        est = estimated_growth(r["model"], r["method"], r["seq_len"], r.get("device", "fake")) / (r["batch"] * r["seq_len"])
+        out.append(f"| {r['model']} | {r['method']} | {r['batch']} × {r['seq_len']} | {r.get('device', 'fake')} | "
                    f"{r['growth_per_token_bytes'] / 1024:,.1f} KiB | {est / 1024:,.1f} KiB | "
                    f"{est / r['growth_per_token_bytes']:.2f} |")
     return "\n".join(out)
