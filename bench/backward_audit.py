@@ -40,6 +40,11 @@ CASES = ("gemma-2-2b:lora:1024,gemma-2-2b:lora:2048,gemma-2-2b:lora:4096,gemma-2
          "gemma-2-27b:lora:8192,gemma-2-2b:dora:8192,gemma-2-2b:full:8192,llama-3.2-1b:lora:4096,"
          "qwen3-0.6b:lora:4096,qwen3-0.6b:dora:4096,phi-3.5-mini:lora:4096")
 
+STEP_CASES = ",".join(f"{m}:lora:4096{c}" for m in ("llama-3.2-1b", "llama-3.2-3b", "qwen2.5-0.5b", "qwen2.5-1.5b",
+                                                    "qwen3-4b", "mistral-7b", "phi-3.5-mini", "gemma-3-1b",
+                                                    "smollm2-1.7b") for c in ("", ":ckpt")) + \
+    ",qwen3-0.6b:dora:4096:ckpt,qwen3-0.6b:full:4096:ckpt,phi-3.5-mini:dora:4096:ckpt"
+
 
 def fake_weights(model):
     """The model with every parameter and buffer replaced by a fake tensor of the same shape, dtype
@@ -170,6 +175,58 @@ def estimated_growth(preset: str, method: str, seq_len: int, device: str = "fake
     return max(_mlp_backward_bytes(spec, s), _eager_backward_bytes(spec, s, gpu_extra=extra))
 
 
+def step_peak(model, seq_len: int, grad_ckpt: bool) -> int:
+    """The most bytes alive at once over one whole training step (forward, loss, backward; weights
+    excluded, no optimizer step), counted with fake tensors, at BATCH rows of `seq_len` tokens."""
+    import torch
+
+    if grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model, mode = fake_weights(model)
+    model.train()
+    with mode:
+        live = live_bytes_mode(model)
+        ids = torch.randint(0, model.config.get_text_config().vocab_size, (BATCH, seq_len))
+        with live:
+            model(input_ids=ids, labels=ids).loss.backward()
+    return live.peak
+
+
+def estimated_step(preset: str, method: str, seq_len: int, grad_ckpt: bool) -> int:
+    """The estimator's step for the same three-block model with its own vocabulary: activations,
+    the loss's buffers and any gradients held at the peak (what `step_peak` can see)."""
+    from peft_advisor.core.estimate import Settings, estimate
+    from peft_advisor.core.model_spec import from_hf_config
+
+    config, _ = small_config(preset, full_vocab=True)
+    spec = from_hf_config({**config.to_dict(), **config.get_text_config().to_dict()}, preset)
+    s = Settings(method=method, rank=16, batch_size=BATCH, seq_len=seq_len, grad_ckpt=grad_ckpt)
+    b = estimate(spec, s).breakdown
+    return b["activations"] + b["logits"] + b["gradients"]
+
+
+def step_audit(preset: str, method: str, seq_len: int, grad_ckpt: bool) -> dict:
+    start = time.perf_counter()
+    measured = step_peak(build(preset, method, 16, full_vocab=True), seq_len, grad_ckpt)
+    return {"model": preset, "method": method, "batch": BATCH, "seq_len": seq_len, "grad_ckpt": grad_ckpt,
+            "step_peak_bytes": measured, "wall_s": round(time.perf_counter() - start, 1)}
+
+
+def step_table(rows: list[dict]) -> str:
+    out = ["| model | method | rows × tokens | checkpointing | step peak (fake tensors) | estimate | estimate / measured |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ckpt = "all blocks" if r.get("grad_ckpt") else "none"
+        if "step_peak_bytes" not in r:
+            out.append(f"| {r['model']} | {r['method']} | | {ckpt} | failed: {r.get('message', '')} | | |")
+            continue
+        est = estimated_step(r["model"], r["method"], r["seq_len"], r["grad_ckpt"])
+        out.append(f"| {r['model']} | {r['method']} | {r['batch']} × {r['seq_len']} | {ckpt} | "
+                   f"{r['step_peak_bytes'] / 2**20:,.0f} MiB | {est / 2**20:,.0f} MiB | {est / r['step_peak_bytes']:.2f} |")
+    return "\n".join(out)
+
+
 def audit(preset: str, method: str, seq_len: int, cuda: bool = False) -> dict:
     start = time.perf_counter()
     measured = block_growth(build(preset, method, 16), seq_len, cuda)
@@ -198,11 +255,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=CASES, help="comma list of MODEL:METHOD:SEQ_LEN")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--step", action="store_true", help="the whole step's peak instead, cases MODEL:METHOD:SEQ[:ckpt], "
+                        "each model with its own vocabulary")
     parser.add_argument("--cuda", action="store_true", help="real weights on the GPU, the allocator's counters")
     parser.add_argument("--table", type=Path, help="print the table of a JSONL file and stop")
     args = parser.parse_args()
     if args.table:
-        print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
+        rows = [json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]
+        print(step_table(rows) if rows and "grad_ckpt" in rows[0] else table(rows))
+        return 0
+    if args.step:
+        cases = []
+        for case in (STEP_CASES if args.cases == CASES else args.cases).split(","):
+            preset, method, seq_len, *flag = case.split(":")
+            ckpt = flag == ["ckpt"]
+            cases.append(({"model": preset, "method": method, "seq_len": int(seq_len), "grad_ckpt": ckpt},
+                          lambda p=preset, m=method, n=int(seq_len), c=ckpt: step_audit(p, m, n, c)))
+        print(step_table(run_rows(cases, args.out)))
         return 0
     cases = []
     for case in args.cases.split(","):

@@ -50,8 +50,8 @@ def presets() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json"))
 
 
-def small_config(preset: str):
-    """The preset's config with BLOCKS decoder blocks and a VOCAB-entry vocabulary."""
+def small_config(preset: str, full_vocab: bool = False):
+    """The preset's config with BLOCKS decoder blocks and a VOCAB-entry vocabulary (or its own)."""
     from transformers import AutoConfig
 
     from peft_advisor.core.model_spec import preset_config
@@ -60,16 +60,18 @@ def small_config(preset: str):
     config = AutoConfig.for_model(**{k: v for k, v in raw.items() if not k.startswith("_")})
     text = config.get_text_config()
     text.num_hidden_layers = BLOCKS
+    if getattr(text, "layer_types", None):
+        text.layer_types = text.layer_types[:BLOCKS]
+    if full_vocab:
+        return config, raw
     text.vocab_size = VOCAB
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):  # ids must fit the small vocabulary
         if isinstance(getattr(text, name, None), int) and getattr(text, name) >= VOCAB:
             setattr(text, name, 0)
-    if getattr(text, "layer_types", None):
-        text.layer_types = text.layer_types[:BLOCKS]
     return config, raw
 
 
-def build(preset: str, method: str, rank: int):
+def build(preset: str, method: str, rank: int, full_vocab: bool = False):
     """The small model with the method applied by the trainer's builder, bf16, random weights."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -77,7 +79,7 @@ def build(preset: str, method: str, rank: int):
     from peft_advisor.core import recipe as rc
     from peft_advisor.train.methods import BUILDERS
 
-    config, _ = small_config(preset)
+    config, _ = small_config(preset, full_vocab)
     torch.manual_seed(0)
     with torch.device("meta"):  # no init pass over full-size weights: 70B blocks fit the RAM of a laptop
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)

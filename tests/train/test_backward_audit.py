@@ -47,3 +47,15 @@ def test_sdpa_architectures_have_no_attention_backward_term():
     from peft_advisor.core.model_spec import load_preset
 
     assert _eager_backward_bytes(load_preset("llama-3.2-1b"), Settings(method="lora", seq_len=8192)) == 0
+
+
+@pytest.mark.parametrize("grad_ckpt", [False, True])
+def test_a_whole_step_matches_the_estimate_on_an_untuned_architecture(grad_ckpt):
+    """SmolLM2-360M (never in the calibration sets), its own 49k vocabulary, three blocks: the most
+    bytes alive over one step, counted with fake tensors, against the estimator's activations, loss
+    buffers and gradients (bench/results/cpu_step_audit.md has nine architectures)."""
+    from bench.backward_audit import estimated_step, step_audit
+
+    row = step_audit("smollm2-360m", "lora", 1024, grad_ckpt)
+    ratio = estimated_step("smollm2-360m", "lora", 1024, grad_ckpt) / row["step_peak_bytes"]
+    assert 0.97 < ratio < 1.03, ratio
