@@ -666,9 +666,10 @@ def _backward_transient_bytes(spec: ModelSpec, s: Settings) -> int:
 def _mlp_backward_bytes(spec: ModelSpec, s: Settings) -> int:
     """`_backward_transient_bytes` at the widest MLP linear's backward: the down projection's input
     gradient (intermediate-wide) or, where gate and up are one fused linear (Phi-3), that linear's
-    output gradient (twice as wide). Phi-3.5-mini's whole step, counted with fake tensors on the
-    CPU, held 12 % more than the estimate when only the down projection was counted (Llama and Qwen
-    read 3-7 % below it), as its H100 fits runs did (7-13 %)."""
+    output gradient (twice as wide). Counted with fake tensors on the CPU, a Phi-3.5-mini step whose
+    peak is a block's backward (a small vocabulary, `bench/backward_audit.py --step`) held 12 % more
+    than the estimate when only the down projection was counted, where Llama's and Qwen's read 3-7 %
+    below theirs; with the fused linear counted, 7-8 % below, as theirs."""
     a = _hidden_dtype_bytes(s)
     family = method_info(s.method).family
     targeted = {t.name: t for t in _targets(spec, s)}
