@@ -165,14 +165,12 @@ def block_growth(model, seq_len: int, cuda: bool = False) -> dict[str, int]:
 def estimated_growth(preset: str, method: str, seq_len: int, device: str = "fake") -> int:
     """The estimator's transient for the same block and rows; against the fake-tensor count without
     the bytes per score it adds for a GPU's kernels (`estimate.EAGER_BACKWARD_GPU_EXTRA`)."""
-    from peft_advisor.core.estimate import (EAGER_BACKWARD_GPU_EXTRA, Settings, _eager_backward_bytes,
-                                            _mlp_backward_bytes)
+    from peft_advisor.core.estimate import Settings, _backward_transient_bytes
     from peft_advisor.core.model_spec import from_hf_config
 
     spec = from_hf_config(small_config(preset)[1], preset)
     s = Settings(method=method, rank=16, batch_size=BATCH, seq_len=seq_len)
-    extra = EAGER_BACKWARD_GPU_EXTRA if device == "cuda" else 0
-    return max(_mlp_backward_bytes(spec, s), _eager_backward_bytes(spec, s, gpu_extra=extra))
+    return _backward_transient_bytes(spec, s, gpu_extra=None if device == "cuda" else 0)
 
 
 def step_peak(model, seq_len: int, grad_ckpt: bool) -> int:

@@ -225,9 +225,10 @@ def summary(runs: list[dict]) -> str:
     return "**" + "; ".join(parts) + "**"
 
 
-def rescore(rows: list[dict]) -> str:
+def rescore(rows: list[dict], sdpa: bool = False) -> str:
     """The runs that ended ok, against the estimator as it is now (the rows keep the estimate made
-    when they ran): how a change to the estimator moves the error on measured runs."""
+    when they ran): how a change to the estimator moves the error on measured runs. `sdpa` scores
+    them as if attention ran on SDPA everywhere (Gemma 2 on a transformers that allowed it)."""
     from peft_advisor.core.estimate import Settings, estimate
     from peft_advisor.core.model_spec import load_preset
 
@@ -239,7 +240,9 @@ def rescore(rows: list[dict]) -> str:
         if r.get("status") != "ok" or not r.get("peak_bytes") or r.get("rank") is None:
             continue
         s = r["settings"]
-        est = estimate(load_preset(r["model"]), Settings(**{k: v for k, v in s.items() if k in keys}))
+        spec = load_preset(r["model"])
+        spec = dataclasses.replace(spec, eager_attention=False) if sdpa else spec
+        est = estimate(spec, Settings(**{k: v for k, v in s.items() if k in keys}))
         now = est.peak_bytes
         err = (now - r["peak_bytes"]) / r["peak_bytes"]
         alloc = r.get("peak_allocated_bytes")  # the estimate's terms without its allocator overhead
@@ -265,9 +268,10 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/fits"))
     ap.add_argument("--table", type=Path, help="print the Markdown table of a results file and exit")
     ap.add_argument("--rescore", type=Path, help="print a results file's ok runs against today's estimator and exit")
+    ap.add_argument("--sdpa", action="store_true", help="with --rescore: as if every attention ran on SDPA")
     args = ap.parse_args()
     if args.rescore:
-        print(rescore([json.loads(line) for line in args.rescore.read_text().splitlines() if line.strip()]))
+        print(rescore([json.loads(line) for line in args.rescore.read_text().splitlines() if line.strip()], args.sdpa))
         return 0
     if args.table:
         print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))

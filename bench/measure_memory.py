@@ -32,10 +32,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-LORA_FAMILY = ("lora", "rslora", "dora", "loraplus", "qlora")
-
-
 from peft_advisor.core.model_spec import attention_implementation, preset_config  # noqa: E402
+
+LORA_FAMILY = ("lora", "rslora", "dora", "loraplus", "qlora")
 
 
 def target_names(model_type: str, targets: str) -> list[str]:
