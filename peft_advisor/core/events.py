@@ -56,6 +56,7 @@ class StartEvent(TypedDict, total=False):
     offload_activations: str  # "pinned" (CUDA) | "cpu, no-op" (no GPU: activations are on the CPU already); absent when off
     optimizer: str  # train.optimizer
     cuda_alloc_conf: str  # PYTORCH_CUDA_ALLOC_CONF as the trainer ran (launch.allocator_env); absent on the CPU
+    checkpointed_layers: str  # "k of n" decoder blocks checkpointed (train.grad_ckpt_layers); absent without it
 
 
 class StepEvent(TypedDict, total=False):
@@ -297,6 +298,7 @@ class RunSummary:
     mem_peak_bytes: int | None = None  # the highest seen in any event
     gpus: int | None = None
     strategy: str | None = None
+    checkpointed_layers: str | None = None  # "k of n", as the trainer applied train.grad_ckpt_layers
     global_batch: int | None = None
     mem_reserved_bytes_by_rank: list | None = None  # several GPUs: the last step's figures, per rank
     mem_peak_bytes_by_rank: list | None = None
@@ -432,8 +434,9 @@ class RunSummary:
         for key in ("pid", "trainable_params", "total_params", "total_steps", "gpus", "global_batch"):
             if _int(e.get(key)) is not None:
                 setattr(self, key, _int(e.get(key)))
-        if isinstance(e.get("strategy"), str):
-            self.strategy = e["strategy"]
+        for key in ("strategy", "checkpointed_layers"):
+            if isinstance(e.get(key), str):
+                setattr(self, key, e[key])
         self.estimate_peak_bytes = _int(e.get("estimate_peak_bytes")) or self.estimate_peak_bytes
         self.estimate_adapter_bytes = _int(e.get("estimate_adapter_bytes")) or self.estimate_adapter_bytes
         self._step_times.clear()

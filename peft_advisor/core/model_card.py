@@ -104,14 +104,19 @@ def _train_lines(recipe: rc.Recipe, s: RunSummary) -> list[str]:
     return [f"- {_steps(s)}", f"- batch: {t.micro_batch} × {t.grad_accum} accumulation{gpus}",
             f"- learning rate {t.lr:g}, {t.lr_scheduler} schedule, warmup {t.warmup_ratio:g}, "
             f"weight decay {t.weight_decay:g}, seed {t.seed}",
-            f"- gradient checkpointing {_ckpt_words(t)}", f"- device: {s.device or '?'}",
+            f"- gradient checkpointing {_ckpt_words(t, s)}", f"- device: {s.device or '?'}",
             f"- trainable parameters: {fmt_count(s.trainable_params)} of {fmt_count(s.total_params)}"]
 
 
-def _ckpt_words(t) -> str:
+def _ckpt_words(t, s: RunSummary) -> str:
+    """What the trainer applied ("k of n" from the start event) rather than the recipe's number,
+    which may name more blocks than the model has (then all of them are checkpointed)."""
     if not t.grad_ckpt:
         return "off"
-    return f"on the first {t.grad_ckpt_layers} blocks" if t.grad_ckpt_layers else "on"
+    done, _, total = (s.checkpointed_layers or "").partition(" of ")
+    if done and done != total:
+        return f"on the first {done} of {total} blocks"
+    return "on every block" if done else f"on the first {t.grad_ckpt_layers} blocks" if t.grad_ckpt_layers else "on"
 
 
 def _steps(s: RunSummary) -> str:

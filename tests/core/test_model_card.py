@@ -32,3 +32,23 @@ def test_a_full_fine_tune_card_has_no_adapter_to_load(tmp_path):
     card = write_model_card(run, "HuggingFaceTB/SmolLM2-135M-Instruct").read_text(encoding="utf-8")
     assert "library_name: transformers" in card and "Full FT fine-tune of" in card
     assert "PeftModel" not in card and "- rank:" not in card
+
+
+def _card_with_checkpointing(tmp_path, name: str, layers: int, applied: str | None) -> str:
+    run = shutil.copytree(FIXTURES / "demo-lora", tmp_path / name)
+    recipe = rc.updated(rc.load(run / "recipe.toml"), {"train.grad_ckpt": True, "train.grad_ckpt_layers": layers})
+    (run / "recipe.toml").write_text(rc.dumps(recipe), encoding="utf-8")
+    if applied:
+        events = run / "events.jsonl"
+        start, rest = events.read_text(encoding="utf-8").split("\n", 1)  # the fixture's first line is its start
+        events.write_text(json.dumps({**json.loads(start), "checkpointed_layers": applied}) + "\n" + rest, encoding="utf-8")
+    return write_model_card(run).read_text(encoding="utf-8")
+
+
+def test_the_card_says_what_checkpointing_the_trainer_applied(tmp_path):
+    # A recipe may name more blocks than the model has: the trainer then checkpoints all of them.
+    assert "- gradient checkpointing on every block" in _card_with_checkpointing(tmp_path, "all", 40, "30 of 30")
+    assert "- gradient checkpointing on the first 22 of 30 blocks" in _card_with_checkpointing(tmp_path, "some", 22,
+                                                                                                 "22 of 30")
+    # A run from before the start event recorded it: the recipe's words.
+    assert "- gradient checkpointing on the first 22 blocks" in _card_with_checkpointing(tmp_path, "old", 22, None)
