@@ -124,7 +124,8 @@ class DataProfile:
         how = (f"packed into rows of {used} tokens" if packing else
                f"longest row {min(self.lengths[-1], max_seq_len)} tokens after truncation at {max_seq_len}")
         return (f"data: {self.source}: {self.rows:,} rows ({self.format_words}), counted with {self.counted_by}; {how}"
-                f" ({cut:.1%} of rows cut): estimated at {used} tokens per row instead of {max_seq_len}")
+                f" ({cut:.1%} of rows cut): " + (f"estimated at {used} tokens per row instead of {max_seq_len}"
+                                                   if used != max_seq_len else f"estimated at the full {used} tokens per row"))
 
     def to_dict(self, max_seq_len: int, packing: bool = False) -> dict:
         return {

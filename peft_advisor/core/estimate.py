@@ -510,8 +510,8 @@ def _fused_loss_bytes(spec: ModelSpec, s: Settings) -> int:
     fp32 per-token losses, and when the output projection trains (full fine-tuning, GaLore) its
     gradient, allocated in forward. The whole-vocabulary log-softmax is never built. Counted from
     Liger's code; assumed, not yet measured. The chunked torch loss used where Liger is not (no
-    CUDA, or liger-kernel not installed) is `_chunked_loss_bytes`. Evaluation still builds the whole logits
-    (transformers' Liger path skips them only in training), so `_eval_bytes` is unchanged."""
+    CUDA, or liger-kernel not installed) is `_chunked_loss_bytes`. The trainer's evaluation goes through
+    the same loss (LeanTrainer.compute_loss), so `_eval_bytes` counts it there too."""
     a = _hidden_dtype_bytes(s)  # prepare_model_for_kbit_training: fp32 hidden states
     chunk = fused_loss_chunk_tokens(spec, s) * spec.vocab_size * a
     grad_hidden = s.tokens * spec.hidden_size * a
@@ -554,10 +554,9 @@ def _eval_bytes(spec: ModelSpec, s: Settings) -> int:
     from peft_advisor.core.data_profile import EVAL_GENERATE_BATCH
 
     forward = generate = 0
-    per_entry = EVAL_LOGIT_BYTES + (SOFTCAP_BYTES if spec.logit_softcap else 0)
     if s.eval_seq_len:
         ev = replace(s, seq_len=s.eval_seq_len)
-        forward = ev.tokens * (_act_bytes_per_token_layer(spec, ev) + per_entry * spec.vocab_size)
+        forward = ev.tokens * _act_bytes_per_token_layer(spec, ev) + _eval_loss_bytes(spec, ev)
     if s.generate_len:
         gen = replace(s, batch_size=EVAL_GENERATE_BATCH, seq_len=s.generate_len)
         a = _hidden_dtype_bytes(s)
@@ -567,6 +566,15 @@ def _eval_bytes(spec: ModelSpec, s: Settings) -> int:
     if not (forward or generate):
         return 0
     return max(forward, generate) + _kernel_scratch_bytes(spec, s)
+
+
+def _eval_loss_bytes(spec: ModelSpec, ev: Settings) -> int:
+    """The evaluation's loss over its micro-batch: the trainer evaluates through the same loss it
+    trains with (LeanTrainer.compute_loss), so with the fused loss one chunk, counted as in training
+    (an upper bound: nothing is kept for a backward); else the whole vocabulary without gradients."""
+    if ev.fused_loss:
+        return _logits_bytes(spec, ev)
+    return (EVAL_LOGIT_BYTES + (SOFTCAP_BYTES if spec.logit_softcap else 0)) * ev.tokens * spec.vocab_size
 
 
 OFFLOAD_BLOCKS_ON_GPU = 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from peft_advisor.core.data_profile import EVAL_GENERATE_BATCH, DataProfile, new_tokens_for
 from peft_advisor.core.estimate import Settings, estimate
 from peft_advisor.core.model_spec import load_model_spec
@@ -53,6 +55,17 @@ def test_an_eval_pass_at_the_training_shape_stays_below_the_training_step():
     spec = load_model_spec("llama-3.2-1b")
     plain = estimate(spec, Settings("lora", batch_size=4, seq_len=512))
     with_eval = estimate(spec, Settings("lora", batch_size=4, seq_len=512, eval_seq_len=512))
+    assert with_eval.peak_bytes == plain.peak_bytes and "evaluation" not in with_eval.breakdown
+
+
+def test_with_the_fused_loss_the_eval_pass_stays_below_the_training_step():
+    """The trainer evaluates through the loss it trains with (LeanTrainer.compute_loss): with the
+    fused loss on, evaluation at the training shape builds one chunk of logits, not the whole
+    vocabulary's (Gemma 2's 256k entries would otherwise double the estimate)."""
+    spec = load_model_spec("gemma-2-2b")
+    s = Settings("lora", batch_size=1, seq_len=2048, grad_ckpt=True, fused_loss=True, liger_kernels=True)
+    plain = estimate(spec, s)
+    with_eval = estimate(spec, replace(s, eval_seq_len=2048))
     assert with_eval.peak_bytes == plain.peak_bytes and "evaluation" not in with_eval.breakdown
 
 
