@@ -124,11 +124,14 @@ def speed_table(cases: list[dict]) -> dict:
     def key(r):
         return (r["model"], r["batch"], r["seq"], r["grad_ckpt"], r["targets"], r["rank"])
 
+    from peft_advisor.core.speed import speed_key
+
     lora = {key(r): r["tokens_per_s"] for r in cases if r["method"] == "lora"}
     ratios: dict[str, list[float]] = {}
     for r in cases:
-        if key(r) in lora and not r.get("galore_layerwise") and not r.get("galore_8bit"):
-            ratios.setdefault(r["method"], []).append(lora[key(r)] / r["tokens_per_s"])
+        if key(r) in lora:  # GaLore's layer-wise and 8-bit variants under their own keys
+            name = speed_key(r["method"], bool(r.get("galore_layerwise")), bool(r.get("galore_8bit")))
+            ratios.setdefault(name, []).append(lora[key(r)] / r["tokens_per_s"])
     return {
         "source": "bench/results/h200_*.jsonl (NVIDIA H200, bf16, fused AdamW); regenerate: python bench/calibrate.py",
         "shapes": "an H200, LoRA r16 on all linear layers as the reference, 0.5B-8B models, 2k-8k tokens a step",

@@ -17,7 +17,7 @@ def cli(*args):
 
 
 def test_recommend_json_is_data_only():
-    proc = cli("recommend", "--vram", "24", "--model", "llama-3.2-3b", "--json")
+    proc = cli("recommend", "--vram", "24", "--model", "llama-3.2-3b", "--rank", "64", "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["recommendations"][0]["method"] == "rsloRA".lower()

@@ -102,7 +102,8 @@ class Method:
     single_gpu_switches: tuple[str, ...] = ()
     """Method switches that run on one GPU only (not under DDP or FSDP)."""
     evidence_rank: int | None = None
-    """The rank its quality figure was measured at; below it the claim is not carried over."""
+    """The value of its size knob (`size_knob`: a rank, VeRA's rank, OFT's block size) its quality
+    figure was measured at; below it the claim is not carried over."""
     alpha_per_rank: float | None = None
     """The recipe's alpha = alpha_per_rank × rank (LoRA family); None for methods without alpha."""
     memory_measured: bool = True
@@ -241,15 +242,18 @@ def parse_catalog(text: str, source: str = "methods.toml") -> dict[str, Method]:
 
 
 def check_speed(catalog: dict[str, Method], source: str = "methods.toml") -> None:
-    """Each measured method's `speed` must be what its measured step time maps to: the advice,
-    the table and the matrix then show one speed figure, not two that disagree."""
+    """Each method's `speed` must be what its step time maps to: this trainer's measured median
+    (speed.json) where there is one, else the study's training time (`time_vs_lora`), the figure
+    the advice then quotes. The advice, the table and the matrix show one speed, not two."""
     from peft_advisor.core.speed import measured_step_time
 
     for m in catalog.values():
         ratio = measured_step_time(m.id)
+        where = "the measured step time" if ratio is not None else "the study's training time"
+        ratio = ratio if ratio is not None else m.time_vs_lora
         if ratio is not None and m.speed != speed_from_time_ratio(ratio):
-            raise CatalogError(f"{source}: [methods.{m.id}] speed: {m.speed} disagrees with the measured step "
-                               f"time {ratio:.2f}× LoRA's (speed.json), which maps to {speed_from_time_ratio(ratio)}")
+            raise CatalogError(f"{source}: [methods.{m.id}] speed: {m.speed} disagrees with {where} "
+                               f"{ratio:.2f}× LoRA's, which maps to {speed_from_time_ratio(ratio)}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -279,6 +283,21 @@ def method_info(method_id: str) -> Method:
 
 def ids_of_family(family: str) -> tuple[str, ...]:
     return tuple(key for key, m in _packaged() if m.family == family)
+
+
+SIZE_KNOBS = {"vera": "vera_rank", "oft": "oft_block_size", "c3a": "c3a_block_size", "ia3": None, "full": None}
+"""The Settings field (recipe key `method.<field>`) that sizes each family's adapter; the other
+families read `rank`."""
+
+
+def size_knob(method_id: str) -> str | None:
+    """The one setting that sizes `method_id`'s adapter: "rank" for the LoRA-like families,
+    "vera_rank", "galore_rank" (GaLore's projection), "oft_block_size", "c3a_block_size", or None
+    (IA3's scaling vectors, full fine-tuning). A knob the method does not read is never tuned,
+    shown or compared with the evidence's rank."""
+    if method_id == "galore":
+        return "galore_rank"
+    return SIZE_KNOBS.get(method_info(method_id).family, "rank")
 
 
 def trains_all_weights(method_id: str) -> bool:

@@ -40,7 +40,8 @@ def _quality(m: Method) -> str:
 
 
 def _speed(m: Method) -> str:
-    """The one speed figure the advice uses: '4 (×0.69)', the ordinal and the measured step time."""
+    """The one speed figure the advice uses: '4 (×0.69)', the ordinal and the measured step time
+    (the study's time, already in the Time column, where this trainer has not measured it)."""
     from peft_advisor.core.speed import measured_step_time
 
     ratio = measured_step_time(m.id)
@@ -51,14 +52,16 @@ def _step_words(m: Method) -> str:
     from peft_advisor.core.speed import measured_step_time
 
     ratio = measured_step_time(m.id)
-    return "" if ratio is None else f", step time ×{ratio:.2f} LoRA's on an H200"
+    if ratio is None:
+        return "" if m.time_vs_lora is None else ", from the study's time (not measured on this trainer)"
+    return f", step time ×{ratio:.2f} LoRA's on an H200"
 
 
 def _speed_legend() -> str:
     from peft_advisor.core.speed import measured_shapes
 
     return (f"Speed: 1–5 (LoRA = 3) from the step time vs LoRA (×) that peft-advisor's trainer measured on "
-            f"{measured_shapes()} (median); the same figure the advice quotes.")
+            f"{measured_shapes()} (median), else from the study's Time; the same figure the advice quotes.")
 
 
 def _needs(m: Method) -> str:

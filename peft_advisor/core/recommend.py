@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from peft_advisor.core.catalog import Method, alpha_for, load_catalog, method_info, multi_gpu_refusal
+from peft_advisor.core.catalog import Method, alpha_for, load_catalog, method_info, multi_gpu_refusal, size_knob
 from peft_advisor.core.distributed import Parallel, cheapest_first, cpu_ram_what, per_gpu_estimate
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.estimate import (CONTEXT_BASE_BYTES, CONTEXT_PER_TOTAL, LIGER_MODEL_TYPES, METHODS, Estimate,
                                         Settings, resolve_targets)
 from peft_advisor.core.limits import MAX_ADAPTER_MB
 from peft_advisor.core.model_spec import ModelSpec
-from peft_advisor.core.speed import measured_shapes, measured_step_time, step_time_range, step_time_vs_lora
+from peft_advisor.core.speed import ADAMW_8BIT_TIME_FACTOR, base_step_time, speed_key
 from peft_advisor.core.units import GIB, MB, fmt_bytes, fmt_file_bytes
 
 PRIORITIES = ("quality", "speed", "memory", "size")
@@ -236,7 +236,8 @@ def _ladder(s: Settings, multi_gpu: bool = False, techniques: tuple[str, ...] = 
                 whole = replace(cur, batch_size=s.batch_size, **change)  # the asked batch in one pass
                 kept = [st for st in steps if not st[0].startswith("micro-batch")]
                 yield whole, tuple(a for a, _ in kept) + (label,)
-                label += f"; effective batch {cur.batch_size} instead of {s.batch_size}"
+                steps = [st for st in steps if not st[0].startswith("micro-batch")]  # no accumulation now
+                label += f"; micro-batch {cur.batch_size}: effective batch {cur.batch_size} instead of {s.batch_size}"
             cur = replace(cur, **change)
             steps.append((label, cur))
             yield cur, tuple(a for a, _ in steps)
@@ -324,12 +325,13 @@ def _size_ladder(s: Settings):
         return
     if method_info(s.method).trains_all_weights:
         return
+    by_rank = size_knob(s.method) == "rank"  # OFT and C3A are sized by block size, IA3 by nothing
     rank = s.rank
-    while rank > 4:
+    while by_rank and rank > 4:
         rank //= 2
         yield replace(s, rank=rank), (f"rank {rank}",)
     for targets, label in (("attention", "attention modules only"), (("q_proj", "v_proj"), "q_proj and v_proj only")):
-        yield replace(s, rank=4, targets=targets), ("rank 4", label)
+        yield (replace(s, rank=4, targets=targets), ("rank 4", label)) if by_rank else (replace(s, targets=targets), (label,))
 
 
 def _ram_fits(est: Estimate, budget: Budget) -> bool:
@@ -550,41 +552,46 @@ def speed_figure(method: str, s: Settings, checkpointed_share: float | None = No
     of blocks checkpointed (`Estimate.checkpointed_share`; None: all of them when `grad_ckpt`). The
     reason, the ranking, both tables and the JSON all use this."""
     share = (1.0 if s.grad_ckpt else 0.0) if checkpointed_share is None else checkpointed_share
-    return step_time_vs_lora(method) * (1 + (CKPT_TIME_FACTOR - 1) * share)
+    base, _ = base_step_time(speed_key(method, s.galore_layerwise, s.galore_8bit))
+    optimizer = ADAMW_8BIT_TIME_FACTOR if s.optimizer != "adamw" else 1.0
+    return base * optimizer * (1 + (CKPT_TIME_FACTOR - 1) * share)
 
 
-def quality_at(m: Method, s: Settings, requested_rank: int) -> int:
+def quality_at(m: Method, s: Settings) -> int:
     """The quality the evidence supports at these settings: a claim above LoRA's (3) measured at
-    `evidence_rank` is not carried to a rank the ladder lowered below it."""
-    if _lowered_below_evidence(m, s, requested_rank):
-        return min(m.quality, 3)
-    return m.quality
+    `evidence_rank` is not carried to a lower rank, whether asked for or lowered to fit."""
+    return min(m.quality, 3) if _below_evidence(m, s) else m.quality
 
 
-def evidence_level(m: Method, s: Settings, requested_rank: int) -> int:
-    """How well the quality evidence matches these settings: 2 measured by the study, 1 measured
-    but at a rank above the one the ladder lowered to, 0 not in the study (paper or third party).
-    Among equal quality the ranking prefers the better-matched evidence."""
+def evidence_level(m: Method, s: Settings, requested: Settings) -> int:
+    """How well the quality evidence matches what the advice did to the request: 2 measured by
+    the study, 1 measured but the ladder lowered the rank below the measured one, 0 not in the study
+    (paper or third party). Among equal quality the ranking prefers the better-matched evidence;
+    a rank the person asked for is theirs, and all methods share it."""
     if not m.in_study:
         return 0
-    return 1 if _lowered_below_evidence(m, s, requested_rank) else 2
+    asked = _rank_of(replace(requested, method=s.method))
+    return 1 if _below_evidence(m, s) and asked is not None and _rank_of(s) < asked else 2
 
 
-def _lowered_below_evidence(m: Method, s: Settings, requested_rank: int) -> bool:
+def _below_evidence(m: Method, s: Settings) -> bool:
     rank = _rank_of(s)
-    return bool(m.evidence_rank) and rank < m.evidence_rank and rank < requested_rank
+    return bool(m.evidence_rank) and rank is not None and rank < m.evidence_rank
 
 
-def _rank_of(s: Settings) -> int:
-    return s.vera_rank if s.method == "vera" else s.rank
+def _rank_of(s: Settings) -> int | None:
+    """The size the evidence's `evidence_rank` is comparable with, larger meaning more capacity:
+    `rank`, VeRA's `vera_rank` or OFT's block size; None for the others (C3A's block size works the
+    other way, IA3 and full fine-tuning have none, GaLore's rank is its optimizer's)."""
+    knob = size_knob(s.method)
+    return getattr(s, knob) if knob in ("rank", "vera_rank", "oft_block_size") else None
 
 
 def _sort_key(rec: Recommendation, m: Method, priority: str, request: Settings):
     est = rec.estimate
-    requested = _rank_of(replace(request, method=rec.method))
-    quality, peak, size = -quality_at(m, rec.settings, requested), est.total_bytes, est.adapter_bytes
+    quality, peak, size = -quality_at(m, rec.settings), est.total_bytes, est.adapter_bytes
     time = rec.step_time_vs_lora
-    evidence = -evidence_level(m, rec.settings, requested)
+    evidence = -evidence_level(m, rec.settings, request)
     return (rec.fit != "ok",) + {
         "quality": (quality, evidence, _costly_changes(rec.adjustments), time, peak),
         "speed": (round(time, 2), quality, peak),
@@ -726,36 +733,44 @@ def _techniques_on(s: Settings) -> bool:
 
 
 def _quality_reason(m: Method, rec: Recommendation, request: Settings) -> str:
-    """The quality claim, and, when the ladder lowered the rank below the one the evidence was
-    measured at (or the claim is above LoRA's), that it was measured elsewhere."""
+    """The quality claim, and, when these settings' rank is below the one the evidence was
+    measured at and either the ladder lowered it or the claim is above LoRA's, that it was
+    measured elsewhere."""
     rank = _rank_of(rec.settings)
-    lowered = rank < _rank_of(replace(request, method=rec.method))
-    if not m.evidence_rank or rank >= m.evidence_rank or not (lowered or m.quality > 3):
+    if not _below_evidence(m, rec.settings):
         return f"quality: {m.quality_evidence}"
-    at = quality_at(m, rec.settings, _rank_of(replace(request, method=rec.method)))
+    lowered = rank < (_rank_of(replace(request, method=rec.method)) or 0)
+    if not (lowered or m.quality > 3):
+        return f"quality: {m.quality_evidence}"
+    at = quality_at(m, rec.settings)
     claim = (f"the {m.quality}/5 claim does not carry over (counted as {at}/5)" if at < m.quality
              else "below the measured rank")
-    return f"quality: measured at rank {m.evidence_rank}; these settings use rank {rank}, {claim}. {m.quality_evidence}"
+    knob = "block size" if size_knob(rec.method) == "oft_block_size" else "rank"
+    claim = claim.replace("rank", knob)
+    return f"quality: measured at {knob} {m.evidence_rank}; these settings use {knob} {rank}, {claim}. {m.quality_evidence}"
 
 
 def _speed_reason(rec: Recommendation) -> str:
-    """The speed figure with the shape it was measured at (the same number the ranking uses)."""
-    share, t = rec.estimate.checkpointed_share, rec.step_time_vs_lora
-    measured = measured_step_time(rec.method)
-    lo_hi = step_time_range(rec.method)
-    spread = f", {lo_hi[0]:.2f}–{lo_hi[1]:.2f}× across them" if lo_hi and rec.method != "lora" else ""
-    basis = (f"measured {measured:.2f}× on {measured_shapes()}{spread}" if measured is not None
-             else "not measured: assumed LoRA's")
-    ckpt = "" if not share else (f"; ×{CKPT_TIME_FACTOR:g} for gradient checkpointing" if share == 1 else
-                                 f"; ×{1 + (CKPT_TIME_FACTOR - 1) * share:.2f} for checkpointing {share:.0%} of the blocks")
-    return f"speed: {t:.2f}× LoRA's step time without checkpointing ({basis}{ckpt})"
+    """The speed figure with where it comes from (the same number the ranking uses)."""
+    s, share, t = rec.settings, rec.estimate.checkpointed_share, rec.step_time_vs_lora
+    key = speed_key(rec.method, s.galore_layerwise, s.galore_8bit)
+    _, basis = base_step_time(key)
+    if key != rec.method:
+        basis = f"{ {'layerwise': 'layer-wise', '8bit': '8-bit'}[key.split('+')[1]]} GaLore: {basis}"
+    costs = [f"×{ADAMW_8BIT_TIME_FACTOR:g} for {s.optimizer.replace('_', ' ')} (one run)"] if s.optimizer != "adamw" else []
+    if share:
+        costs.append(f"×{CKPT_TIME_FACTOR:g} for gradient checkpointing" if share == 1 else
+                     f"×{1 + (CKPT_TIME_FACTOR - 1) * share:.2f} for checkpointing {share:.0%} of the blocks")
+    if s.offload_activations:
+        costs.append("offloading's copies not counted (not measured)")
+    return f"speed: {t:.2f}× LoRA's step time without checkpointing ({'; '.join([basis, *costs])})"
 
 
 def _why_first(recs, catalog, priority: str, request: Settings) -> str:
     best = recs[0]
     m = catalog[best.method]
     if priority == "quality":
-        at = quality_at(m, best.settings, _rank_of(replace(request, method=best.method)))
+        at = quality_at(m, best.settings)
         return f"best measured quality that fits (quality {at}/5 relative to LoRA = 3)"
     if priority == "speed":
         return f"fastest that fits ({best.step_time_vs_lora:.2f}× LoRA's step time)"

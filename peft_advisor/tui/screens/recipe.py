@@ -45,16 +45,20 @@ FIELDS = (
 
 
 ESTIMATE_KEYS = ("estimate.peak_bytes", "estimate.adapter_bytes", "estimate.trainable_params")
-SIZE_KEYS = {"vera": "method.vera_rank", "galore": "method.galore_rank", "oft": "method.oft_block_size",
-             "c3a": "method.c3a_block_size", "full": None, "ia3": None}
-"""The one size knob each method reads (the rest read `method.rank`): showing `rank 16` for VeRA,
-whose adapter size is set by `vera_rank`, would make people tune a number that changes nothing."""
-SIZE_FIELDS = {"method.rank", *(k for k in SIZE_KEYS.values() if k)}
+SIZE_FIELDS = ("method.rank", "method.vera_rank", "method.galore_rank", "method.oft_block_size", "method.c3a_block_size")
+"""The size knobs; a method shows only the one it reads (`catalog.size_knob`): showing `rank 16` for
+VeRA, whose adapter size is set by `vera_rank`, would make people tune a number that changes nothing."""
 
 
 def size_key(method: str) -> str | None:
     """The recipe key of `method`'s rank (or block size); None for a method with neither."""
-    return SIZE_KEYS.get(method, "method.rank")
+    from peft_advisor.core.catalog import size_knob
+
+    try:
+        knob = size_knob(method)
+    except UserError:  # a method name being typed: the field refuses it, rank stays in view
+        return "method.rank"
+    return knob and f"method.{knob}"
 
 
 def field_id(key: str) -> str:

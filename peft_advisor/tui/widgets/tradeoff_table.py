@@ -96,7 +96,7 @@ def _row(method, name, catalog, rank, est, budget_bytes, why, reasons, settings)
         budget_bytes=budget_bytes,
         adapter_bytes=getattr(est, "adapter_bytes", None),
         trainable_params=getattr(est, "trainable_params", None),
-        quality=getattr(info, "quality", None),
+        quality=_quality(info, settings),
         speed=getattr(info, "speed", None),
         time_vs_lora=getattr(info, "time_vs_lora", None),
         step_time=_step_time(method, settings, est),
@@ -106,6 +106,16 @@ def _row(method, name, catalog, rank, est, budget_bytes, why, reasons, settings)
         estimate=est,
         method_info=info,
     )
+
+
+def _quality(info, settings) -> int | None:
+    """The claim the evidence supports at the row's settings (`recommend.quality_at`), as the CLI
+    counts it; the catalog's own figure for a row without settings (ruled out, or no budget yet)."""
+    from peft_advisor.core.recommend import quality_at
+
+    if info is None:
+        return None
+    return info.quality if settings is None else quality_at(info, settings)
 
 
 def _step_time(method: str, settings, est) -> float | None:
