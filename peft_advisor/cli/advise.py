@@ -72,7 +72,7 @@ def _add_no_techniques(p: argparse.ArgumentParser, what: str) -> None:
 def _add_card(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vram", type=float, metavar="GIB",
                    help="the card's memory the run may use, in GiB; also sizes the CUDA context (default: the probed GPU)")
-    p.add_argument("--gpu", type=int, default=_D.gpu_index, metavar="INDEX", help="which probed GPU is the card (default 0)")
+    p.add_argument("--gpu", type=int, metavar="INDEX", help="which probed GPU is the card (default 0)")
 
 
 def _add_parallel(p: argparse.ArgumentParser) -> None:
@@ -153,7 +153,10 @@ def run_estimate(args) -> int:
                  vera_rank=args.vera_rank, vera_save_projection=not args.no_vera_projection,
                  fused_loss=args.fused_loss, liger_kernels=args.liger, offload_activations=args.offload,
                  optimizer=optimizer)
-    result = estimate_one(req, s, _probe if args.vram is None else None, _calibration, LABELS)
+    try:
+        result = estimate_one(req, s, _probe if args.vram is None else None, _calibration, LABELS, ram=_free_ram)
+    except UserError as err:
+        raise _with_hint(err) from None
     est, par = result.estimate, result.parallel
     if args.json:
         from peft_advisor.core.model_spec import load_model_spec
@@ -162,6 +165,7 @@ def run_estimate(args) -> int:
         print(json.dumps(dict(est.to_dict(), model=spec.id, total_params=spec.total_params, gpus=par.gpus,
                               strategy=par.strategy, card_bytes=result.card.total_bytes, card=result.card_note,
                               budget_bytes=result.card.budget_bytes, fit=result.fit or None,
+                              cpu_ram_free_bytes=result.ram_bytes, cpu_ram_fits=result.ram_fits,
                               data_words=result.data_words), indent=2))
     else:
         print(format_estimate(args.model, result))
@@ -172,6 +176,15 @@ def _method(name: str) -> str:
     key = name.strip().lower()
     Settings(method=key)  # raises the 'unknown method … did you mean' error
     return key
+
+
+def _ram_words(result) -> str:
+    """How the offloaded bytes compare with the machine's free RAM (as `recommend` checks it)."""
+    if result.ram_fits is None:
+        return "; free RAM not checked"
+    if result.ram_fits:
+        return f", of {fmt_bytes(result.ram_bytes)} free"
+    return f": over the {fmt_bytes(result.ram_bytes)} free RAM, the run would swap or be killed"
 
 
 def format_estimate(model: str, result) -> str:
@@ -187,8 +200,8 @@ def format_estimate(model: str, result) -> str:
         + (" (give --vram or --gpu)" if result.card.total_bytes is None else ""),
         f"total on the card {fmt_bytes(est.total_bytes):>12}",
         *([f"CPU RAM           {fmt_bytes(est.cpu_bytes):>12}   "
-           f"{'per GPU process: ' if result.parallel.gpus > 1 else ''}{cpu_ram_what(s, result.parallel.offload)}"]
-          if est.cpu_bytes else []),
+           f"{'per GPU process: ' if result.parallel.gpus > 1 else ''}{cpu_ram_what(s, result.parallel.offload)}"
+           + _ram_words(result)] if est.cpu_bytes else []),
         f"adapter file      {fmt_file_bytes(est.adapter_bytes):>12}",
         f"trainable params  {fmt_count(est.trainable_params):>12}",
     ]

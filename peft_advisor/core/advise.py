@@ -56,7 +56,9 @@ class AdviceRequest:
     strategy: str = "fsdp"
     zero_offload: str = "none"
     """ZeRO only: "optimizer" | "optimizer+params" (zero3) kept in CPU RAM."""
-    gpu_index: int = 0
+    gpu_index: int | None = None
+    """The probed GPU that is the card; None: GPU 0, without asking for one (so `estimate` may
+    fall back to the reference card where no GPU is found; a named GPU must exist)."""
     gpu_name: str | None = None
     """Use local calibration measured on this GPU; None: the probed GPU's, when one is used."""
     data: str | None = None
@@ -100,6 +102,15 @@ class EstimateResult:
     words: list[str] = field(default_factory=list)
     data_words: list[str] = field(default_factory=list)
     """What the data profile changed (sequence length, evaluation), when --data was given."""
+    ram_bytes: int | None = None
+    """Free CPU RAM per GPU process, which the estimate's CPU RAM must fit; None: not checked
+    (nothing offloaded, or no `ram` probe given)."""
+
+    @property
+    def ram_fits(self) -> bool | None:
+        if self.ram_bytes is None:
+            return None
+        return self.estimate.cpu_bytes <= self.ram_bytes
 
 
 # ---------------------------------------------------------------- the one validation
@@ -159,20 +170,20 @@ def _whole(label: str, value, ceiling: int) -> None:
 
 def card_for(req: AdviceRequest, probe: Callable | None, labels: dict | None = None, required: bool = True) -> Card:
     """The budget and card size: a typed budget is the card's size; otherwise the probed GPU's
-    free memory and size. With no GPU, `required` raises the probe's message (NO_GPU, no hint:
-    the front end adds its own); otherwise the reference card, said as such."""
+    free memory and size. With no GPU, `required` (or a GPU named by index) raises the probe's
+    message (NO_GPU, no hint: the front end adds its own); otherwise the reference card, said as such."""
     name = {**LABELS, **(labels or {})}
     if req.vram_gib is not None:
         size = int(req.vram_gib * GIB)
         return Card(size, size, f"{name['vram_gib']} {req.vram_gib:g}")
     result = probe() if probe is not None else None
     if result is None or not result.ok or not result.gpus:
-        if required:
+        if required or req.gpu_index is not None:
             from peft_advisor.core.hardware import NO_GPU_MESSAGE
 
             raise UserError(getattr(result, "message", None) or NO_GPU_MESSAGE, ExitCode.NO_GPU)
         return Card(None, None, f"no card given: CUDA context of a {REFERENCE_CARD_GIB} GiB card", cuda=False)
-    gpu = result.gpu(req.gpu_index)
+    gpu = result.gpu(req.gpu_index or 0)
     if gpu is None:
         found = ", ".join(str(g.index) for g in result.gpus)
         raise UserError(f"{name['gpu_index']} {req.gpu_index}: no such GPU (found {found})", ExitCode.USAGE)
@@ -231,10 +242,12 @@ def advise(req: AdviceRequest, probe: Callable | None = None, calibration: Calla
 
 
 def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, calibration: Callable | None = None,
-                 labels: dict | None = None, profile: Callable | None = None) -> EstimateResult:
+                 labels: dict | None = None, profile: Callable | None = None,
+                 ram: Callable | None = None) -> EstimateResult:
     """One method with given settings (`estimate.Settings`) on the request's card: the CUDA
     context is sized for the typed budget, else the probed GPU, else the reference card (said).
-    With data, its sequence length and evaluation pass replace the settings' (see `advise`)."""
+    With data, its sequence length and evaluation pass replace the settings' (see `advise`);
+    with offloading, its CPU RAM is checked against `ram()`, the machine's free RAM, as `advise` does."""
     from peft_advisor.core.distributed import Parallel, per_gpu_estimate
     from peft_advisor.core.model_spec import load_model_spec
     from peft_advisor.core.recommend import fit_of, settings_words, without_techniques
@@ -258,7 +271,9 @@ def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, ca
         est = calibrate(est)
     fit = "" if card.budget_bytes is None else fit_of(est, card.budget_bytes)
     data_words = [prof.words(req.seq_len, req.packing), evaluation_words(est)] if prof is not None else []
-    return EstimateResult(est, card, par, fit, card_note(card), settings_words(settings), data_words)
+    free_ram = ram() if ram is not None and est.cpu_bytes else None
+    ram_bytes = None if free_ram is None else free_ram // par.gpus  # each GPU's process pins its own
+    return EstimateResult(est, card, par, fit, card_note(card), settings_words(settings), data_words, ram_bytes)
 
 
 TECHNIQUE_FLAGS = {"train.optimizer": "--optimizer", "train.fused_loss": "--fused-loss",

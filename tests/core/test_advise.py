@@ -120,6 +120,25 @@ def test_estimate_says_which_card_its_context_is_for():
     assert typed.fit in ("ok", "tight") and none.fit == ""
 
 
+def test_estimate_refuses_a_named_gpu_it_cannot_find():
+    """Without a GPU, `estimate` falls back to the reference card, unless a GPU was named: then
+    the person meant a card, and silently using another is wrong."""
+    s = Settings("lora")
+    absent = lambda: ProbeResult(ok=False, gpus=[], message="no NVIDIA GPU or driver found")  # noqa: E731
+    assert estimate_one(AdviceRequest(), s, absent).card.total_bytes is None
+    with pytest.raises(UserError, match="no NVIDIA GPU") as err:
+        estimate_one(AdviceRequest(gpu_index=3), s, absent)
+    assert err.value.code == ExitCode.NO_GPU
+
+
+def test_estimate_checks_offloaded_activations_against_free_ram():
+    s = Settings("lora", batch_size=32, seq_len=4096, grad_ckpt=True, offload_activations=True, fused_loss=True)
+    short = estimate_one(AdviceRequest(vram_gib=80), s, ram=lambda: 8 * GIB)
+    assert short.estimate.cpu_bytes > 8 * GIB and short.ram_fits is False
+    assert estimate_one(AdviceRequest(vram_gib=80), s, ram=lambda: 512 * GIB).ram_fits is True
+    assert estimate_one(AdviceRequest(vram_gib=80), Settings("lora"), ram=lambda: 8 * GIB).ram_fits is None  # nothing offloaded
+
+
 def test_needs_before_a_budget():
     need = needs(AdviceRequest(model="llama-3.1-8b"))
     assert set(need) >= {"lora", "qlora", "full"}
