@@ -162,3 +162,14 @@ def test_estimate_gives_no_figure_for_a_run_train_would_refuse(args, words, caps
     assert main(["estimate", "--model", "llama-3.2-1b", "--vram", "24", *args]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and words in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+def test_recommend_export_for_the_demo_model_uses_the_fast_settings(tmp_path, capsys):
+    """As the app's and `export`'s: a recipe for the demo model trains in minutes, like the shipped one."""
+    from peft_advisor.core import recipe as rc
+
+    out = tmp_path / "demo.toml"
+    assert main(["recommend", "--model", "demo", "--vram", "4", "--export", str(out)]) == 0
+    r = rc.load(out)
+    assert (r.data.max_seq_len, r.train.max_steps, r.data.eval_split) == (128, 40, 32)
+    assert r.estimate.peak_bytes > 0

@@ -61,6 +61,41 @@ def test_export_bad_values(capsys):
     assert "did you mean rank?" in capsys.readouterr().err
 
 
+def test_export_for_the_demo_model_uses_the_shipped_demo_recipes_fast_settings(capsys):
+    """`export` as the app and `recommend --export` do: the demo trains in minutes; typed flags win."""
+    from peft_advisor.core.advise import DEMO_FAST
+
+    shipped = rc.load(DEMO_LORA)
+    assert main(["export", "--no-estimate"]) == 0
+    r = rc.loads(capsys.readouterr().out)
+    for key in DEMO_FAST:
+        section, name = key.split(".")
+        assert getattr(getattr(r, section), name) == getattr(getattr(shipped, section), name), key
+    assert main(["export", "--no-estimate", "--seq", "256", "--steps", "7"]) == 0
+    r = rc.loads(capsys.readouterr().out)
+    assert (r.data.max_seq_len, r.train.max_steps, r.data.eval_split) == (256, 7, shipped.data.eval_split)
+
+
+def test_export_and_validate_warn_when_the_estimate_is_over_the_budget(tmp_path, capsys):
+    out = tmp_path / "r.toml"
+    assert main(["export", "--model", "llama-3.1-8b", "--method", "rslora", "--vram", "24", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the recipe: its estimate" in err and "is over the 24.00 GiB budget" in err
+    assert "recommend --model llama-3.1-8b --vram 24 --methods rslora --export FILE" in err
+    assert main(["validate", str(out)]) == 0
+    assert f"warning: {out}: its estimate" in capsys.readouterr().err
+    assert main(["export", "--model", "llama-3.1-8b", "--method", "qlora", "--vram", "24", "--grad-ckpt", "--batch", "1",
+                 "-o", str(tmp_path / "ok.toml")]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_export_records_a_gpu_by_name_not_by_index(capsys):
+    assert main(["export", "--gpu", "0", "--no-estimate"]) == ExitCode.USAGE
+    assert "is a GPU index; a recipe records the GPU's name" in capsys.readouterr().err
+    assert main(["export", "--gpu-name", "RTX 4090", "--no-estimate"]) == 0
+    assert rc.loads(capsys.readouterr().out).budget.gpu == "RTX 4090"
+
+
 def test_validate_ok_and_bad(tmp_path, capsys):
     assert main(["validate", str(DEMO_LORA)]) == 0
     assert capsys.readouterr().out == f"ok: {DEMO_LORA} (lora, demo)\n"

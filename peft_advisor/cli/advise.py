@@ -260,6 +260,9 @@ def _export(args, advice) -> None:
         recipe = updated(recipe, {"distributed.zero_offload": advice.parallel.offload})
     if args.packing:
         recipe = updated(recipe, {"data.packing": True})
+    from peft_advisor.core.advise import demo_fast
+
+    recipe = demo_fast(recipe)  # as the app's: the demo model's recipe trains in minutes
     write_recipe(recipe, args.export, args.force)
     tight = f"; {best.fit}: its estimate's high end does not fit the budget" if best.fit != "ok" else ""
     print(f"wrote {args.export} ({best.name}{tight})", file=sys.stderr)

@@ -42,7 +42,8 @@ def register(sub) -> None:
                    help="the model needs its own Python code; train still asks for consent")
     p.add_argument("--vram", type=float, dest="vram_gib", help="GPU budget it is meant for, GiB")
     p.add_argument("--adapter-mb", type=float, help="adapter size budget, MB")
-    p.add_argument("--gpu", help="name of the GPU it is meant for")
+    p.add_argument("--gpu-name", "--gpu", dest="gpu", type=_gpu_name, metavar="NAME",
+                   help="name of the GPU it is meant for (recorded in [budget])")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="any recipe key, e.g. --set train.warmup_ratio=0.1 (VALUE in TOML syntax; repeatable)",
@@ -68,6 +69,17 @@ _FLAG_KEYS = {
     "lr": "train.lr", "steps": "train.max_steps", "epochs": "train.epochs", "output_dir": "output.dir",
     "vram_gib": "budget.vram_gib", "adapter_mb": "budget.adapter_mb", "gpu": "budget.gpu",
 }
+
+
+def _gpu_name(text: str) -> str:
+    """A recipe records the card it was meant for by name; an index (what `recommend --gpu` and
+    `estimate --gpu` take) names nothing on another machine."""
+    import argparse
+
+    if text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is a GPU index; a recipe records the GPU's name, "
+                                         "e.g. --gpu-name 'RTX 4090'")
+    return text
 
 
 def _targets(text: str):
@@ -103,6 +115,16 @@ def changes_from_args(args) -> dict:
     return changes
 
 
+def fit_warning(recipe: rc.Recipe, name: str = "the recipe", hint: str = "") -> None:
+    """A warning line when the recipe's estimate is tight or over the budget it names
+    ([budget] vram_gib): the same verdict as the app's launch guard and `recommend`."""
+    from peft_advisor.core.advise import recipe_fit
+
+    fit, words = recipe_fit(recipe)
+    if fit != "ok" and (fit or words):
+        print(f"peft-advisor: warning: {name}: {words}{hint}", file=sys.stderr)
+
+
 def with_estimate(recipe: rc.Recipe) -> rc.Recipe:
     """The recipe with its estimate filled in (per GPU, by its [distributed] table), when the
     model's shapes are known offline: the advice core's `with_estimate`, as the app's."""
@@ -126,9 +148,17 @@ def run_export(args) -> int:
     if args.method not in rc.methods():
         hint = rc.did_you_mean(args.method, rc.methods()) or f"; expected one of {', '.join(rc.methods())}"
         raise UserError(f"unknown method {args.method!r}{hint}", ExitCode.UNKNOWN_METHOD)
-    recipe = rc.updated(rc.Recipe(), changes_from_args(args))
+    changes = changes_from_args(args)
+    recipe = rc.updated(rc.Recipe(), changes)
+    if recipe.model.id == "demo":  # the shipped demo recipes' fast settings, under what was typed
+        from peft_advisor.core.advise import DEMO_FAST
+
+        recipe = rc.updated(recipe, {k: v for k, v in DEMO_FAST.items() if k not in changes})
     if not args.no_estimate:
         recipe = with_estimate(recipe)
+        fit_warning(recipe, "the recipe", f" (`peft-advisor recommend --model {recipe.model.id} --vram "
+                                          f"{recipe.budget.vram_gib:g} --methods {recipe.method.name} --export FILE` "
+                                          "finds settings that fit)")
     path = write_recipe(recipe, args.output, force=args.force)
     if path is not None:
         print(f"wrote {path} ({recipe.method.name} on {recipe.model.id})", file=sys.stderr)
@@ -174,6 +204,7 @@ def run_validate(args) -> int:
                         technique_warning(recipe, name, cuda)):
             if warning:
                 print(f"peft-advisor: warning: {warning}", file=sys.stderr)
+        fit_warning(recipe, name)
         print(f"ok: {name} ({recipe.method.name}, {recipe.model.id})")
     return int(ExitCode.BAD_RECIPE if failed else ExitCode.OK)
 

@@ -394,6 +394,17 @@ DEMO_FAST = {"data.max_seq_len": 128, "data.eval_split": 32, "train.max_steps": 
 recipe made for the demo model trains in minutes on a CPU."""
 
 
+def demo_fast(recipe, given=()):
+    """For the demo model, the shipped demo recipes' fast settings (DEMO_FAST), with the estimate
+    following them: a recipe made for it in the app, by `recommend --export` or by `export` trains
+    in minutes on a CPU, as the shipped ones do. Keys in `given` (typed by the person) are kept."""
+    if recipe.model.id != "demo":
+        return recipe
+    from peft_advisor.core import recipe as rc
+
+    return with_estimate(rc.updated(recipe, {k: v for k, v in DEMO_FAST.items() if k not in given}))[0]
+
+
 def with_estimate(recipe):
     """The recipe with its [estimate] recomputed for its settings and [distributed] table (per
     GPU); unchanged, with the reason, when the model's shapes are not known offline.

@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 from textual.worker import WorkerState, get_current_worker
 
-from peft_advisor.core.advise import AdviceRequest
+from peft_advisor.core.advise import AdviceRequest, demo_fast
 from peft_advisor.core.errors import UserError
 from peft_advisor.core.units import MB, bytes_to_gib, fmt_bytes
 from peft_advisor.tui.messages import GpusProbed, RecipeRequested
@@ -362,7 +362,7 @@ class AdvisorScreen(Screen):
                 priority=self.inputs.priority, gpu=self.inputs.source, gpus=self.inputs.gpus,
                 strategy=DEFAULTS.strategy,
             )
-            recipe = _demo_settings(recipe)
+            recipe = demo_fast(recipe)
             if self.packing:
                 from peft_advisor.core.recipe import updated
 
@@ -410,17 +410,6 @@ def _profile(data: str, model: str):
     from peft_advisor.data_scan import profile
 
     return profile(data, model)
-
-
-def _demo_settings(recipe):
-    """The demo model trains in minutes on a CPU with the shipped demo recipes' settings (and
-    the estimate follows them)."""
-    if recipe.model.id != "demo":
-        return recipe
-    from peft_advisor.core import recipe as rc
-    from peft_advisor.core.advise import DEMO_FAST, with_estimate
-
-    return with_estimate(rc.updated(recipe, DEMO_FAST))[0]
 
 
 def _esc(text: str) -> str:
