@@ -32,9 +32,12 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from peft_advisor.core.catalog import trains_all_weights  # noqa: E402
 from peft_advisor.core.model_spec import attention_implementation, preset_config  # noqa: E402
 
-LORA_FAMILY = ("lora", "rslora", "dora", "loraplus", "qlora")
+PLAIN_LORA_VARIANTS = ("lora", "rslora", "dora", "loraplus", "qlora")
+"""The LoRA variants this independent reference loop builds with peft itself (not through the
+trainer's builders), so that it stays a check of them."""
 
 
 def target_names(model_type: str, targets: str) -> list[str]:
@@ -93,10 +96,10 @@ def apply_method(model, case):
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif gc_on:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if method not in ("full", "galore"):
+        if not trains_all_weights(method):
             model.enable_input_require_grads()
     targets = target_names(model.config.model_type, case["targets"])
-    if method in LORA_FAMILY:
+    if method in PLAIN_LORA_VARIANTS:
         from peft import LoraConfig, get_peft_model
 
         r = case["rank"]

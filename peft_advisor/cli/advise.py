@@ -31,7 +31,7 @@ def register(sub) -> None:
     _add_card(p)
     p.add_argument("--adapter-mb", type=float, metavar="MB", help="largest saved adapter, in MB (10^6 bytes)")
     p.add_argument("--priority", default=_D.priority, help="quality | speed | memory | size (default quality)")
-    p.add_argument("--methods", help="comma list to consider (default: all eight)")
+    p.add_argument("--methods", help="comma list to consider (default: every method)")
     p.add_argument("--export", metavar="FILE", help="write the top recommendation as a recipe TOML (data.path: --data, else demo)")
     p.add_argument("--force", action="store_true", help="overwrite the --export file")
     _add_no_techniques(p, "the advice never turns on a fused loss, Liger kernels, 8-bit AdamW or activation offloading")

@@ -22,10 +22,9 @@ from peft_advisor.core.distributed import Parallel, cheapest_first, cpu_ram_what
 from peft_advisor.core.errors import ExitCode, UserError, did_you_mean
 from peft_advisor.core.estimate import (CONTEXT_BASE_BYTES, CONTEXT_PER_TOTAL, LIGER_MODEL_TYPES, METHODS, Estimate,
                                         Settings, resolve_targets)
-from peft_advisor.core.limits import MAX_ADAPTER_MB
 from peft_advisor.core.model_spec import ModelSpec
 from peft_advisor.core.speed import ADAMW_8BIT_TIME_FACTOR, base_step_time, speed_key
-from peft_advisor.core.units import GIB, MB, fmt_bytes, fmt_file_bytes
+from peft_advisor.core.units import GIB, fmt_bytes, fmt_file_bytes
 
 PRIORITIES = ("quality", "speed", "memory", "size")
 CKPT_TIME_FACTOR = 1.3
@@ -794,17 +793,6 @@ def check_priority(priority: str) -> str:
     return priority
 
 
-def adapter_budget_bytes(adapter_mb: float | None) -> int | None:
-    """`--adapter-mb` counts 10^6 bytes, like file sizes on disk; 0 or None means no limit."""
-    if adapter_mb is None or adapter_mb == 0:
-        return None
-    if not adapter_mb > 0:  # also NaN
-        raise UserError(f"--adapter-mb must be positive, got {adapter_mb:g}", ExitCode.USAGE)
-    if adapter_mb > MAX_ADAPTER_MB:  # also inf
-        raise UserError(f"--adapter-mb {adapter_mb:g} is absurd (max {MAX_ADAPTER_MB:g})", ExitCode.USAGE)
-    return int(adapter_mb * MB)
-
-
 __all__ = [
     "PRIORITIES",
     "check_priority",
@@ -812,7 +800,6 @@ __all__ = [
     "Budget",
     "Recommendation",
     "RuledOut",
-    "adapter_budget_bytes",
     "closest_miss",
     "recommend",
 ]

@@ -97,11 +97,12 @@ def load_model(path: str, r, cuda: bool, ranks=None):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from peft_advisor.core.catalog import trains_all_weights
     from peft_advisor.train.methods import quantization_config, sharded_qlora
 
     world = ranks.world if ranks is not None else 1
     dtype = getattr(torch, r.model.dtype) if cuda else torch.float32
-    if dtype == torch.float16 and r.method.name in ("full", "galore"):
+    if dtype == torch.float16 and trains_all_weights(r.method.name):
         dtype = torch.float32  # fp16 weights cannot be trained with a GradScaler; fp16 autocast instead
     if sharded_qlora(r, world):
         dtype = torch.bfloat16  # the same dtype as the 4-bit storage, so FSDP wraps each block whole

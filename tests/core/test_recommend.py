@@ -8,12 +8,12 @@ import pytest
 
 from peft_advisor.core.errors import UserError
 from peft_advisor.core.model_spec import load_preset
-from peft_advisor.core.recommend import Budget, adapter_budget_bytes, closest_miss, recommend
+from peft_advisor.core.recommend import Budget, closest_miss, recommend
 from peft_advisor.core.units import GIB, MB
 
 
 def advise(model="llama-3.2-3b", vram_gib=24.0, adapter_mb=None, **kw):
-    budget = Budget(int(vram_gib * GIB), adapter_budget_bytes(adapter_mb), "test", int(vram_gib * GIB))
+    budget = Budget(int(vram_gib * GIB), int(adapter_mb * MB) if adapter_mb else None, "test", int(vram_gib * GIB))
     return recommend(load_preset(model), budget, **kw)
 
 
@@ -109,11 +109,12 @@ def test_json_shape():
 
 
 def test_bad_priority_and_budgets():
+    from peft_advisor.core.advise import AdviceRequest, check
+
     with pytest.raises(UserError, match="did you mean quality"):
         advise(priority="qualty")
-    with pytest.raises(UserError):
-        adapter_budget_bytes(-1)
-    assert adapter_budget_bytes(0) is None and adapter_budget_bytes(2.5) == 2_500_000
+    with pytest.raises(UserError, match="adapter budget must be a positive number of MB, got -1"):
+        check(AdviceRequest(adapter_mb=-1))
 
 
 def test_the_size_ladder_never_lowers_a_rank_the_method_does_not_read():

@@ -1,4 +1,4 @@
-"""The advisor: your GPU, your budgets, and all eight methods side by side.
+"""The advisor: your GPU, your budgets, and every method side by side.
 
 The GPU cards refresh once a second from a thread worker (NVML calls block). Every change to an
 input schedules one recomputation in an exclusive thread worker, so typing never waits for the

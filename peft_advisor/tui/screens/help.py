@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 ABOUT = {
-    "advisor": "Your GPU, your budgets, and all eight methods side by side. Pick a row to see its "
+    "advisor": "Your GPU, your budgets, and every method side by side. Pick a row to see its "
     "memory breakdown and evidence; Enter turns it into a recipe.",
     "recipe": "Edit the chosen method's recipe, export or import TOML, and launch the fine-tune.",
     "monitor": "A run live: loss, learning rate, speed, memory against the estimate, the log. "

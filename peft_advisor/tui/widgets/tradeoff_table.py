@@ -1,4 +1,4 @@
-"""All eight methods side by side: fits or not, peak against the budget, adapter size, trainable
+"""Every method side by side: fits or not, peak against the budget, adapter size, trainable
 parameters, quality evidence and the one speed figure (step time × LoRA's, as the CLI and the
 matrix give it). The recommended row is starred; a tight fit says so; each ruled-out row says
 why. Before a budget is known, each row says what the method needs.
