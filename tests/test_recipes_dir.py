@@ -57,6 +57,18 @@ def test_popular_recipes_fit_their_budget(path):
     assert r.budget.vram_gib > 0 and r.budget.gpu
     est = estimate.estimate(load_model_spec(r.model.id), rc.settings_from_recipe(r))
     assert est.total_bytes <= r.budget.vram_gib * GIB
+    from peft_advisor.core.advise import recipe_fit
+
+    assert recipe_fit(r)[0] == "ok", recipe_fit(r)[1]  # the whole band fits, as the advice's "ok"
+
+
+@pytest.mark.parametrize("path", FILES, ids=IDS)
+def test_recipe_is_in_todays_format_with_todays_estimate(path):
+    """No shipped recipe goes stale (a method list of eight, a missing key, an old estimate):
+    after a change to the format or the estimator, `python tests/refresh_recipes.py` rewrites them."""
+    from tests.refresh_recipes import refreshed
+
+    assert path.read_text(encoding="utf-8") == refreshed(path), "run: python tests/refresh_recipes.py"
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "recipes" / "demo").glob("*.toml")),

@@ -32,8 +32,12 @@ async def set_input(pilot, selector: str, text: str) -> None:
 
 
 async def settle(pilot, app, inputs_like) -> None:
-    """Wait until the table shows advice for inputs matching `inputs_like(inputs)`."""
+    """Wait until the table shows advice for inputs matching `inputs_like(inputs)`, and has laid it
+    out: a DataTable measures its new rows' column widths on its next idle, not in `add_row`, so a
+    width read as soon as the rows are there can still be the header's (`_new_rows` is Textual's own
+    queue of rows not yet measured; no public flag says it)."""
     await wait_until(pilot, lambda: app.screen.inputs is not None and inputs_like(app.screen.inputs) and rows(app))
+    await wait_until(pilot, lambda: not table_of(app)._new_rows and not table_of(app)._require_update_dimensions)
 
 
 async def test_gpu_cards_and_default_budget_from_free_memory(workdir):

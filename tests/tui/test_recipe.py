@@ -11,15 +11,18 @@ from peft_advisor.core import recipe as rc
 
 
 async def type_into(pilot, selector: str, text: str) -> None:
-    """Short values are typed key by key; long ones are pasted (the same Input.Changed path)."""
-    field = pilot.app.screen.query_one(selector, Input)
+    """Short values are typed key by key; long ones are pasted (the same Input.Changed path).
+    Returns once the screen has acted on the field's final value (its Input.Changed bubbles up
+    and re-estimates: a fixed pause was not always long enough on a loaded machine)."""
+    screen = pilot.app.screen
+    field = screen.query_one(selector, Input)
     field.focus()
     field.value = ""
     if len(text) <= 4:
         await pilot.press(*text)
     else:
         field.insert_text_at_cursor(text)
-    await pilot.pause(0.05)
+    await wait_until(pilot, lambda: screen.handled.get(field.id) == field.value)
 
 
 def message(screen) -> str:

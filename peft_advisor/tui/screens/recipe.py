@@ -113,6 +113,9 @@ class RecipeScreen(Screen):
         self._preview_timer = None
         self.estimate_note = ""
         """Why the recipe has no estimate (a model whose shapes are not known offline), or ""."""
+        self.handled: dict[str, str] = {}
+        """Input id -> the last value whose change this screen has handled (an edit re-estimates
+        the recipe, which takes a while: what is typed is not yet what the recipe holds)."""
 
     def compose(self) -> ComposeResult:
         yield NavBar("recipe")
@@ -201,6 +204,12 @@ class RecipeScreen(Screen):
         self._loading = False
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        try:
+            self._edit(event)
+        finally:  # the value this screen has acted on (re-estimated, or marked bad), per field
+            self.handled[event.input.id] = event.value
+
+    def _edit(self, event: Input.Changed) -> None:
         key = next((k for k, _, _ in FIELDS if field_id(k) == event.input.id), None)
         if key is None or self._loading:
             return
