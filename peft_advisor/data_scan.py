@@ -49,8 +49,10 @@ def offline() -> None:
         os.environ.setdefault(name, "1")
 
 
-def profile(data: str, model: str, base_dir: Path | None = None, fmt: str = "auto") -> DataProfile:
-    """The training rows of `data` (a file, a folder, "demo", a cached Hub id) in `model`'s tokens."""
+def profile(data: str, model: str, base_dir: Path | None = None, fmt: str = "auto", columns: str = "",
+            config: str = "", split: str = "") -> DataProfile:
+    """The training rows of `data` (a file, a folder, "demo", a cached Hub id) in `model`'s tokens,
+    with the recipe's data.columns, data.config and data.split applied as the trainer applies them."""
     offline()
     from datasets.utils import disable_progress_bars
 
@@ -59,7 +61,7 @@ def profile(data: str, model: str, base_dir: Path | None = None, fmt: str = "aut
     disable_progress_bars()  # the environment variable is read once, at import: the app may have imported datasets
     # already, and a tqdm bar started from the app's worker thread fails ('tqdm' object has no attribute '_lock')
 
-    rows, _ = read_rows(data, base_dir, fmt)
+    rows, _ = read_rows(data, base_dir, fmt, config, split, columns)
     if len(rows) == 0:
         raise bad(f"{data} has no rows")
     found = detect_format(list(rows.column_names), fmt, data)

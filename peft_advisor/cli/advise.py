@@ -20,7 +20,8 @@ _D = AdviceRequest()
 """The advice core's defaults: the terminal app starts from the same ones."""
 LABELS = {"vram_gib": "--vram", "adapter_mb": "--adapter-mb", "seq_len": "--seq", "batch_size": "--batch",
           "rank": "--rank", "gpus": "--gpus", "gpu_index": "--gpu", "model": "--model", "targets": "--targets",
-          "priority": "--priority", "methods": "--methods", "strategy": "--strategy", "zero_offload": "--zero-offload"}
+          "priority": "--priority", "methods": "--methods", "strategy": "--strategy", "zero_offload": "--zero-offload",
+          "data_columns": "--columns"}
 """Fields named as the flags that set them, in the core's messages."""
 NO_GPU_HINT = ": give --vram"
 
@@ -83,13 +84,21 @@ def _add_parallel(p: argparse.ArgumentParser) -> None:
                    help="none | optimizer | optimizer+params (zero3): what ZeRO keeps in CPU RAM (default none)")
 
 
+def add_data_choice(p: argparse.ArgumentParser) -> None:
+    """Which rows of --data, as the recipe's data.columns, data.config and data.split say."""
+    p.add_argument("--columns", default="", metavar="FIELD=COLUMN,...",
+                   help="with --data: your columns as the format's fields, e.g. instruction=question,output=answer")
+    p.add_argument("--data-config", default="", metavar="NAME", help="with --data: a Hub dataset's configuration (subset)")
+    p.add_argument("--data-split", default="", metavar="NAME", help="with --data: the split trained on (default train)")
+
+
 def _add_model_and_shape(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"preset id, model folder or config.json (default {DEFAULT_MODEL})")
-    p.add_argument("--seq", type=int, default=_D.seq_len,
-                   help=f"sequence length in tokens, the max_seq_len with --data (default {_D.seq_len})")
+    p.add_argument("--seq", type=int, help=f"sequence length in tokens, the max_seq_len with --data (default {_D.seq_len})")
     p.add_argument("--data", help="training data (a file, a folder, demo or a cached Hub id): estimate at its longest "
                                   "row after truncation at --seq, with its evaluation pass (default: rows of --seq tokens)")
     p.add_argument("--packing", action="store_true", help="with --data: rows packed into --seq tokens (data.packing)")
+    add_data_choice(p)
     p.add_argument("--batch", type=int, default=_D.batch_size,
                    help=f"batch size; the advice keeps micro-batch x accumulation equal to it (default {_D.batch_size})")
     p.add_argument("--rank", type=int, default=_D.rank, help=f"LoRA-family rank (default {_D.rank})")
@@ -103,14 +112,20 @@ def request_from_args(args) -> AdviceRequest:
     """The flags as the advice core's request; the core checks them (one validation)."""
     methods = getattr(args, "methods", None)
     return AdviceRequest(
-        model=args.model, vram_gib=args.vram, adapter_mb=getattr(args, "adapter_mb", None), seq_len=args.seq,
+        model=args.model, vram_gib=args.vram, adapter_mb=getattr(args, "adapter_mb", None), seq_len=_seq(args),
         batch_size=args.batch, rank=args.rank, targets=args.targets,
         priority=getattr(args, "priority", _D.priority).strip().lower(),
         methods=tuple(m.strip().lower() for m in methods.split(",")) if methods else None,
         gpus=args.gpus, strategy=args.strategy.strip().lower(), gpu_index=args.gpu, gpu_name=args.gpu_name,
         zero_offload=args.zero_offload.strip().lower(),
         data=args.data, packing=args.packing, techniques=not args.no_techniques,
+        data_columns=args.columns, data_config=args.data_config, data_split=args.data_split,
     )
+
+
+def _seq(args) -> int:
+    """--seq, or the advice core's default when it was not typed (a typed one is kept in an export)."""
+    return _D.seq_len if args.seq is None else args.seq
 
 
 def _probe():
@@ -147,7 +162,7 @@ def run_estimate(args) -> int:
     if args.no_techniques and (args.fused_loss or args.liger or args.offload or optimizer != "adamw"):
         raise UserError("--no-techniques turns every technique off: drop it or the technique flags", ExitCode.USAGE)
     s = Settings(method=_method(args.method), rank=args.rank, targets=args.targets, batch_size=args.batch,
-                 seq_len=args.seq, grad_ckpt=args.grad_ckpt, grad_ckpt_layers=args.grad_ckpt_layers,
+                 seq_len=_seq(args), grad_ckpt=args.grad_ckpt, grad_ckpt_layers=args.grad_ckpt_layers,
                  galore_rank=args.galore_rank,
                  galore_layerwise=args.galore_layerwise, galore_8bit=args.galore_8bit,
                  vera_rank=args.vera_rank, vera_save_projection=not args.no_vera_projection,
@@ -251,7 +266,7 @@ def _export(args, advice) -> None:
 
     best = advice.best
     recipe = recipe_from_recommendation(  # max_seq_len is --seq, not the data's longest row the estimate used
-        model_id=args.model, settings=replace(best.settings, seq_len=args.seq), estimate=best.estimate,
+        model_id=args.model, settings=replace(best.settings, seq_len=_seq(args)), estimate=best.estimate,
         vram_gib=advice.budget.vram_bytes / GIB, adapter_mb=(advice.budget.adapter_bytes or 0) / 1e6,
         priority=advice.priority, gpu=advice.budget.source, data_path=args.data or "demo",
         gpus=advice.parallel.gpus, strategy=advice.parallel.strategy,
@@ -260,9 +275,11 @@ def _export(args, advice) -> None:
         recipe = updated(recipe, {"distributed.zero_offload": advice.parallel.offload})
     if args.packing:
         recipe = updated(recipe, {"data.packing": True})
+    chosen = {"data.columns": args.columns, "data.config": args.data_config, "data.split": args.data_split}
+    recipe = updated(recipe, {k: v for k, v in chosen.items() if v})
     from peft_advisor.core.advise import demo_fast
 
-    recipe = demo_fast(recipe)  # as the app's: the demo model's recipe trains in minutes
+    recipe = demo_fast(recipe, given=("data.max_seq_len",) if args.seq is not None else ())  # as the app's
     write_recipe(recipe, args.export, args.force)
     tight = f"; {best.fit}: its estimate's high end does not fit the budget" if best.fit != "ok" else ""
     print(f"wrote {args.export} ({best.name}{tight})", file=sys.stderr)

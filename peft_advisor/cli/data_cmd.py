@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--max-seq-len", type=int, default=1024, metavar="TOKENS", help="the truncation length (default 1024)")
     p.add_argument("--packing", action="store_true", help="rows packed into max-seq-len tokens (data.packing)")
     p.add_argument("--format", default="auto", help="auto | instruction | chat | sharegpt | prompt_completion | text")
+    from peft_advisor.cli.advise import add_data_choice
+
+    add_data_choice(p)
     p.add_argument("--bins", type=int, default=10, help="histogram buckets (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_data)
@@ -38,6 +41,10 @@ def check_args(args) -> None:
         raise UserError(f"--max-seq-len must be 1 to {MAX_SEQ_LEN:,}, got {args.max_seq_len}", ExitCode.USAGE)
     if not 1 <= args.bins <= 100:
         raise UserError(f"--bins must be 1 to 100, got {args.bins}", ExitCode.USAGE)
+    if args.columns:
+        from peft_advisor.core.advise import _columns
+
+        _columns("--columns", args.columns)
     if args.format != "auto" and args.format not in REQUIRED:
         raise UserError(f"--format must be auto or one of {', '.join(REQUIRED)}, got {args.format!r}", ExitCode.USAGE)
 
@@ -46,7 +53,8 @@ def run_data(args) -> int:
     check_args(args)
     from peft_advisor.data_scan import profile
 
-    prof = profile(args.data, args.model, fmt=args.format)
+    prof = profile(args.data, args.model, fmt=args.format, columns=args.columns, config=args.data_config,
+                   split=args.data_split)
     if args.json:
         print(json.dumps(dict(prof.to_dict(args.max_seq_len, args.packing), model=args.model), indent=2))
     else:

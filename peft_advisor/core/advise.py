@@ -29,6 +29,7 @@ LABELS = {
     "model": "model", "vram_gib": "VRAM budget", "adapter_mb": "adapter budget", "seq_len": "sequence length",
     "batch_size": "batch", "rank": "rank", "targets": "targets", "priority": "priority", "methods": "methods",
     "gpus": "GPU count", "strategy": "strategy", "gpu_index": "GPU index", "zero_offload": "ZeRO offload",
+    "data_columns": "data columns",
 }
 """How a field is named in messages; each front end passes its own (flags, field labels)."""
 
@@ -67,6 +68,12 @@ class AdviceRequest:
     None: every row is `seq_len` long and no evaluation is counted."""
     packing: bool = False
     """Rows packed into `seq_len`-token rows (data.packing)."""
+    data_columns: str = ""
+    """The data's columns named as the format's fields, "instruction=question,output=answer" (data.columns)."""
+    data_config: str = ""
+    """A Hub dataset's configuration or a save_to_disk folder's subfolder (data.config)."""
+    data_split: str = ""
+    """The split trained on; "" = train (data.split)."""
     techniques: bool = True
     """Let the advice turn on the memory-saving techniques (fused loss, Liger kernels, 8-bit AdamW,
     activation offloading) where the card runs them; False: the advice without them, and
@@ -130,6 +137,8 @@ def check(req: AdviceRequest, labels: dict | None = None) -> AdviceRequest:
         value = getattr(req, key)
         if value is not None:
             _whole(name[key], value, ceiling)
+    if req.data_columns:
+        _columns(name["data_columns"], req.data_columns)
     if req.gpu_index is not None and (not isinstance(req.gpu_index, int) or req.gpu_index < 0):
         raise UserError(f"{name['gpu_index']} must be a GPU index >= 0, got {req.gpu_index}", ExitCode.USAGE)
     from peft_advisor.core.catalog import METHOD_IDS
@@ -147,6 +156,16 @@ def check(req: AdviceRequest, labels: dict | None = None) -> AdviceRequest:
     if problem:
         raise UserError(f"{name['zero_offload']} {problem}", ExitCode.USAGE)
     return req
+
+
+def _columns(label: str, text: str) -> str:
+    """field=column pairs, checked by the recipe's own rule (data.columns)."""
+    from peft_advisor.core.recipe_fields import _as_columns
+
+    try:
+        return _as_columns(text)
+    except ValueError as err:
+        raise UserError(f"{label}: {err}", ExitCode.USAGE) from None
 
 
 def _positive_float(label: str, value: float, ceiling: float, unit: str) -> None:
@@ -302,7 +321,8 @@ def data_profile(req: AdviceRequest, profile: Callable | None):
         return None
     if profile is None:
         from peft_advisor.data_scan import profile
-    return profile(req.data, req.model)
+    chosen = {"columns": req.data_columns, "config": req.data_config, "split": req.data_split}
+    return profile(req.data, req.model, **{k: v for k, v in chosen.items() if v})
 
 
 def data_shape(prof, req: AdviceRequest, par) -> tuple[int, dict]:

@@ -175,7 +175,9 @@ def detect_format(columns: list[str], wanted: str, source: str) -> str:
     for name, needed in REQUIRED.items():
         if all(c in columns for c in needed):
             return name
-    raise bad(f"{source}: cannot tell the format from columns {', '.join(columns) or 'none'}; expected {EXPECTED}")
+    raise bad(f"{source}: cannot tell the format from columns {', '.join(columns) or 'none'}; expected {EXPECTED} "
+              "(name yours with data.columns, e.g. {instruction = \"question\", output = \"answer\"}, "
+              "or --columns instruction=question,output=answer)")
 
 
 # ---------------------------------------------------------------- a JSON-lines file, by line number

@@ -87,6 +87,25 @@ def test_bad_data_is_one_line_with_bad_data(tmp_path):
     assert err.value.code == ExitCode.BAD_DATA and "cannot tell the format" in str(err.value)
 
 
+def test_columns_name_a_datasets_own_columns_as_the_trainer_does(tmp_path):
+    """GSM8K-shaped rows (question, answer): the error says how to name them, --columns does, and
+    recommend --export writes the mapping into the recipe's data.columns."""
+    qa = tmp_path / "qa.jsonl"
+    write_jsonl(qa, [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(20)])
+    proc = cli("data", str(qa), "--model", "demo")
+    assert proc.returncode == ExitCode.BAD_DATA and "--columns instruction=question,output=answer" in proc.stderr
+    proc = cli("data", str(qa), "--model", "demo", "--columns", "instruction=question,output=answer", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["format"] == "instruction" and json.loads(proc.stdout)["rows"] == 20
+    proc = cli("data", str(qa), "--columns", "instr=question")
+    assert proc.returncode == ExitCode.USAGE and proc.stderr.count("\n") == 1 and "did you mean instruction" in proc.stderr
+    out = tmp_path / "r.toml"
+    proc = cli("recommend", "--model", "demo", "--vram", "4", "--data", str(qa), "--columns",
+               "instruction=question,output=answer", "--export", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert 'columns = "instruction=question,output=answer"' in out.read_text()
+
+
 def test_data_command_shows_format_rows_histogram_cut_share_and_99_percent(tiny_model, tmp_path):
     rows = [{"text": "x" * 9}] * 98 + [{"text": "x" * 49}, {"text": "x" * 199}]
     path = write_jsonl(tmp_path / "long.jsonl", rows)
@@ -126,7 +145,7 @@ def test_estimate_with_data_and_export_keeps_max_seq_len(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "instead of 1024" in proc.stdout
     out = tmp_path / "r.toml"
-    proc = cli("recommend", "--model", "demo", "--vram", "4", "--data", "demo", "--export", str(out))
+    proc = cli("recommend", "--model", "demo", "--vram", "4", "--seq", "1024", "--data", "demo", "--export", str(out))
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert "max_seq_len = 1024" in text and 'path = "demo"' in text
