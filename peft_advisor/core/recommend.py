@@ -547,9 +547,11 @@ def _describe(s: Settings) -> str:
 
 def speed_figure(method: str, s: Settings, checkpointed_share: float | None = None) -> float:
     """The one speed figure: step time vs LoRA's (without checkpointing) at these settings, from
-    the measured median (core.speed), its recompute cost (CKPT_TIME_FACTOR - 1) scaled by the share
-    of blocks checkpointed (`Estimate.checkpointed_share`; None: all of them when `grad_ckpt`). The
-    reason, the ranking, both tables and the JSON all use this."""
+    `core.speed.base_step_time` (this trainer's median for the method or its GaLore variant, else
+    the study's training time), ×ADAMW_8BIT_TIME_FACTOR for a bitsandbytes optimizer, and the
+    recompute cost (CKPT_TIME_FACTOR - 1) scaled by the share of blocks checkpointed
+    (`Estimate.checkpointed_share`; None: all of them when `grad_ckpt`). The reason, the ranking,
+    both tables and the JSON all use this."""
     share = (1.0 if s.grad_ckpt else 0.0) if checkpointed_share is None else checkpointed_share
     base, _ = base_step_time(speed_key(method, s.galore_layerwise, s.galore_8bit))
     optimizer = ADAMW_8BIT_TIME_FACTOR if s.optimizer != "adamw" else 1.0

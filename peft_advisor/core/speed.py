@@ -36,12 +36,6 @@ def measured_step_time(method: str) -> float | None:
     return float(entry["median"]) if entry else None
 
 
-def step_time_vs_lora(method: str) -> float:
-    """Median step time of `method` ÷ LoRA's on the same shapes (1.0 when not measured)."""
-    entry = speed_table()["methods"].get(method)
-    return float(entry["median"]) if entry else 1.0
-
-
 def step_time_range(method: str) -> tuple[float, float] | None:
     entry = speed_table()["methods"].get(method)
     return (float(entry["min"]), float(entry["max"])) if entry else None
