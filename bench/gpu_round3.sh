@@ -18,6 +18,11 @@
 #                                    with eager attention on every transformers (the device's ran it on
 #                                    SDPA, without the soft-cap, and the `gemma2` call read 15-68 % below)
 #   bash bench/gpu_round3.sh trace   what is alive at the peak of round 3's rsLoRA cases (memory_trace.py)
+#   bash bench/gpu_round3.sh round5  owed after round 4: the CUDA block audit (held-out check of the
+#                                    eager-backward GPU term and the DoRA/gate_up terms), Phi-3.5's
+#                                    GPU-side gap traced at round 1's shape, today's top advice trained
+#                                    on capped cards where the ranking changed (MiSS, OFT, C3A now lead
+#                                    quality ties), then the speed of the methods only the study timed
 # Run from the repository root.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -126,8 +131,22 @@ print('transformers', transformers.__version__, 'peft', peft.__version__, 'gemma
 trace)
   timeout 560 bash -c trace_cases
   ;;
+round5)
+  timeout $(part 300) python3 backward_audit.py --cuda --out "$OUT/cuda_backward_audit.jsonl" \
+    --cases gemma-2-2b:lora:4096,gemma-2-2b:lora:8192,gemma-2-9b:lora:4096,qwen3-0.6b:lora:4096,phi-3.5-mini:lora:4096,llama-3.2-1b:dora:4096,phi-3.5-mini:dora:4096 \
+    > "$OUT/cuda_backward_audit.log" 2>&1 &
+  timeout $(part 300) bash -c 'for c in phi-3.5-mini:rslora:4:1024:ckpt phi-3.5-mini:rslora:4:4096:ckpt; do
+      python3 memory_trace.py --expandable --case "$c" --out "$OUT/trace.jsonl" >> "$OUT/trace.log" 2>&1
+      python3 memory_trace.py --table "$OUT/trace.jsonl" > "$OUT/trace.md" 2>&1; done' &
+  timeout $(part 300) python3 fits.py --top 2 --case llama-3.1-8b:24:1024 --case qwen2.5-7b:24:1024 \
+    --case phi-3.5-mini:16:1024 --parallel-gib 40 --out "$OUT/fits_round5.jsonl" > "$OUT/fits.log" 2>&1 &
+  wait
+  python3 fits.py --table "$OUT/fits_round5.jsonl" > "$OUT/fits_round5.md" 2>&1
+  timeout $(part 240) python3 gpu_methods.py --model qwen2.5-0.5b --batch 4 --seq 1024 --steps 12 \
+    --only lora,oft,lokr,loha,ia3,miss,c3a,shira,lorafa --out "$OUT/methods_speed.md" > "$OUT/methods.log" 2>&1
+  ;;
 *)
-  echo "usage: bash bench/gpu_round3.sh fits|speed|owed|owed-short|gemma2|gemma2-eager|trace" >&2
+  echo "usage: bash bench/gpu_round3.sh fits|speed|owed|owed-short|gemma2|gemma2-eager|trace|round5" >&2
   exit 2
   ;;
 esac
