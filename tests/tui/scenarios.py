@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from textual.widgets import DataTable, Input
-from tui_support import make_app, wait_until
+from tui_support import make_app, recipe_ready, switch_mode, wait_until
 
 from peft_advisor.tui.widgets.tradeoff_table import TradeoffTable
 
@@ -55,7 +55,9 @@ async def _recipe(pilot) -> None:
     await advice_shown(pilot)
     pilot.app.screen.query_one(TradeoffTable).focus()
     await pilot.press("enter")  # the recommended method, on to its recipe
-    await wait_until(pilot, lambda: pilot.app.current_mode == "recipe")
+    # the advisor's recipe, loaded (the screen mounts with the default one, which has no budget, and
+    # ignores field changes until it is done): a value set before that is overwritten or ignored
+    await wait_until(pilot, lambda: recipe_ready(pilot.app) and pilot.app.screen.recipe.budget.vram_gib > 0)
     field = pilot.app.screen.query_one("#f-method-rank", Input)
     field.focus()
     field.value = "x8"  # a bad value: its message shows under the field
@@ -69,9 +71,9 @@ async def _monitor(pilot) -> None:
 
 
 async def _runs(pilot) -> None:
-    await pilot.press("f5")
+    await switch_mode(pilot, "f5", "runs")  # mounted: its table exists
     table = pilot.app.screen.query_one(DataTable)
-    await wait_until(pilot, lambda: table.row_count == 3)
+    await wait_until(pilot, lambda: table.row_count == 3 and pilot.app.focused is table)  # "down" moves its cursor
     await pilot.press("space", "down", "space", "down", "space", "c")
     await pilot.pause(0.3)
 

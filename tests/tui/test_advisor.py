@@ -8,7 +8,7 @@ from peft_advisor.core.catalog import METHOD_IDS
 
 import pytest
 from textual.widgets import Input, Static
-from tui_support import make_app, wait_until
+from tui_support import focused_id, make_app, on_top, recipe_ready, wait_until
 
 from peft_advisor.tui.widgets.gpu_card import GpuCard
 from peft_advisor.tui.widgets.tradeoff_table import TradeoffTable
@@ -95,8 +95,11 @@ async def test_a_ruled_out_method_shows_its_reason(workdir):
         assert str(table.get_row("full")[-1]) == full.why  # in the table's Why column
         table.focus()
         table.move_cursor(row=table.get_row_index("full"))
-        await pilot.pause(0.1)
-        detail = str(app.screen.query_one("#detail-text", Static).content)
+        # the highlight reaches the screen as messages (the table's, then its own MethodHighlighted),
+        # and the cursor was on another ruled-out row before: wait for this row's reason
+        shown = lambda: str(app.screen.query_one("#detail-text", Static).content)  # noqa: E731
+        await wait_until(pilot, lambda: full.why.split(";")[0] in shown())
+        detail = shown()
         assert "Ruled out:" in detail and full.why.split(";")[0] in detail
         assert "Sources:" in detail and full.method_info.sources[0] in detail
 
@@ -183,7 +186,8 @@ async def test_enter_on_a_row_opens_its_recipe(workdir):
         table.focus()
         table.move_cursor(row=table.get_row_index("dora"))
         await pilot.press("enter")
-        await wait_until(pilot, lambda: app.current_mode == "recipe")
+        # the advisor's recipe, loaded: the screen mounts with the default one, which has no budget
+        await wait_until(pilot, lambda: recipe_ready(app) and app.screen.recipe.budget.vram_gib > 0)
         recipe = app.screen.recipe
         assert recipe.method.name == "dora" and recipe.model.id == "qwen2.5-0.5b"
         assert recipe.estimate.peak_bytes == rows_peak(app)
@@ -195,13 +199,19 @@ def rows_peak(app) -> int:
 
 
 async def test_model_picker_searches_presets(workdir):
+    from peft_advisor.tui.screens.model_picker import ModelPickerScreen
+
     app = make_app()
     async with app.run_test(size=(100, 32)) as pilot:
+        model = app.screen.query_one("#in-model", Input)
+        before = model.value
         await pilot.press("ctrl+f")
-        await pilot.pause(0.1)
+        # mounted, and its search field focused: keys typed before that go to the advisor's fields
+        await wait_until(pilot, lambda: on_top(app, ModelPickerScreen) and focused_id(app) == "model-search")
         await pilot.press(*"qwen3 0.6")
         await pilot.press("enter")
-        await pilot.pause(0.1)
+        # the choice reaches the advisor in a callback after the picker is dismissed
+        await wait_until(pilot, lambda: not isinstance(app.screen, ModelPickerScreen) and model.value != before)
         assert app.screen.query_one("#in-model", Input).value == "qwen3-0.6b"
 
 

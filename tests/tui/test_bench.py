@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable
-from tui_support import FIXTURES, make_app, wait_until
+from tui_support import FIXTURES, make_app, switch_mode, wait_until
 
 from peft_advisor.cli import bench_cmd
 from peft_advisor.core.errors import UserError
@@ -67,7 +67,7 @@ async def test_runs_screen_lists_a_bench_and_enter_opens_it(workdir):
     shutil.move(workdir / "bench-h200", workdir / "runs" / "bench-h200")
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f5")
+        await switch_mode(pilot, "f5", "runs")
         runs = app.screen
         table = runs.query_one(DataTable)
         await wait_until(pilot, lambda: table.row_count == 4)
@@ -76,7 +76,8 @@ async def test_runs_screen_lists_a_bench_and_enter_opens_it(workdir):
         row = table.get_row_at(table.get_row_index(key))
         assert row[1] == "bench-h200" and "6/6 ok" in str(row[3]) and row[6] == "6.534"
         table.move_cursor(row=table.get_row_index(key))
-        await pilot.pause(0.1)
+        # a highlight is drawn when the table's RowHighlighted message reaches the screen
+        await wait_until(pilot, lambda: runs.plotted == METHODS)
         assert runs.plotted == METHODS  # the highlighted bench's curves, before opening it
         await pilot.press("enter")
         screen = await bench_screen(pilot)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from textual.widgets import Input
-from tui_support import import_typed, make_app, wait_until
+from tui_support import import_typed, make_app, press_for_message, switch_mode, wait_until
 
 from peft_advisor.core import recipe as rc
 from peft_advisor.tui.services import Services
@@ -47,14 +47,15 @@ async def test_launch_the_real_trainer_and_watch_it_to_the_end(tiny_recipe, monk
     real = Services()  # the real launcher: launch.start / launch.stop
     app.services.start_run, app.services.stop_run = real.start_run, real.stop_run
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f3")
+        await switch_mode(pilot, "f3", "recipe")
         recipe_screen = app.screen
         path = recipe_screen.query_one("#file-path", Input)
         path.value = str(tiny_recipe)
         await import_typed(pilot)
         assert recipe_screen.recipe.train.max_steps == 40
         await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: app.current_mode == "monitor")
+        # following the run: the monitor is switched to first, mounted, then told which run
+        await wait_until(pilot, lambda: app.current_mode == "monitor" and app.screen.run_dir is not None)
         monitor = app.screen
         progress, metrics = monitor.query_one(ProgressLine), monitor.query_one(MetricPanel)
         seen_fractions, seen_losses = set(), set()
@@ -86,10 +87,11 @@ def app_with_real_launcher(workdir, data_path):
 
 
 async def import_and_launch(pilot, path) -> None:
-    await pilot.press("f3")
+    """Returns once the Recipe screen has said the launch's outcome ("launched ..." or why not)."""
+    await switch_mode(pilot, "f3", "recipe")
     pilot.app.screen.query_one("#file-path", Input).value = str(path)
     await import_typed(pilot)
-    await pilot.press("ctrl+r")
+    await press_for_message(pilot, "ctrl+r")
 
 
 async def test_a_run_that_fails_setup_shows_the_trainers_reason(workdir):
@@ -110,7 +112,6 @@ async def test_a_missing_data_file_is_said_on_the_recipe_screen_at_once(workdir)
     app, path = app_with_real_launcher(workdir, workdir / "missing.jsonl")
     async with app.run_test(size=(100, 30)) as pilot:
         await import_and_launch(pilot, path)
-        await pilot.pause(0.1)
         message = str(app.screen.query_one("#file-message").content)
         assert app.current_mode == "recipe" and "data: no such file or folder" in message and "missing.jsonl" in message
         assert not (workdir / "runs" / "bad").exists()

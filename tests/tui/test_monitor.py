@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tui_support import FakeLauncher, make_app, wait_until
+from tui_support import FakeLauncher, make_app, on_top, switch_mode, wait_until
 from textual.widgets import Static
 
 from peft_advisor.core.events import read_events
@@ -30,7 +30,7 @@ async def test_monitor_shows_a_canned_run(workdir):
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await wait_until(pilot, lambda: screen.view.done)
-        await pilot.pause(0.4)  # the plot redraws on its own timer
+        await pilot.pause(0.4)  # pacing only: a finished run's last batch updates every panel and the plot at once
         assert len(screen.view.losses) == 60 and len(screen.view.eval_losses) == 6
         progress = screen.query_one(ProgressLine)
         assert "step 60/60" in progress.caption and progress.fraction == 1.0
@@ -82,6 +82,8 @@ async def _live_run_updates_then_ends(app, pilot, gate: Path) -> None:
 
 
 async def test_stop_asks_then_sends_sigint(workdir):
+    from peft_advisor.tui.screens.confirm import ConfirmScreen
+
     fake = FakeLauncher("--steps", "400", "--interval", "0.05")
     app = make_app(fake)
     try:
@@ -92,12 +94,13 @@ async def test_stop_asks_then_sends_sigint(workdir):
             screen = app.screen
             await wait_until(pilot, lambda: screen.view.step >= 3)
             await pilot.press("s")
-            await pilot.pause(0.1)
+            await wait_until(pilot, lambda: on_top(app, ConfirmScreen))  # "n" before it is the monitor's key
             await pilot.press("n")  # asked, and declined: still running
-            await pilot.pause(0.3)
+            await wait_until(pilot, lambda: app.screen is screen)
+            await pilot.pause(0.3)  # pacing, not waiting: a SIGINT wrongly sent would have ended the trainer by now
             assert process.poll() is None
             await pilot.press("s")
-            await pilot.pause(0.1)
+            await wait_until(pilot, lambda: on_top(app, ConfirmScreen))
             await pilot.press("y")
             await wait_until(pilot, lambda: screen.view.done)
             assert screen.view.status == "cancelled"
@@ -186,13 +189,21 @@ async def test_reopening_a_run_launched_here_keeps_its_exit_code(workdir):
         async with app.run_test(size=(100, 30)) as pilot:
             run_dir, launched = launch_recipe(app.services, updated(Recipe(), {"output.dir": "runs/again"}))
             await app.open_monitor(run_dir, launched)
-            await pilot.press("f5")
+            await switch_mode(pilot, "f5", "runs")  # before reopening: a late F5 would leave the monitor after it
             await app.open_monitor(Path("runs/again"))  # as the Runs screen does: no Popen passed
             screen = app.screen
             await wait_until(pilot, lambda: screen.exit_note is not None)
             assert "exit code 7" in screen.exit_note
     finally:
         fake.cleanup()
+
+
+async def drawn_with_the_losses(pilot, screen) -> None:
+    """Wait until the monitor's plot has been redrawn from the losses it holds, then render it:
+    while a run is live (or died) the plot is redrawn only on its timer (every PLOT_EVERY_S,
+    3 s), so a short pause checked the plot before it ever saw the NaN or inf points."""
+    await wait_until(pilot, lambda: not screen._plot_dirty)
+    screen.app.export_screenshot()  # renders every widget now, the plot too (plotext draws here)
 
 
 async def test_a_nan_loss_is_shown_not_fatal(workdir):
@@ -209,7 +220,7 @@ async def test_a_nan_loss_is_shown_not_fatal(workdir):
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await wait_until(pilot, lambda: len(screen.view.losses) == len(steps))
-        await pilot.pause(0.4)  # the plot redraws on its own timer
+        await drawn_with_the_losses(pilot, screen)
         assert screen.query_one(MetricPanel).value_of("loss") == "nan"
         assert app.is_running
 
@@ -228,11 +239,12 @@ async def test_a_diverging_run_and_odd_times_do_not_break_the_screens(workdir):
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await wait_until(pilot, lambda: len(screen.view.losses) == len(steps))
-        await pilot.pause(0.4)
+        await drawn_with_the_losses(pilot, screen)
         assert screen.query_one(MetricPanel).value_of("loss") == "nan" and app.is_running
-        await pilot.press("f5")  # the runs screen plots the highlighted run's losses
-        await wait_until(pilot, lambda: app.current_mode == "runs")
-        await pilot.pause(0.5)
+        await switch_mode(pilot, "f5", "runs")  # the runs screen plots the highlighted run's losses
+        runs = app.screen
+        await wait_until(pilot, lambda: runs.plotted)  # its folders read (a worker), the highlighted run drawn
+        app.export_screenshot()  # and rendered: plotext draws the curve here
         assert app.is_running
 
 
@@ -245,8 +257,7 @@ async def test_an_unreadable_events_file_is_said_and_the_run_still_listed(workdi
         screen = app.screen
         await wait_until(pilot, lambda: screen.exit_note is not None)
         assert "cannot read events.jsonl: Is a directory" in screen.exit_note
-        await pilot.press("f5")
-        await wait_until(pilot, lambda: app.current_mode == "runs")
+        await switch_mode(pilot, "f5", "runs")
         table = app.screen.query_one("#runs-table")
         await wait_until(pilot, lambda: table.row_count >= 4)
         assert app.is_running
@@ -305,12 +316,14 @@ async def test_try_shows_the_tuned_answer_beside_the_base(workdir):
         monitor = app.screen
         await wait_until(pilot, lambda: monitor.view.done)
         await pilot.press("t")
-        await wait_until(pilot, lambda: isinstance(app.screen, TryScreen))
+        # mounted, its prompt focused (on mount, deferred): keys typed before that are lost
+        await wait_until(pilot, lambda: on_top(app, TryScreen) and app.focused is app.screen.query_one("#try-prompt"))
         await pilot.press(*"What is 17 plus 25?", "enter")
         await wait_until(pilot, lambda: "42" in text_of(app.screen, "#try-tuned"))
         assert "forty" in text_of(app.screen, "#try-base")
         assert [(Path(run_dir).name, prompt) for run_dir, prompt in seen] == [("demo-lora", "What is 17 plus 25?")]
         await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, TryScreen))  # a dismissed screen is popped after
         assert app.screen is monitor
 
 
@@ -320,5 +333,6 @@ async def test_try_is_refused_for_a_run_that_died(workdir):
         screen = app.screen
         await wait_until(pilot, lambda: screen.exit_note is not None)
         await pilot.press("t")
-        await pilot.pause(0.2)
+        # the key handled: refused in a notification (no public accessor for them in Textual)
+        await wait_until(pilot, lambda: any("Try needs a run" in n.message for n in app._notifications))
         assert app.screen is screen  # no dialog: nothing was saved to try

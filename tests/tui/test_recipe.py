@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tui_support import import_typed, make_app, wait_until
+from tui_support import import_typed, make_app, on_top, press_for_message, recipe_ready, switch_mode, wait_until
 from textual.widgets import Input, Static
 
 from peft_advisor.core import recipe as rc
@@ -32,7 +32,7 @@ def message(screen) -> str:
 async def test_typing_a_bad_value_shows_the_core_message_and_keeps_the_recipe(workdir):
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f3")
+        await switch_mode(pilot, "f3", "recipe")
         screen = app.screen
         before = screen.recipe
         await type_into(pilot, "#f-method-rank", "abc")
@@ -42,7 +42,7 @@ async def test_typing_a_bad_value_shows_the_core_message_and_keeps_the_recipe(wo
         await type_into(pilot, "#f-train-lr", "-1")
         assert "train.lr: must be > 0" in str(screen.query_one("#f-train-lr-error", Static).content)
         await type_into(pilot, "#file-path", "out.toml")
-        await pilot.press("ctrl+s")
+        await press_for_message(pilot, "ctrl+s")
         assert not Path("out.toml").exists() and "fix the field" in message(screen)
         await type_into(pilot, "#f-method-rank", "8")
         assert screen.recipe.method.rank == 8 and screen.recipe.method.alpha == 16
@@ -52,14 +52,14 @@ async def test_typing_a_bad_value_shows_the_core_message_and_keeps_the_recipe(wo
 async def test_export_then_import_gives_the_same_recipe(workdir):
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f3")
+        await switch_mode(pilot, "f3", "recipe")
         screen = app.screen
         await type_into(pilot, "#f-method-rank", "8")
         await type_into(pilot, "#f-method-targets", "q_proj, v_proj")
         await type_into(pilot, "#f-train-lr", "3e-4")
         await type_into(pilot, "#f-data-path", "data/train.jsonl")
         await type_into(pilot, "#file-path", "mine.toml")
-        await pilot.press("ctrl+s")
+        await press_for_message(pilot, "ctrl+s")
         exported = screen.recipe
         assert "wrote mine.toml" in message(screen)
         assert rc.load("mine.toml") == exported and exported.method.targets == ("q_proj", "v_proj")
@@ -75,7 +75,7 @@ async def test_a_bad_recipe_shows_every_error_in_place_and_changes_nothing(workd
     Path("bad.toml").write_text('version = 1\n[method]\nname = "lora"\nrnak = 8\n[train]\nlr = "fast"\n')
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f3")
+        await switch_mode(pilot, "f3", "recipe")
         screen = app.screen
         await type_into(pilot, "#f-method-rank", "4")
         before = screen.recipe
@@ -94,26 +94,28 @@ MINE = '# mine\n[model]\nid = "mine"\n'
 
 async def test_export_asks_before_overwriting(workdir):
     Path("keep.toml").write_text(MINE)  # a recipe: the only kind of file an overwrite replaces
+    from peft_advisor.tui.screens.confirm import ConfirmScreen
+
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f3")
+        await switch_mode(pilot, "f3", "recipe")
+        screen = app.screen
         await type_into(pilot, "#file-path", "keep.toml")
         await pilot.press("ctrl+s")
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: on_top(app, ConfirmScreen))  # "n" before it would go to the file field
         await pilot.press("n")
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: app.screen is screen)
         assert Path("keep.toml").read_text() == MINE
         await pilot.press("ctrl+s")
-        await pilot.pause(0.1)
-        await pilot.press("y")
-        await pilot.pause(0.1)
+        await wait_until(pilot, lambda: on_top(app, ConfirmScreen))
+        await press_for_message(pilot, "y")  # the answer's callback writes the file, then says so
         assert rc.load("keep.toml") == app.screen.recipe
 
 
 async def test_launch_starts_the_trainer_and_opens_the_monitor(workdir, launcher):
     app = make_app(launcher)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f3")
+        await switch_mode(pilot, "f3", "recipe")
         await type_into(pilot, "#f-output-dir", "runs/from-ui")
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: app.current_mode == "monitor")
@@ -121,8 +123,8 @@ async def test_launch_starts_the_trainer_and_opens_the_monitor(workdir, launcher
         await wait_until(pilot, lambda: monitor.view.done)
         assert str(monitor.run_dir) == "runs/from-ui" and monitor.view.status == "ok"
         assert rc.load("runs/from-ui.toml").output.dir == "runs/from-ui"
-        await pilot.press("f3")
-        await pilot.press("ctrl+r")  # the same folder again: refused, said where
+        await switch_mode(pilot, "f3", "recipe")
+        await press_for_message(pilot, "ctrl+r")  # the same folder again: refused, said where
         assert "runs/from-ui exists already" in message(app.screen)
 
 
@@ -136,20 +138,21 @@ async def test_odd_file_names_are_one_message_each(workdir):
     Path("[/x]").write_text("mine")  # the file x] in the folder [; `[/x]` as markup is a closing tag
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("f3")
+        await switch_mode(pilot, "f3", "recipe")
         screen = app.screen
         for name, key, words in (("a-folder", "ctrl+s", "a-folder: is a folder; give a file name"),
                                  ("empty.toml", "ctrl+o", "empty recipe (no keys)"),
                                  ("~nosuchuser-x9/r.toml", "ctrl+s", "no such user's home folder")):
             await type_into(pilot, "#file-path", name)
-            await (import_typed(pilot) if key == "ctrl+o" else pilot.press(key))
-            await pilot.pause(0.05)
+            await (import_typed(pilot) if key == "ctrl+o" else press_for_message(pilot, key))
             assert words in message(screen), name
         await type_into(pilot, "#file-path", "[/x]")
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        question = lambda: app.screen.query_one("#question")  # noqa: E731
+        # drawn, not only pushed: the name is shown as text, never read as markup
+        await wait_until(pilot, lambda: on_top(app, ConfirmScreen) and question().region.area > 0)
         await pilot.press("n")
-        await pilot.pause(0.05)
+        await wait_until(pilot, lambda: app.screen is screen)
         assert app.is_running and Path("[/x]").read_text() == "mine"
 
 
@@ -170,7 +173,8 @@ async def _recipe_for(pilot, app, model: str, method: str, vram: str = "24"):
     table.focus()
     table.move_cursor(row=table.get_row_index(method))
     await pilot.press("enter")
-    await wait(pilot, lambda: app.current_mode == "recipe")
+    # the advisor's recipe, loaded: the screen mounts with the default one, which has no budget
+    await wait(pilot, lambda: recipe_ready(app) and app.screen.recipe.budget.vram_gib == float(vram))
     return app.screen
 
 
@@ -191,8 +195,7 @@ async def test_every_edit_re_estimates_the_recipe(workdir):
         title = screen.query_one("#recipe-title", Static)
         await wait_until(pilot, lambda: "alpha 128 (alpha = 2 × rank)" in str(title.content))  # redrawn after a pause
         await type_into(pilot, "#file-path", "r64.toml")
-        await pilot.press("ctrl+s")
-        await pilot.pause(0.1)
+        await press_for_message(pilot, "ctrl+s")
         assert rc.load("r64.toml").estimate.trainable_params == expected.trainable_params
 
 
@@ -220,3 +223,19 @@ async def test_a_demo_recipe_from_the_app_uses_the_demo_recipes_fast_settings(wo
             section, _, name = key.partition(".")
             assert getattr(getattr(r, section), name) == getattr(getattr(shipped, section), name), key
         assert r.estimate.peak_bytes and r.data.max_seq_len == 128
+
+
+async def test_an_edit_right_after_a_recipe_is_loaded_is_kept(workdir):
+    """Loading a recipe writes every field, and their change events arrive later; they are no-ops
+    (they hold what the recipe holds), so a value typed at once is not taken for one of them."""
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await switch_mode(pilot, "f3", "recipe")
+        screen = app.screen
+        screen.set_recipe(rc.updated(rc.Recipe(), {"method.rank": 32}))
+        await type_into(pilot, "#f-method-rank", "8")
+        assert screen.recipe.method.rank == 8 and not screen.bad
+        await type_into(pilot, "#f-method-rank", "x")
+        assert "method.rank" in screen.bad and screen.recipe.method.rank == 8
+        await type_into(pilot, "#f-method-rank", "8")  # typed back to the last good value: no error left
+        assert not screen.bad and not screen.query_one("#f-method-rank-error").display

@@ -74,10 +74,66 @@ async def wait_until(pilot, condition, timeout: float = 30.0, step: float = 0.1)
         await pilot.pause(step)
 
 
+def on_top(app, screen_type) -> bool:
+    """`screen_type` is the screen on top and mounted (composed, its on_mount run): a pushed
+    screen is on the stack at once, its widgets only once its own message loop has run."""
+    return isinstance(app.screen, screen_type) and app.screen.is_mounted
+
+
+def focused_id(app) -> str | None:
+    return app.focused.id if app.focused is not None else None
+
+
+def recipe_ready(app) -> bool:
+    """The Recipe screen is showing and mounted (the field changes its `set_recipe` causes arrive
+    later, and are no-ops: they hold what the recipe holds)."""
+    from peft_advisor.tui.screens.recipe import RecipeScreen
+
+    return app.current_mode == "recipe" and on_top(app, RecipeScreen)
+
+
+async def switch_mode(pilot, key: str, mode: str) -> None:
+    """Press a mode's key (F3 recipe, F5 runs, ...) and wait until that mode's screen is mounted
+    (and, for the Recipe screen, done loading): the binding runs once the key has bubbled up to the
+    app, and a mode's first screen is mounted after the switch, so a query right after the key can
+    find the old screen or no widgets."""
+    await pilot.press(key)
+    app = pilot.app
+    await wait_until(pilot, lambda: app.current_mode == mode and app.screen.is_mounted
+                     and (mode != "recipe" or recipe_ready(app)))
+
+
+def file_message(screen) -> str:
+    return str(screen.query_one("#file-message").content)
+
+
+async def press_for_message(pilot, *keys: str) -> None:
+    """Press keys on the Recipe screen (export, launch, or a dialog's answer) and wait until its file
+    message says their outcome: each says it there, from a binding that runs only once the key has
+    bubbled up to the app, or from a dialog's callback after the dialog is dismissed. The outcome
+    must differ from the message before (every caller's does)."""
+    screen = pilot.app.get_screen_stack("recipe")[0]  # under a dialog, too (y/n to overwrite)
+    before = file_message(screen)
+    await pilot.press(*keys)
+    await wait_until(pilot, lambda: file_message(screen) != before)
+
+
 async def import_typed(pilot) -> None:
     """Import the path in the Recipe screen's file field: Ctrl+O opens the picker with that path
-    in its field; Shift+Tab moves from the tree to the field; Enter imports it."""
+    in its field; Shift+Tab moves from the tree to the field; Enter imports it. Returns once the
+    Recipe screen has said the import's outcome (a message that differs from the one before)."""
+    from textual.widgets import DirectoryTree
+
+    from peft_advisor.tui.screens.file_picker import RecipePickerScreen
+
+    app = pilot.app
+    screen = app.screen
+    before = file_message(screen)
     await pilot.press("ctrl+o")
-    await pilot.pause(0.1)
-    await pilot.press("shift+tab", "enter")
-    await pilot.pause(0.1)
+    # the picker focuses its tree on mount (a deferred focus): Shift+Tab before that lands elsewhere
+    await wait_until(pilot, lambda: on_top(app, RecipePickerScreen) and isinstance(app.focused, DirectoryTree))
+    await pilot.press("shift+tab")
+    await wait_until(pilot, lambda: focused_id(app) == "picker-path")
+    await pilot.press("enter")
+    # the picker's result reaches the Recipe screen in a callback after it is dismissed
+    await wait_until(pilot, lambda: app.screen is screen and file_message(screen) != before)

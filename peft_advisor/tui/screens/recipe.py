@@ -109,7 +109,6 @@ class RecipeScreen(Screen):
         """The last recipe whose every field passed."""
         self.bad: dict[str, str] = {}
         """Recipe key -> the problem with what is typed there now."""
-        self._loading = False
         self._preview_timer = None
         self.estimate_note = ""
         """Why the recipe has no estimate (a model whose shapes are not known offline), or ""."""
@@ -145,13 +144,11 @@ class RecipeScreen(Screen):
     def set_recipe(self, recipe: rc.Recipe, file_path: str | None = None) -> None:
         """Show `recipe` in every field (from the advisor, or a successful import)."""
         self.recipe, self.bad, self.estimate_note = recipe, {}, ""
-        self._loading = True
-        for key, _, _ in FIELDS:
+        for key, _, _ in FIELDS:  # their Input.Changed events come later, with what the recipe holds: no-ops
             self.query_one("#" + field_id(key), Input).value = shown(get_key(recipe, key))
             self._show_error(key, "")
         self.query_one("#file-path", Input).value = file_path or str(self._default_file())
         self._show_size_field()
-        self.call_after_refresh(self._done_loading)
         self._refresh_preview()
 
     def _default_file(self, recipe: rc.Recipe | None = None) -> Path:
@@ -200,9 +197,6 @@ class RecipeScreen(Screen):
 
         self.app.push_screen(ModelPickerScreen(current=field.value), chosen)
 
-    def _done_loading(self) -> None:
-        self._loading = False
-
     def on_input_changed(self, event: Input.Changed) -> None:
         try:
             self._edit(event)
@@ -211,7 +205,11 @@ class RecipeScreen(Screen):
 
     def _edit(self, event: Input.Changed) -> None:
         key = next((k for k, _, _ in FIELDS if field_id(k) == event.input.id), None)
-        if key is None or self._loading:
+        if key is None:
+            return
+        if event.value == shown(get_key(self.recipe, key)):  # what the recipe holds: set_recipe's own
+            self.bad.pop(key, None)  # writes, or a bad value typed back to the last good one
+            self._show_error(key, "")
             return
         how = next(h for k, _, h in FIELDS if k == key)
         changes = {key: parse_typed(event.value, how)}
