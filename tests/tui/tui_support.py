@@ -93,10 +93,9 @@ def recipe_ready(app) -> bool:
 
 
 async def switch_mode(pilot, key: str, mode: str) -> None:
-    """Press a mode's key (F3 recipe, F5 runs, ...) and wait until that mode's screen is mounted
-    (and, for the Recipe screen, done loading): the binding runs once the key has bubbled up to the
-    app, and a mode's first screen is mounted after the switch, so a query right after the key can
-    find the old screen or no widgets."""
+    """Press a mode's key (F3 recipe, F5 runs, ...) and wait until that mode's screen is mounted:
+    the binding runs once the key has bubbled up to the app, and a mode's first screen is mounted
+    after the switch, so a query right after the key can find the old screen or no widgets."""
     await pilot.press(key)
     app = pilot.app
     await wait_until(pilot, lambda: app.current_mode == mode and app.screen.is_mounted
