@@ -347,5 +347,7 @@ def test_export_force_refuses_to_replace_what_is_not_a_recipe(tmp_path, capsys, 
 def test_export_force_replaces_a_recipe_even_a_broken_one(tmp_path, content):
     path = tmp_path / "r.toml"
     path.write_text(content, encoding="utf-8")
+    from peft_advisor.core.advise import DEMO_FAST
+
     assert main(["export", "--no-estimate", "--force", "-o", str(path)]) == 0
-    assert rc.load(path) == rc.updated(rc.Recipe(), {"output.dir": "runs/demo-lora"})
+    assert rc.load(path) == rc.updated(rc.Recipe(), {"output.dir": "runs/demo-lora", **DEMO_FAST})

@@ -344,16 +344,19 @@ def test_an_export_on_a_gpu_machine_names_the_package_train_would_need(tmp_path,
     """recommend --export on an NVIDIA machine without liger-kernel: the recipe is written, and one
     warning line gives the install command (train would refuse it); without a GPU, nothing is said."""
     from peft_advisor.cli import main
+    from peft_advisor.core import recipe as rc
     from peft_advisor.core import techniques
 
     monkeypatch.setattr(techniques, "installed", lambda package: False)
     monkeypatch.setattr("peft_advisor.launch.CudaHere.__call__", lambda self: True)
     out = tmp_path / "r.toml"
-    assert main(["recommend", "--vram", "12", "--model", "llama-3.2-1b", "--export", str(out)]) == 0
+    advice = ["recommend", "--vram", "12", "--model", "llama-3.2-1b", "--methods", "rslora", "--export", str(out)]
+    assert main(advice) == 0
     err = capsys.readouterr().err
+    assert rc.load(out).train.liger_kernels  # the advice turned Liger's kernels on
     assert out.exists() and "warning:" in err and "pip install 'peft-advisor[fast]'" in err
     monkeypatch.setattr("peft_advisor.launch.CudaHere.__call__", lambda self: False)
-    assert main(["recommend", "--vram", "12", "--model", "llama-3.2-1b", "--export", str(out), "--force"]) == 0
+    assert main([*advice, "--force"]) == 0
     assert "warning" not in capsys.readouterr().err
 
 
