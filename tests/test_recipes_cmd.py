@@ -81,7 +81,7 @@ def test_export_and_validate_warn_when_the_estimate_is_over_the_budget(tmp_path,
     assert main(["export", "--model", "llama-3.1-8b", "--method", "rslora", "--vram", "24", "-o", str(out)]) == 0
     err = capsys.readouterr().err
     assert "warning: the recipe: its estimate" in err and "is over the 24.00 GiB budget" in err
-    assert "recommend --model llama-3.1-8b --vram 24 --methods rslora --export FILE" in err
+    assert "recommend --model llama-3.1-8b --vram 24 --methods rslora --seq 512 --batch 4 --rank 16 --export FILE" in err
     assert main(["validate", str(out)]) == 0
     assert f"warning: {out}: its estimate" in capsys.readouterr().err
     assert main(["export", "--model", "llama-3.1-8b", "--method", "qlora", "--vram", "24", "--grad-ckpt", "--batch", "1",

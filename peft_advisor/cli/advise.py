@@ -21,7 +21,7 @@ _D = AdviceRequest()
 LABELS = {"vram_gib": "--vram", "adapter_mb": "--adapter-mb", "seq_len": "--seq", "batch_size": "--batch",
           "rank": "--rank", "gpus": "--gpus", "gpu_index": "--gpu", "model": "--model", "targets": "--targets",
           "priority": "--priority", "methods": "--methods", "strategy": "--strategy", "zero_offload": "--zero-offload",
-          "data_columns": "--columns"}
+          "data_columns": "--columns", "data_config": "--data-config", "data_split": "--data-split", "data": "--data"}
 """Fields named as the flags that set them, in the core's messages."""
 NO_GPU_HINT = ": give --vram"
 
@@ -84,12 +84,12 @@ def _add_parallel(p: argparse.ArgumentParser) -> None:
                    help="none | optimizer | optimizer+params (zero3): what ZeRO keeps in CPU RAM (default none)")
 
 
-def add_data_choice(p: argparse.ArgumentParser) -> None:
-    """Which rows of --data, as the recipe's data.columns, data.config and data.split say."""
+def add_data_choice(p: argparse.ArgumentParser, with_: str = "with --data: ") -> None:
+    """Which rows of the data, as the recipe's data.columns, data.config and data.split say."""
     p.add_argument("--columns", default="", metavar="FIELD=COLUMN,...",
-                   help="with --data: your columns as the format's fields, e.g. instruction=question,output=answer")
-    p.add_argument("--data-config", default="", metavar="NAME", help="with --data: a Hub dataset's configuration (subset)")
-    p.add_argument("--data-split", default="", metavar="NAME", help="with --data: the split trained on (default train)")
+                   help=f"{with_}your columns as the format's fields, e.g. instruction=question,output=answer")
+    p.add_argument("--data-config", default="", metavar="NAME", help=f"{with_}a Hub dataset's configuration (subset)")
+    p.add_argument("--data-split", default="", metavar="NAME", help=f"{with_}the split trained on (default train)")
 
 
 def _add_model_and_shape(p: argparse.ArgumentParser) -> None:
@@ -180,7 +180,7 @@ def run_estimate(args) -> int:
         print(json.dumps(dict(est.to_dict(), model=spec.id, total_params=spec.total_params, gpus=par.gpus,
                               strategy=par.strategy, card_bytes=result.card.total_bytes, card=result.card_note,
                               budget_bytes=result.card.budget_bytes, fit=result.fit or None,
-                              cpu_ram_free_bytes=result.ram_bytes, cpu_ram_fits=result.ram_fits,
+                              cpu_ram_free_per_process_bytes=result.ram_bytes, cpu_ram_fits=result.ram_fits,
                               data_words=result.data_words), indent=2))
     else:
         print(format_estimate(args.model, result))
@@ -317,5 +317,5 @@ def format_advice(advice) -> str:
         lines += ["", "Ruled out:"]
         lines += [f"  {r.name:<8} {r.reason}" for r in advice.ruled_out]
     lines += ["", "fit: ok = the estimate's whole range fits; tight = only its expected peak does. "
-              "speed: step time × LoRA's (measured on an H200, see the reasons)."]
+              "speed: step time × LoRA's (this trainer's H200 median, else the study's time; see the reasons)."]
     return "\n".join(lines)

@@ -28,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--format", default="auto", help="auto | instruction | chat | sharegpt | prompt_completion | text")
     from peft_advisor.cli.advise import add_data_choice
 
-    add_data_choice(p)
+    add_data_choice(p, with_="")
     p.add_argument("--bins", type=int, default=10, help="histogram buckets (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_data)

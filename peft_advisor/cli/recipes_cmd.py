@@ -76,7 +76,7 @@ def _gpu_name(text: str) -> str:
     `estimate --gpu` take) names nothing on another machine."""
     import argparse
 
-    if text.strip().isdigit():
+    if text.strip().isdigit() and int(text) < 64:  # an index; "4090" is a card's name
         raise argparse.ArgumentTypeError(f"{text!r} is a GPU index; a recipe records the GPU's name, "
                                          "e.g. --gpu-name 'RTX 4090'")
     return text
@@ -113,6 +113,20 @@ def changes_from_args(args) -> dict:
     if args.no_techniques:
         changes.update({f"train.{key}": value for key, value in rc.technique_keys().items()})
     return changes
+
+
+def advice_command(recipe: rc.Recipe) -> str:
+    """The `recommend` line that asks for this recipe's method, model, card and shape."""
+    import shlex
+
+    d, t = recipe.distributed, recipe.train
+    gpus = rc.world_size(d)
+    args = ["peft-advisor", "recommend", "--model", recipe.model.id, "--vram", f"{recipe.budget.vram_gib:g}",
+            "--methods", recipe.method.name, "--seq", str(recipe.data.max_seq_len),
+            "--batch", str(t.micro_batch * t.grad_accum), "--rank", str(recipe.method.rank)]
+    if gpus > 1:
+        args += ["--gpus", str(gpus), "--strategy", d.strategy]
+    return shlex.join([*args, "--export", "FILE"])
 
 
 def fit_warning(recipe: rc.Recipe, name: str = "the recipe", hint: str = "") -> None:
@@ -156,9 +170,7 @@ def run_export(args) -> int:
         recipe = rc.updated(recipe, {k: v for k, v in DEMO_FAST.items() if k not in changes})
     if not args.no_estimate:
         recipe = with_estimate(recipe)
-        fit_warning(recipe, "the recipe", f" (`peft-advisor recommend --model {recipe.model.id} --vram "
-                                          f"{recipe.budget.vram_gib:g} --methods {recipe.method.name} --export FILE` "
-                                          "finds settings that fit)")
+        fit_warning(recipe, "the recipe", f" (`{advice_command(recipe)}` finds settings that fit)")
     path = write_recipe(recipe, args.output, force=args.force)
     if path is not None:
         print(f"wrote {path} ({recipe.method.name} on {recipe.model.id})", file=sys.stderr)

@@ -29,7 +29,7 @@ LABELS = {
     "model": "model", "vram_gib": "VRAM budget", "adapter_mb": "adapter budget", "seq_len": "sequence length",
     "batch_size": "batch", "rank": "rank", "targets": "targets", "priority": "priority", "methods": "methods",
     "gpus": "GPU count", "strategy": "strategy", "gpu_index": "GPU index", "zero_offload": "ZeRO offload",
-    "data_columns": "data columns",
+    "data_columns": "data columns", "data_config": "data config", "data_split": "data split", "data": "data",
 }
 """How a field is named in messages; each front end passes its own (flags, field labels)."""
 
@@ -137,6 +137,10 @@ def check(req: AdviceRequest, labels: dict | None = None) -> AdviceRequest:
         value = getattr(req, key)
         if value is not None:
             _whole(name[key], value, ceiling)
+    if not req.data and (req.data_columns or req.data_config or req.data_split):
+        flag = "data columns" if req.data_columns else "data config" if req.data_config else "data split"
+        raise UserError(f"{name.get(flag.replace(' ', '_'), flag)} says which rows of the data to read: "
+                        f"give the data too ({name['data']})", ExitCode.USAGE)
     if req.data_columns:
         _columns(name["data_columns"], req.data_columns)
     if req.gpu_index is not None and (not isinstance(req.gpu_index, int) or req.gpu_index < 0):

@@ -329,8 +329,10 @@ def _size_ladder(s: Settings):
     while by_rank and rank > 4:
         rank //= 2
         yield replace(s, rank=rank), (f"rank {rank}",)
+    low = min(s.rank, 4)  # a rank asked below 4 is never raised
     for targets, label in (("attention", "attention modules only"), (("q_proj", "v_proj"), "q_proj and v_proj only")):
-        yield (replace(s, rank=4, targets=targets), ("rank 4", label)) if by_rank else (replace(s, targets=targets), (label,))
+        yield ((replace(s, rank=low, targets=targets), (*((f"rank {low}",) if low < s.rank else ()), label)) if by_rank
+               else (replace(s, targets=targets), (label,)))
 
 
 def _ram_fits(est: Estimate, budget: Budget) -> bool:
@@ -758,7 +760,8 @@ def _speed_reason(rec: Recommendation) -> str:
     _, basis = base_step_time(key)
     if key != rec.method:
         basis = f"{ {'layerwise': 'layer-wise', '8bit': '8-bit'}[key.split('+')[1]]} GaLore: {basis}"
-    costs = [f"×{ADAMW_8BIT_TIME_FACTOR:g} for {s.optimizer.replace('_', ' ')} (one run)"] if s.optimizer != "adamw" else []
+    measured = "one run" if s.optimizer == "adamw_8bit" else "assumed as 8-bit AdamW's"
+    costs = [f"×{ADAMW_8BIT_TIME_FACTOR:g} for {TECHNIQUE_WORDS[s.optimizer]} ({measured})"] if s.optimizer != "adamw" else []
     if share:
         costs.append(f"×{CKPT_TIME_FACTOR:g} for gradient checkpointing" if share == 1 else
                      f"×{1 + (CKPT_TIME_FACTOR - 1) * share:.2f} for checkpointing {share:.0%} of the blocks")

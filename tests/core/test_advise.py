@@ -157,3 +157,10 @@ def test_checkpointing_as_many_blocks_as_the_model_has_is_said_as_all_of_them():
     some = estimate_one(AdviceRequest(model="qwen3-0.6b", vram_gib=24),
                         Settings("lora", batch_size=1, grad_ckpt=True, grad_ckpt_layers=20))
     assert "checkpointing 20 blocks" in some.words
+
+
+def test_which_rows_of_the_data_needs_the_data():
+    for field in ("data_columns", "data_config", "data_split"):
+        with pytest.raises(UserError, match="give the data too") as err:
+            check(AdviceRequest(**{field: "instruction=question" if field == "data_columns" else "x"}))
+        assert err.value.code == ExitCode.USAGE

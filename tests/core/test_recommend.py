@@ -154,3 +154,8 @@ def test_a_method_this_trainer_has_not_timed_quotes_the_studys_time():
     assert speed_figure("lora", Settings("lora", optimizer="adamw_8bit")) == 1.11  # one H100 run
     advice = advise(vram_gib=80, methods=("oft",))
     assert any("the study's training time, 1.26× LoRA's, from oft--llama-3.2-3B-rank32" in r for r in advice.best.reasons)
+
+
+def test_an_adapter_budget_never_raises_the_rank_asked_for():
+    advice = advise(vram_gib=24, adapter_mb=5, rank=2, methods=("lora",))
+    assert advice.best.settings.rank == 2 and not any(a.startswith("rank") for a in advice.best.adjustments)

@@ -55,8 +55,8 @@ async def _recipe(pilot) -> None:
     await advice_shown(pilot)
     pilot.app.screen.query_one(TradeoffTable).focus()
     await pilot.press("enter")  # the recommended method, on to its recipe
-    # the advisor's recipe, loaded (the screen mounts with the default one, which has no budget, and
-    # ignores field changes until it is done): a value set before that is overwritten or ignored
+    # the advisor's recipe, loaded (the screen mounts with the default one, which has no budget): a
+    # value set before that would be overwritten by the advisor's
     await wait_until(pilot, lambda: recipe_ready(pilot.app) and pilot.app.screen.recipe.budget.vram_gib > 0)
     field = pilot.app.screen.query_one("#f-method-rank", Input)
     field.focus()
