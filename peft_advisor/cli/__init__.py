@@ -73,6 +73,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                              "demo or a cached Hub id), as recommend --data does")
     parser.add_argument("--packing", dest="app_packing", action="store_true",
                         help="with --data: rows packed into seq len tokens, as recommend --packing")
+    for flag, what in (("--columns", "your columns as the format's fields, e.g. instruction=question,output=answer"),
+                       ("--data-config", "a Hub dataset's configuration (subset)"),
+                       ("--data-split", "the split trained on (default train)")):
+        parser.add_argument(flag, dest="app_" + flag[2:].replace("-", "_"), default="", help=f"with --data: {what}",
+                            metavar="FIELD=COLUMN,..." if flag == "--columns" else "NAME")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND", title="commands")
     modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
     for name in modules:
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         if not argv:
             return _open_tui() if _on_terminal() else _no_terminal()
         args = _parse(argv)
-        if getattr(args, "app_data", None) is not None or getattr(args, "app_packing", False):
+        if getattr(args, "app_data", None) is not None or any(_app_data_choice(args).values()) \
+                or getattr(args, "app_packing", False):
             return _open_app_with_data(args)
         if not getattr(args, "func", None):
             build_parser().print_help(sys.stderr)
@@ -133,17 +139,32 @@ def _no_terminal() -> int:
 def _open_app_with_data(args) -> int:
     """`peft-advisor --data PATH`: the app, its advice from that data. A local path that is not
     there is one line before the app opens; a Hub id is looked up (cache only) by the advice."""
-    flag = "--data" if args.app_data is not None else "--packing"
+    choice = _app_data_choice(args)
+    named = [APP_DATA_FLAGS[key] for key, value in choice.items() if value]
+    flag = "--data" if args.app_data is not None else "--packing" if args.app_packing else named[0]
     if getattr(args, "func", None):
         raise UserError(f"{flag} before {args.command} is the app's; put it after the command: "
                         f"peft-advisor {args.command} {flag}{' PATH' if flag == '--data' else ''}", ExitCode.USAGE)
     if args.app_data is None:
-        raise UserError("--packing goes with --data: peft-advisor --data PATH --packing", ExitCode.USAGE)
+        raise UserError(f"{flag} goes with --data: peft-advisor --data PATH {flag}", ExitCode.USAGE)
+    if choice["data.columns"]:
+        from peft_advisor.core.advise import _columns
+
+        _columns("--columns", choice["data.columns"])
     if args.app_data != "demo":
         from peft_advisor.core.sources import local_data
 
         local_data(args.app_data, None)
-    return _open_tui(data=args.app_data, packing=args.app_packing) if _on_terminal() else _no_terminal()
+    return (_open_tui(data=args.app_data, packing=args.app_packing, data_choice=choice) if _on_terminal()
+            else _no_terminal())
+
+
+APP_DATA_FLAGS = {"data.columns": "--columns", "data.config": "--data-config", "data.split": "--data-split"}
+
+
+def _app_data_choice(args) -> dict:
+    """The app's --columns, --data-config and --data-split as the recipe keys they set."""
+    return {key: getattr(args, "app_" + flag[2:].replace("-", "_"), "") for key, flag in APP_DATA_FLAGS.items()}
 
 
 def _open_tui(**kwargs) -> int:

@@ -65,7 +65,8 @@ class PeftAdvisorApp(App[int]):
     ]
 
     def __init__(self, services: Services | None = None, monitor: str | Path | None = None,
-                 bench: str | Path | None = None, data: str | None = None, packing: bool = False):
+                 bench: str | Path | None = None, data: str | None = None, packing: bool = False,
+                 data_choice: dict | None = None):
         # The first screen is the first mode's, so no blank default screen is built and painted.
         self.DEFAULT_MODE = "monitor" if monitor else "runs" if bench else "advisor"
         super().__init__()
@@ -79,6 +80,8 @@ class PeftAdvisorApp(App[int]):
         """The training data the advisor estimates from (`peft-advisor --data PATH`), as recommend --data."""
         self.advice_packing = packing
         """Its rows packed into seq-len-token rows (`--packing`), as recommend --packing."""
+        self.advice_data_choice = {k: v for k, v in (data_choice or {}).items() if v}
+        """Which rows of it (`--columns`, `--data-config`, `--data-split`), as the recipe keys they set."""
         self.launched: dict[Path, object] = {}
         """Runs this UI started (`launch.Launched`), so reopening one still knows its exit code."""
 
@@ -118,12 +121,14 @@ class PeftAdvisorApp(App[int]):
 
 
 def run_app(monitor: str | Path | None = None, output_root: str | Path | None = None,
-            bench: str | Path | None = None, data: str | None = None, packing: bool = False, **_) -> int:
+            bench: str | Path | None = None, data: str | None = None, packing: bool = False,
+            data_choice: dict | None = None, **_) -> int:
     """Entry point for the console script (`peft_advisor.cli` calls it with keyword arguments)."""
     services = Services()
     if output_root is not None:
         services.output_root = Path(output_root)
     elif monitor is not None or bench is not None:
         services.output_root = Path(monitor or bench).resolve().parent
-    app = PeftAdvisorApp(services=services, monitor=monitor, bench=bench, data=data, packing=packing)
+    app = PeftAdvisorApp(services=services, monitor=monitor, bench=bench, data=data, packing=packing,
+                         data_choice=data_choice)
     return int(app.run() or 0)

@@ -305,3 +305,23 @@ async def test_the_app_with_data_estimates_as_recommend_data_does(workdir, tmp_p
         assert row.settings.seq_len == rec["settings"]["seq_len"] == doc["data"]["estimate_seq_len"]
         assert row.estimate.peak_bytes == rec["peak_bytes"], rec["method"]
         assert any(r.startswith(f"data: {path}") for r in row.reasons)
+
+
+async def test_the_app_reads_data_with_its_own_column_names(workdir, tmp_path):
+    """`peft-advisor --data qa.jsonl --columns instruction=question,output=answer`: the advice reads
+    the rows as recommend --columns does, and the recipe it makes keeps the mapping."""
+    import json
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"question": f"{n}+{n}?", "answer": str(2 * n)}) + "\n" for n in range(30)))
+    app = make_app(data=str(path), data_choice={"data.columns": "instruction=question,output=answer"})
+    async with app.run_test(size=(100, 32)) as pilot:
+        await set_input(pilot, "#in-model", "demo")
+        await set_input(pilot, "#in-vram", "24")
+        await settle(pilot, app, lambda i: i.model == "demo" and i.vram_bytes == 24 * 1024**3)
+        best = next(r for r in rows(app).values() if r.rank == 1)
+        assert any("rows (instruction)" in r for r in best.reasons)
+        table_of(app).focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.current_mode == "recipe" and app.screen.recipe.budget.vram_gib > 0)
+        assert app.screen.recipe.data.columns == "instruction=question,output=answer"

@@ -59,9 +59,10 @@ def make_services(launcher: FakeLauncher | None = None, gpu: bool = True, root: 
     return services
 
 
-def make_app(launcher=None, gpu: bool = True, monitor=None, bench=None, data=None, packing=False) -> PeftAdvisorApp:
+def make_app(launcher=None, gpu: bool = True, monitor=None, bench=None, data=None, packing=False,
+             data_choice=None) -> PeftAdvisorApp:
     return PeftAdvisorApp(services=make_services(launcher, gpu), monitor=monitor, bench=bench, data=data,
-                          packing=packing)
+                          packing=packing, data_choice=data_choice)
 
 
 async def wait_until(pilot, condition, timeout: float = 30.0, step: float = 0.1) -> None:

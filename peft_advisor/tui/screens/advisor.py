@@ -116,6 +116,11 @@ class AdvisorScreen(Screen):
         return getattr(self.app, "advice_data", None)
 
     @property
+    def data_choice(self) -> dict:
+        """Which rows of the data ({"data.columns": …} as the recipe's keys), from the app's flags."""
+        return dict(getattr(self.app, "advice_data_choice", {}) or {})
+
+    @property
     def packing(self) -> bool:
         """The data's rows packed into seq-len-token rows (`peft-advisor --data PATH --packing`)."""
         return bool(getattr(self.app, "advice_packing", False))
@@ -240,7 +245,8 @@ class AdvisorScreen(Screen):
         return AdviceRequest(model=model, vram_gib=vram, adapter_mb=adapter, seq_len=seq, batch_size=batch,
                              priority=str(self.query_one("#in-priority", Choice).value),
                              gpu_index=gpu.index if gpu is not None else 0, data=self.data, packing=self.packing,
-                             techniques=self.query_one("#in-techniques", Choice).value == "on")
+                             techniques=self.query_one("#in-techniques", Choice).value == "on",
+                             **{"data_" + key.split(".")[1]: value for key, value in self.data_choice.items()})
 
     def _gpu(self):
         if self.probe_result is None or self.chosen_gpu is None:
@@ -363,10 +369,9 @@ class AdvisorScreen(Screen):
                 strategy=DEFAULTS.strategy,
             )
             recipe = demo_fast(recipe)
-            if self.packing:
-                from peft_advisor.core.recipe import updated
+            from peft_advisor.core.recipe import updated
 
-                recipe = updated(recipe, {"data.packing": True})
+            recipe = updated(recipe, {**({"data.packing": True} if self.packing else {}), **self.data_choice})
         except UserError as err:
             self.notify(str(err), severity="error")
             return
@@ -397,19 +402,20 @@ class AdvisorScreen(Screen):
 _PROFILE_LOCK = threading.Lock()
 
 
-def data_profile_cached(data: str, model: str):
-    """`data_scan.profile`, once per (data, model): the advice is recomputed on every keystroke,
-    and counting a large dataset's tokens takes seconds. One at a time: a worker cancelled by the
-    next keystroke runs on, and two threads importing transformers at once can see it half made."""
+def data_profile_cached(data: str, model: str, **choice: str):
+    """`data_scan.profile`, once per (data, model, which rows: columns, config, split): the advice
+    is recomputed on every keystroke, and counting a large dataset's tokens takes seconds. One at a
+    time: a worker cancelled by the next keystroke runs on, and two threads importing transformers
+    at once can see it half made."""
     with _PROFILE_LOCK:
-        return _profile(data, model)
+        return _profile(data, model, tuple(sorted(choice.items())))
 
 
 @lru_cache(maxsize=8)
-def _profile(data: str, model: str):
+def _profile(data: str, model: str, choice: tuple):
     from peft_advisor.data_scan import profile
 
-    return profile(data, model)
+    return profile(data, model, **dict(choice))
 
 
 def _esc(text: str) -> str:
