@@ -67,8 +67,14 @@ def test_the_apps_data_flag(monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "_open_tui", lambda **kwargs: opened.update(kwargs) or 0)
     data = tmp_path / "rows.jsonl"
     data.write_text('{"text": "x"}\n')
-    assert cli.main(["--data", str(data)]) == 0 and opened == {"data": str(data), "packing": False}
-    assert cli.main(["--data", str(data), "--packing"]) == 0 and opened == {"data": str(data), "packing": True}
+    none = {"data.columns": "", "data.config": "", "data.split": ""}
+    assert cli.main(["--data", str(data)]) == 0
+    assert opened == {"data": str(data), "packing": False, "data_choice": none}
+    assert cli.main(["--data", str(data), "--packing", "--columns", "text=body"]) == 0
+    assert opened == {"data": str(data), "packing": True, "data_choice": {**none, "data.columns": "text=body"}}
     alone = _cli("--packing")
     assert alone.returncode == ExitCode.USAGE and alone.stderr == (
         "peft-advisor: --packing goes with --data: peft-advisor --data PATH --packing\n")
+    alone = _cli("--columns", "text=body")
+    assert alone.returncode == ExitCode.USAGE and alone.stderr == (
+        "peft-advisor: --columns goes with --data: peft-advisor --data PATH --columns\n")
