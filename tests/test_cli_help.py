@@ -77,4 +77,4 @@ def test_the_apps_data_flag(monkeypatch, tmp_path):
         "peft-advisor: --packing goes with --data: peft-advisor --data PATH --packing\n")
     alone = _cli("--columns", "text=body")
     assert alone.returncode == ExitCode.USAGE and alone.stderr == (
-        "peft-advisor: --columns goes with --data: peft-advisor --data PATH --columns\n")
+        "peft-advisor: --columns goes with --data: peft-advisor --data PATH --columns FIELD=COLUMN,...\n")

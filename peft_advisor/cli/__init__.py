@@ -146,7 +146,8 @@ def _open_app_with_data(args) -> int:
         raise UserError(f"{flag} before {args.command} is the app's; put it after the command: "
                         f"peft-advisor {args.command} {flag}{' PATH' if flag == '--data' else ''}", ExitCode.USAGE)
     if args.app_data is None:
-        raise UserError(f"{flag} goes with --data: peft-advisor --data PATH {flag}", ExitCode.USAGE)
+        value = {"--packing": "", "--columns": " FIELD=COLUMN,..."}.get(flag, " NAME")
+        raise UserError(f"{flag} goes with --data: peft-advisor --data PATH {flag}{value}", ExitCode.USAGE)
     if choice["data.columns"]:
         from peft_advisor.core.advise import _columns
 

@@ -319,6 +319,7 @@ async def test_the_app_reads_data_with_its_own_column_names(workdir, tmp_path):
         await set_input(pilot, "#in-model", "demo")
         await set_input(pilot, "#in-vram", "24")
         await settle(pilot, app, lambda i: i.model == "demo" and i.vram_bytes == 24 * 1024**3)
+        assert "columns instruction=question,output=answer" in str(app.screen.query_one("#data-note").content)
         best = next(r for r in rows(app).values() if r.rank == 1)
         assert any("rows (instruction)" in r for r in best.reasons)
         table_of(app).focus()

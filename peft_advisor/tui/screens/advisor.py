@@ -106,8 +106,9 @@ class AdvisorScreen(Screen):
             yield Choice(TECHNIQUES_CHOICE, "on" if DEFAULTS.techniques else "off", id="in-techniques")
         yield Static("", id="input-error", classes="error", markup=False)
         packed = " packed" if self.packing else ""
-        yield Static(f"data: {self.data}{packed} · estimates at its longest batch, as recommend --data{packed and ' --packing'}"
-                     if self.data else "",
+        chosen = "".join(f" · {key.split('.')[1]} {value}" for key, value in self.data_choice.items())
+        yield Static(f"data: {self.data}{packed}{chosen} · estimates at its longest batch, as recommend --data"
+                     f"{packed and ' --packing'}" if self.data else "",
                      id="data-note", classes="notice", markup=False)
 
     @property
