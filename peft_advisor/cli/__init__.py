@@ -149,9 +149,9 @@ def _open_app_with_data(args) -> int:
         value = {"--packing": "", "--columns": " FIELD=COLUMN,..."}.get(flag, " NAME")
         raise UserError(f"{flag} goes with --data: peft-advisor --data PATH {flag}{value}", ExitCode.USAGE)
     if choice["data.columns"]:
-        from peft_advisor.core.advise import _columns
+        from peft_advisor.core.advise import check_columns
 
-        _columns("--columns", choice["data.columns"])
+        check_columns("--columns", choice["data.columns"])
     if args.app_data != "demo":
         from peft_advisor.core.sources import local_data
 

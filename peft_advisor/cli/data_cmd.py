@@ -42,9 +42,9 @@ def check_args(args) -> None:
     if not 1 <= args.bins <= 100:
         raise UserError(f"--bins must be 1 to 100, got {args.bins}", ExitCode.USAGE)
     if args.columns:
-        from peft_advisor.core.advise import _columns
+        from peft_advisor.core.advise import check_columns
 
-        _columns("--columns", args.columns)
+        check_columns("--columns", args.columns)
     if args.format != "auto" and args.format not in REQUIRED:
         raise UserError(f"--format must be auto or one of {', '.join(REQUIRED)}, got {args.format!r}", ExitCode.USAGE)
 

@@ -142,7 +142,7 @@ def check(req: AdviceRequest, labels: dict | None = None) -> AdviceRequest:
         raise UserError(f"{name.get(flag.replace(' ', '_'), flag)} says which rows of the data to read: "
                         f"give the data too ({name['data']})", ExitCode.USAGE)
     if req.data_columns:
-        _columns(name["data_columns"], req.data_columns)
+        check_columns(name["data_columns"], req.data_columns)
     if req.gpu_index is not None and (not isinstance(req.gpu_index, int) or req.gpu_index < 0):
         raise UserError(f"{name['gpu_index']} must be a GPU index >= 0, got {req.gpu_index}", ExitCode.USAGE)
     from peft_advisor.core.catalog import METHOD_IDS
@@ -162,7 +162,7 @@ def check(req: AdviceRequest, labels: dict | None = None) -> AdviceRequest:
     return req
 
 
-def _columns(label: str, text: str) -> str:
+def check_columns(label: str, text: str) -> str:
     """field=column pairs, checked by the recipe's own rule (data.columns)."""
     from peft_advisor.core.recipe_fields import _as_columns
 
