@@ -354,7 +354,7 @@ sys.exit(main(sys.argv[1:]))
 def test_ctrl_c_stops_the_current_child_skips_the_rest_and_writes_the_files(tmp_path):
     out = tmp_path / "bench"
     argv = [sys.executable, "-c", BENCH_WITH_FAKE.format(tests=str(ROOT / "tests")), "bench", str(DEMO_LORA),
-            "--methods", "lora,dora", "--steps", "400", "--out", str(out)]
+            "--methods", "lora,dora", "--steps", "20000", "--out", str(out)]  # stopped long before the end
     env = {**os.environ, "PEFT_ADVISOR_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     events = out / "lora" / "events.jsonl"
@@ -365,7 +365,7 @@ def test_ctrl_c_stops_the_current_child_skips_the_rest_and_writes_the_files(tmp_
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == ExitCode.INTERRUPTED, stderr
     rows = {r["name"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
-    assert rows["lora"]["status"] == "cancelled" and 3 <= rows["lora"]["steps"] < 400
+    assert rows["lora"]["status"] == "cancelled" and 3 <= rows["lora"]["steps"] < 20000
     assert rows["dora"]["status"] == "not-run"
     assert "| lora" in stdout and "interrupted" in (out / "bench.json").read_text()
     assert "Interrupted" in (out / "bench.md").read_text()

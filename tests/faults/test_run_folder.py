@@ -115,7 +115,8 @@ def test_the_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
 
 
 def test_a_second_trainer_on_a_running_folder_is_refused_at_once(make_recipe, tmp_path):
-    recipe = make_recipe("lora", **{"train.max_steps": 400, "train.save_every": 2, "train.eval_every": 0})
+    # far more steps than the second trainer's start-up can outlast (the first is stopped at the end)
+    recipe = make_recipe("lora", **{"train.max_steps": 20_000, "train.save_every": 2, "train.eval_every": 0})
     run_dir = tmp_path / "run"
     first = launch.start(recipe, run_dir)
     try:
