@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from peft_advisor.core.errors import ExitCode, UserError
@@ -57,5 +58,18 @@ def main(argv: list[str] | None = None) -> int:
         run.cleanup()
 
 
+def ignore_late_stops() -> None:
+    """The run has ended and its folder says how: a stop from now on has nothing to stop. Ignored,
+    not left to the stop handler (which would announce a checkpoint that never comes) nor to the
+    interpreter's shutdown (which puts the default back, so the process would die of it, -2)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    from peft_advisor.core.run_folder import fault_point
+
+    fault_point("exit")  # tests only: a stop that arrives after the run ended
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    ignore_late_stops()
+    raise SystemExit(code)

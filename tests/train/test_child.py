@@ -95,6 +95,23 @@ def test_sigint_checkpoints_cancels_and_resume_matches_a_straight_run(make_recip
     assert resumed[-1]["final_loss"] == pytest.approx(straight_end["final_loss"], rel=1e-4, abs=1e-5)
 
 
+def test_a_stop_after_the_run_ended_changes_nothing(make_recipe, tmp_path):
+    """A stop that arrives once the run has ended ok (here the trainer sends itself SIGTERM right
+    after it, through a fault point) is ignored: exit 0, and no "stop requested" line announcing a
+    checkpoint that never comes (nor, later in the shutdown, a death by the signal)."""
+    import os
+
+    from peft_advisor.core import run_folder as rf
+
+    recipe = make_recipe("lora", **{"train.max_steps": 2, "train.save_every": 0, "train.eval_every": 0})
+    run_dir = tmp_path / "run"
+    child = launch.start(recipe, run_dir, env={**os.environ, rf.FAULT_ENV: "exit:term"})
+    assert child.process.wait(timeout=120) == 0
+    log = (run_dir / "train.log").read_text()
+    assert "peft-advisor: run ended ok" in log and "stop requested" not in log
+    assert read_events(run_dir / "events.jsonl")[0][-1]["status"] == "ok"
+
+
 @pytest.mark.parametrize(
     "case, code, needle",
     [
