@@ -252,11 +252,11 @@ def run_recommend(args) -> int:
     if not advice.recommendations:
         raise UserError(closest_miss(advice), ExitCode.DOES_NOT_FIT)
     if args.export is not None:
-        _export(args, advice)
+        _export(args, advice, req)
     return ExitCode.OK
 
 
-def _export(args, advice) -> None:
+def _export(args, advice, req: AdviceRequest) -> None:
     from peft_advisor.cli.recipes_cmd import write_recipe
     from peft_advisor.core.recipe import recipe_from_recommendation
 
@@ -275,10 +275,9 @@ def _export(args, advice) -> None:
         recipe = updated(recipe, {"distributed.zero_offload": advice.parallel.offload})
     if args.packing:
         recipe = updated(recipe, {"data.packing": True})
-    chosen = {"data.columns": args.columns, "data.config": args.data_config, "data.split": args.data_split}
-    recipe = updated(recipe, {k: v for k, v in chosen.items() if v})
-    from peft_advisor.core.advise import demo_fast
+    from peft_advisor.core.advise import data_choice, demo_fast
 
+    recipe = updated(recipe, data_choice(req))
     recipe = demo_fast(recipe, given=("data.max_seq_len",) if args.seq is not None else ())  # as the app's
     write_recipe(recipe, args.export, args.force)
     tight = f"; {best.fit}: its estimate's high end does not fit the budget" if best.fit != "ok" else ""

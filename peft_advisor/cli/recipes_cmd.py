@@ -164,10 +164,9 @@ def run_export(args) -> int:
         raise UserError(f"unknown method {args.method!r}{hint}", ExitCode.UNKNOWN_METHOD)
     changes = changes_from_args(args)
     recipe = rc.updated(rc.Recipe(), changes)
-    if recipe.model.id == "demo":  # the shipped demo recipes' fast settings, under what was typed
-        from peft_advisor.core.advise import DEMO_FAST
+    from peft_advisor.core.advise import demo_fast
 
-        recipe = rc.updated(recipe, {k: v for k, v in DEMO_FAST.items() if k not in changes})
+    recipe = demo_fast(recipe, given=changes, estimate=False)  # estimated below unless --no-estimate
     if not args.no_estimate:
         recipe = with_estimate(recipe)
         fit_warning(recipe, "the recipe", f" (`{advice_command(recipe)}` finds settings that fit)")

@@ -252,9 +252,7 @@ def advise(req: AdviceRequest, probe: Callable | None = None, calibration: Calla
     adapter = int(req.adapter_mb * MB) if req.adapter_mb else None
     techniques = available_techniques(spec, card.cuda, req.techniques)
     offloads = "offload_activations" in techniques or par.offload != "none"
-    free_ram = ram() if ram is not None and offloads else None
-    ram_bytes = None if free_ram is None else free_ram // par.gpus  # each GPU's process pins its own
-    budget = Budget(card.budget_bytes, adapter, card.source, card.total_bytes, ram_bytes)
+    budget = Budget(card.budget_bytes, adapter, card.source, card.total_bytes, ram_per_process(ram, par, offloads))
     prof = data_profile(req, profile)
     seq_len, evaluation = data_shape(prof, req, par)
     advice = recommend(spec, budget, seq_len=seq_len, batch_size=req.batch_size, priority=req.priority,
@@ -262,6 +260,13 @@ def advise(req: AdviceRequest, probe: Callable | None = None, calibration: Calla
                        calibrate=_calibrate(req, card, spec.id, par.gpus, calibration), evaluation=evaluation,
                        techniques=techniques)
     return with_data_reasons(advice, prof, req)
+
+
+def ram_per_process(ram: Callable | None, par, needed: bool) -> int | None:
+    """The free CPU RAM each GPU process may pin (each pins its own), asked of `ram()` only when
+    something is offloaded; None when not asked or not known."""
+    free = ram() if ram is not None and needed else None
+    return None if free is None else free // par.gpus
 
 
 def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, calibration: Callable | None = None,
@@ -294,9 +299,8 @@ def estimate_one(req: AdviceRequest, settings, probe: Callable | None = None, ca
         est = calibrate(est)
     fit = "" if card.budget_bytes is None else fit_of(est, card.budget_bytes)
     data_words = [prof.words(req.seq_len, req.packing), evaluation_words(est)] if prof is not None else []
-    free_ram = ram() if ram is not None and est.cpu_bytes else None
-    ram_bytes = None if free_ram is None else free_ram // par.gpus  # each GPU's process pins its own
-    return EstimateResult(est, card, par, fit, card_note(card), settings_words(settings), data_words, ram_bytes)
+    return EstimateResult(est, card, par, fit, card_note(card), settings_words(settings), data_words,
+                          ram_per_process(ram, par, bool(est.cpu_bytes)))
 
 
 TECHNIQUE_FLAGS = {"train.optimizer": "--optimizer", "train.fused_loss": "--fused-loss",
@@ -319,14 +323,23 @@ def refuse_unrunnable(settings, par) -> None:
 # ---------------------------------------------------------------- the data
 
 
+DATA_CHOICE = {"data.columns": "data_columns", "data.config": "data_config", "data.split": "data_split"}
+"""Which rows of the data: recipe key -> `AdviceRequest` field."""
+
+
+def data_choice(req: AdviceRequest) -> dict[str, str]:
+    """The request's data.columns, data.config and data.split that are set, as recipe keys (what an
+    exported recipe writes)."""
+    return {key: getattr(req, name) for key, name in DATA_CHOICE.items() if getattr(req, name)}
+
+
 def data_profile(req: AdviceRequest, profile: Callable | None):
     """The request's data in tokens (`core.data_profile.DataProfile`), or None without data."""
     if not req.data:
         return None
     if profile is None:
         from peft_advisor.data_scan import profile
-    chosen = {"columns": req.data_columns, "config": req.data_config, "split": req.data_split}
-    return profile(req.data, req.model, **{k: v for k, v in chosen.items() if v})
+    return profile(req.data, req.model, **{key.split(".")[1]: value for key, value in data_choice(req).items()})
 
 
 def data_shape(prof, req: AdviceRequest, par) -> tuple[int, dict]:
@@ -418,15 +431,17 @@ DEMO_FAST = {"data.max_seq_len": 128, "data.eval_split": 32, "train.max_steps": 
 recipe made for the demo model trains in minutes on a CPU."""
 
 
-def demo_fast(recipe, given=()):
+def demo_fast(recipe, given=(), estimate: bool = True):
     """For the demo model, the shipped demo recipes' fast settings (DEMO_FAST), with the estimate
-    following them: a recipe made for it in the app, by `recommend --export` or by `export` trains
-    in minutes on a CPU, as the shipped ones do. Keys in `given` (typed by the person) are kept."""
+    following them unless `estimate` is off: a recipe made for it in the app, by `recommend
+    --export` or by `export` trains in minutes on a CPU, as the shipped ones do. Keys in `given`
+    (typed by the person) are kept."""
     if recipe.model.id != "demo":
         return recipe
     from peft_advisor.core import recipe as rc
 
-    return with_estimate(rc.updated(recipe, {k: v for k, v in DEMO_FAST.items() if k not in given}))[0]
+    fast = rc.updated(recipe, {k: v for k, v in DEMO_FAST.items() if k not in given})
+    return with_estimate(fast)[0] if estimate else fast
 
 
 def with_estimate(recipe):

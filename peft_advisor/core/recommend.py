@@ -507,17 +507,19 @@ def settings_words(s: Settings, requested_batch: int | None = None) -> list[str]
     return words
 
 
+KNOB_WORDS = {"rank": "rank", "vera_rank": "vera rank", "galore_rank": "galore rank", "oft_block_size": "block size",
+              "c3a_block_size": "block size"}
+"""How each `catalog.size_knob` is named to the person."""
+
+
 def _size_words(s: Settings) -> list[str]:
-    """The knob that sizes the adapter, as each family names it (OFT and C3A by block size, IA3 has
-    none); "all weights" only for full fine-tuning."""
-    family = method_info(s.method).family
-    if family == "lora":
-        return [f"rank {s.rank}", f"alpha {alpha_for(s.method, s.rank)}"]
-    if s.method == "galore":
-        return [f"galore rank {s.galore_rank}"]
-    return {"vera": [f"vera rank {s.vera_rank}"], "oft": [f"block size {s.oft_block_size}"],
-            "c3a": [f"block size {s.c3a_block_size}"], "ia3": ["scaling vectors"],
-            "full": ["all weights"]}.get(family, [f"rank {s.rank}"])
+    """The knob that sizes the adapter (`catalog.size_knob`), and alpha for the LoRA family; IA3
+    has none ("scaling vectors"), full fine-tuning trains "all weights"."""
+    m, knob = method_info(s.method), size_knob(s.method)
+    if knob is None:
+        return ["all weights"] if m.trains_all_weights else ["scaling vectors"]
+    words = [f"{KNOB_WORDS[knob]} {getattr(s, knob)}"]
+    return words + [f"alpha {alpha_for(s.method, s.rank)}"] if m.family == "lora" else words
 
 
 def describe_knobs(s: Settings) -> list[str]:
@@ -748,7 +750,7 @@ def _quality_reason(m: Method, rec: Recommendation, request: Settings) -> str:
     at = quality_at(m, rec.settings)
     claim = (f"the {m.quality}/5 claim does not carry over (counted as {at}/5)" if at < m.quality
              else "below the measured rank")
-    knob = "block size" if size_knob(rec.method) == "oft_block_size" else "rank"
+    knob = KNOB_WORDS[size_knob(rec.method)]
     claim = claim.replace("rank", knob)
     return f"quality: measured at {knob} {m.evidence_rank}; these settings use {knob} {rank}, {claim}. {m.quality_evidence}"
 

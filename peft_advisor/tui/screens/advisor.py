@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 from textual.worker import WorkerState, get_current_worker
 
-from peft_advisor.core.advise import AdviceRequest, demo_fast
+from peft_advisor.core.advise import DATA_CHOICE, AdviceRequest, demo_fast
 from peft_advisor.core.errors import UserError
 from peft_advisor.core.units import MB, bytes_to_gib, fmt_bytes
 from peft_advisor.tui.messages import GpusProbed, RecipeRequested
@@ -247,7 +247,7 @@ class AdvisorScreen(Screen):
                              priority=str(self.query_one("#in-priority", Choice).value),
                              gpu_index=gpu.index if gpu is not None else 0, data=self.data, packing=self.packing,
                              techniques=self.query_one("#in-techniques", Choice).value == "on",
-                             **{"data_" + key.split(".")[1]: value for key, value in self.data_choice.items()})
+                             **{DATA_CHOICE[key]: value for key, value in self.data_choice.items()})
 
     def _gpu(self):
         if self.probe_result is None or self.chosen_gpu is None:
